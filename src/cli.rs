@@ -1,0 +1,144 @@
+//! The one-shot commands: `check`, `explain`, `diff`, `keygen`,
+//! `verify-token`, and the dispatch of `serve`. Output goes to stdout; the
+//! exit code is the verdict.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::config::Command;
+use crate::map::{self, MapError, Snapshot, Status};
+use crate::route::{self, Via};
+
+/// Runs one command; the returned code is the process's exit code.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("cellns")
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(crate::serve::run(*args, crate::serve::shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { path } => Ok(check(&path)),
+        Command::Explain { path, tenant } => explain(&path, &tenant),
+        Command::Diff(_) | Command::Keygen(_) | Command::VerifyToken(_) => {
+            anyhow::bail!("PENDING: this command lands with its issue")
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Snapshot, MapError> {
+    map::load_file(path, crate::reload::next_serial(None))
+}
+
+/// `cellns check`: exit 0 and a summary when valid; 1 and every error when not.
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(snap) => {
+            print!("{}", summary(&snap));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A human summary of a snapshot: cells by status, tenants per cell.
+pub fn summary(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: valid map, version {}, zone {}, {} cell(s), {} listed tenant(s), unknown tenants: {}",
+        snap.source,
+        snap.version,
+        snap.zone.origin,
+        snap.cells.len(),
+        snap.tenants.len(),
+        snap.placement.as_str()
+    );
+    for status in Status::ALL {
+        let cells: Vec<_> = snap.cells.iter().filter(|c| c.status == status).collect();
+        if cells.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{status} ({}):", cells.len());
+        for c in cells {
+            let mut line = format!(
+                "  {:<16} {:<32} {:<16} weight {:<6} {} tenant(s)",
+                c.id,
+                c.hostname.to_string(),
+                if c.region.is_empty() { "-" } else { &c.region },
+                c.weight,
+                c.listed_tenants
+            );
+            if c.status == Status::Down {
+                let _ = write!(line, ", served by {}", snap.cell(c.serving).id);
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
+/// `cellns explain`: the cell a tenant gets and why. Exit 1 when the tenant
+/// gets no cell.
+fn explain(path: &Path, tenant: &str) -> anyhow::Result<ExitCode> {
+    let snap = load(path)?;
+    match route::explain(&snap, tenant) {
+        Ok(r) => {
+            let serving = snap.cell(r.serving);
+            let assigned = snap.cell(r.assigned);
+            println!("tenant:   {tenant}");
+            println!("cell:     {} ({})", serving.id, serving.hostname);
+            let why = match r.via {
+                Via::Listed => format!("listed in [tenants] as `{}`", assigned.id),
+                Via::Hashed => format!(
+                    "not listed; placed on `{}` by weighted rendezvous hashing over {} active cell(s)",
+                    assigned.id,
+                    snap.hash_pool().len()
+                ),
+            };
+            println!("why:      {why}");
+            if !r.failed_over.is_empty() {
+                let chain: Vec<&str> = r
+                    .failed_over
+                    .iter()
+                    .map(|c| snap.cell(*c).id.as_str())
+                    .chain(std::iter::once(serving.id.as_str()))
+                    .collect();
+                println!(
+                    "failover: `{}` is down; failed over {}",
+                    assigned.id,
+                    chain.join(" → ")
+                );
+            }
+            let v4: Vec<String> = serving.ipv4.iter().map(ToString::to_string).collect();
+            let v6: Vec<String> = serving.ipv6.iter().map(ToString::to_string).collect();
+            if v4.is_empty() && v6.is_empty() {
+                println!("dns:      CNAME {}", serving.hostname);
+            } else {
+                println!(
+                    "dns:      A [{}] AAAA [{}] TTL {}",
+                    v4.join(", "),
+                    v6.join(", "),
+                    snap.zone.ttl
+                );
+            }
+            println!("status:   {}, region {}", serving.status, serving.region);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("tenant:   {tenant}");
+            println!("cell:     none (NXDOMAIN, no token)");
+            println!("why:      {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

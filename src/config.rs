@@ -1,0 +1,218 @@
+//! The command line and its environment variables (contract: DESIGN.md,
+//! "Command line"). Every `serve` flag can also be set through the
+//! environment variable named in its help, which is what containers and
+//! systemd units use.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default DNS listen address (unprivileged, loopback).
+pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
+/// Default HTTP listen address (unprivileged, loopback).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8053";
+
+/// cellns: routes tenants to their cells, by DNS and by signed tokens, from
+/// one hot-reloaded map file.
+#[derive(Debug, Parser)]
+#[command(name = "cellns", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "CELLNS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DNS and the token/admin HTTP API from a map file.
+    Serve(Box<ServeArgs>),
+    /// Validate a map file: exit 0 when valid, 1 with every error when not.
+    Check {
+        /// The map file (.toml or .json).
+        path: PathBuf,
+    },
+    /// Show which cell a tenant gets from a map, and why.
+    Explain {
+        /// The map file (.toml or .json).
+        path: PathBuf,
+        /// The tenant id.
+        tenant: String,
+    },
+    /// Show what a map change moves; exit 1 if the safety gates reject it.
+    Diff(DiffArgs),
+    /// Write a new signing key (PEM) into a key directory.
+    Keygen(KeygenArgs),
+    /// Verify a token as a cell would, and print its claims.
+    VerifyToken(VerifyTokenArgs),
+}
+
+/// `cellns serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Map file (.toml or .json), watched and hot-reloaded. Default: the
+    /// example map embedded from zones/example.toml.
+    #[arg(long, env = "CELLNS_MAP")]
+    pub map: Option<PathBuf>,
+
+    /// DNS listen address, UDP and TCP; repeat (or comma-separate in the
+    /// environment) for several.
+    #[arg(long = "dns-listen", env = "CELLNS_DNS_LISTEN", value_delimiter = ',',
+          default_value = DEFAULT_DNS_LISTEN)]
+    pub dns_listen: Vec<SocketAddr>,
+
+    /// HTTP listen address of the token and admin API.
+    #[arg(long = "http-listen", env = "CELLNS_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN)]
+    pub http_listen: SocketAddr,
+
+    /// Directory of PEM signing keys; the newest signs, all are published.
+    /// Without it, an ephemeral development key is used (loopback only).
+    #[arg(long = "signing-keys", env = "CELLNS_SIGNING_KEYS")]
+    pub signing_keys: Option<PathBuf>,
+
+    /// API key file: one caller a line, `NAME sha256:HEX`.
+    #[arg(long = "api-keys", env = "CELLNS_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+
+    /// Address or prefix allowed to transfer the zone (AXFR); repeatable.
+    #[arg(long = "axfr-allow", env = "CELLNS_AXFR_ALLOW", value_delimiter = ',')]
+    pub axfr_allow: Vec<String>,
+
+    /// TSIG key file required for zone transfers: `NAME hmac-sha256 BASE64SECRET`.
+    #[arg(long = "tsig-key", env = "CELLNS_TSIG_KEY")]
+    pub tsig_key: Option<PathBuf>,
+
+    /// Secondary to send NOTIFY to after each reload; repeatable.
+    #[arg(long = "notify", env = "CELLNS_NOTIFY", value_delimiter = ',')]
+    pub notify: Vec<SocketAddr>,
+
+    /// `iss` claim of issued tokens.
+    #[arg(long, env = "CELLNS_TOKEN_ISSUER", default_value = "cellns")]
+    pub issuer: String,
+
+    /// `aud` claim of issued tokens.
+    #[arg(long, env = "CELLNS_TOKEN_AUDIENCE", default_value = "cells")]
+    pub audience: String,
+
+    /// Largest `ttl_seconds` a token may be issued with.
+    #[arg(
+        long = "token-max-ttl",
+        env = "CELLNS_TOKEN_MAX_TTL",
+        default_value_t = 3600
+    )]
+    pub token_max_ttl: u64,
+
+    /// Token requests per second allowed per caller (token bucket refill).
+    #[arg(long = "rate-limit", env = "CELLNS_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+
+    /// Token bucket size per caller (burst).
+    #[arg(long = "rate-burst", env = "CELLNS_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
+
+    /// Allow the ephemeral development signing key on a non-loopback HTTP
+    /// address. Tokens signed with it die with the process.
+    #[arg(long = "allow-dev-key", env = "CELLNS_ALLOW_DEV_KEY")]
+    pub allow_dev_key: bool,
+
+    /// TLS certificate chain (PEM) for the HTTP API; enables HTTPS.
+    #[arg(long = "tls-cert", env = "CELLNS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for the HTTP API.
+    #[arg(long = "tls-key", env = "CELLNS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA bundle (PEM): require and verify client certificates (mTLS).
+    #[arg(long = "client-ca", env = "CELLNS_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Quiet period after a map file change before it is reloaded, in ms.
+    #[arg(
+        long = "reload-debounce-ms",
+        env = "CELLNS_RELOAD_DEBOUNCE_MS",
+        default_value_t = 100
+    )]
+    pub reload_debounce_ms: u64,
+
+    /// Directory where state that must survive restarts is kept (the last
+    /// SOA serial). Without it, serials derive from the clock alone.
+    #[arg(long = "state-dir", env = "CELLNS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// UDP worker threads of the fast path (one SO_REUSEPORT socket each);
+    /// 0 = one per CPU.
+    #[arg(long = "udp-workers", env = "CELLNS_UDP_WORKERS", default_value_t = 0)]
+    pub udp_workers: usize,
+}
+
+/// `cellns diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The map in force.
+    pub old: PathBuf,
+    /// The proposed map.
+    pub new: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cellns keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Key directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Signature algorithm.
+    #[arg(long, value_enum, default_value_t = KeyAlg::EdDSA)]
+    pub alg: KeyAlg,
+}
+
+/// Token signature algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyAlg {
+    /// Ed25519.
+    #[value(name = "EdDSA", alias = "eddsa", alias = "ed25519")]
+    EdDSA,
+    /// ECDSA P-256 with SHA-256.
+    #[value(name = "ES256", alias = "es256")]
+    ES256,
+}
+
+/// `cellns verify-token`.
+#[derive(Debug, Args)]
+pub struct VerifyTokenArgs {
+    /// JWKS URL to fetch the public keys from.
+    #[arg(
+        long,
+        env = "CELLNS_JWKS_URL",
+        default_value = "http://127.0.0.1:8053/.well-known/jwks.json"
+    )]
+    pub jwks: String,
+    /// The verifying cell's hostname; the token's `cell` claim must equal it.
+    #[arg(long)]
+    pub cell: String,
+    /// Expected `iss`.
+    #[arg(long, env = "CELLNS_TOKEN_ISSUER", default_value = "cellns")]
+    pub issuer: String,
+    /// Expected `aud`.
+    #[arg(long, env = "CELLNS_TOKEN_AUDIENCE", default_value = "cells")]
+    pub audience: String,
+    /// The token (JWT compact form).
+    pub token: String,
+}

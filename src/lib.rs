@@ -1,0 +1,35 @@
+//! cellns: the routing layer of a cell-based architecture.
+//!
+//! A SaaS runs many isolated copies of its stack (cells); every tenant lives
+//! in one. cellns answers `<tenant>.<zone>` in DNS with the endpoints of the
+//! tenant's cell, and issues signed tokens whose `cell` claim names it. Both
+//! read the same immutable [`map::Snapshot`], so they always agree.
+//!
+//! # Layout
+//!
+//! ```text
+//! map file ─▶ map (parse, validate, compile) ─▶ reload (swap) ─▶ Snapshot ─┬─▶ dns   (answers)
+//!                                                                          └─▶ token (JWTs)
+//! ```
+//!
+//! - [`config`]: the command line and environment.
+//! - [`map`]: the map file schema, validation, compilation, diff.
+//! - [`route`]: tenant → cell decisions over a snapshot.
+//! - [`reload`]: the live snapshot, file watching, last-known-good, gates.
+//! - [`dns`]: DNS request handling and answer building.
+//! - [`token`]: JWT issue, signing keys, JWKS, verification.
+//! - [`http`]: the token and admin HTTP API, metrics endpoint.
+//! - [`cli`]: the one-shot commands (`check`, `explain`, `diff`, ...).
+//! - [`serve`]: wires everything together for `cellns serve`.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod map;
+pub mod reload;
+pub mod route;
+pub mod serve;
+pub mod telemetry;
+pub mod token;

@@ -1,0 +1,1 @@
+//! Map diffs: what a change moves (see `cellns diff`).

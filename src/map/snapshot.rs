@@ -1,0 +1,227 @@
+//! The compiled, validated, immutable form of a map that queries read.
+//!
+//! A `Snapshot` is built once per map version (by [`super::compile`]) and
+//! then only read, through an `Arc`, by the DNS and token paths.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::SystemTime;
+
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+
+use super::index::TenantIndex;
+
+/// Index of a cell in [`Snapshot::cells`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellId(pub u16);
+
+/// A cell's operational status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Serves its tenants and takes new (hashed) ones.
+    Active,
+    /// Serves its tenants, takes no new ones.
+    Draining,
+    /// Serves nothing; its tenants go to its failover cell.
+    Down,
+}
+
+impl Status {
+    /// The word used in map files, metrics and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Down => "down",
+        }
+    }
+
+    /// All statuses, in display order.
+    pub const ALL: [Status; 3] = [Status::Active, Status::Draining, Status::Down];
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How tenants that are not listed are placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// They do not exist: NXDOMAIN, no token.
+    Nxdomain,
+    /// Weighted rendezvous hashing over active cells.
+    Hash,
+}
+
+impl Placement {
+    /// The word used in map files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nxdomain => "nxdomain",
+            Self::Hash => "hash",
+        }
+    }
+}
+
+/// One cell, with the records its answers are made of.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// The cell id (the map's table key).
+    pub id: String,
+    /// The cell's DNS name; the `cell` claim of tokens.
+    pub hostname: Name,
+    /// Whether `hostname` is inside the zone (then cellns answers for it).
+    pub hostname_in_zone: bool,
+    /// IPv4 endpoints.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 endpoints.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// Region label.
+    pub region: String,
+    /// Status.
+    pub status: Status,
+    /// Hashing weight.
+    pub weight: u32,
+    /// The configured failover cell.
+    pub failover: Option<CellId>,
+    /// The cell that actually serves this cell's tenants: itself unless it is
+    /// down, else the end of its failover chain.
+    pub serving: CellId,
+    /// The down cells passed through to reach `serving`, starting with this
+    /// one (empty unless this cell is down).
+    pub failover_path: Vec<CellId>,
+    /// Tenants listed in the map for this cell.
+    pub listed_tenants: usize,
+    /// Per-cell seed of the rendezvous hash.
+    pub(crate) hash_seed: u64,
+    /// Records answered for this cell.
+    pub records: CellRecords,
+}
+
+/// Prepared answer data for a cell. Tenant answers need the query's owner
+/// name, so for them only the RDATA is prepared.
+#[derive(Debug, Clone, Default)]
+pub struct CellRecords {
+    /// A RDATA of the cell's endpoints.
+    pub a: Vec<RData>,
+    /// AAAA RDATA of the cell's endpoints.
+    pub aaaa: Vec<RData>,
+    /// CNAME RDATA when the cell is given only by an out-of-zone hostname.
+    pub cname: Option<RData>,
+    /// A records owned by the cell's hostname (in-zone hostnames only).
+    pub host_a: Vec<Record>,
+    /// AAAA records owned by the cell's hostname (in-zone hostnames only).
+    pub host_aaaa: Vec<Record>,
+}
+
+/// The zone cellns is authoritative for, with its apex records.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Zone apex, as written.
+    pub origin: Name,
+    /// Zone apex, lowercased, for comparisons.
+    pub origin_lower: LowerName,
+    /// TTL of tenant and cell answers.
+    pub ttl: u32,
+    /// TTL of negative answers (and the SOA MINIMUM).
+    pub negative_ttl: u32,
+    /// TTL of SOA, NS and glue.
+    pub apex_ttl: u32,
+    /// SOA REFRESH.
+    pub refresh: u32,
+    /// SOA RETRY.
+    pub retry: u32,
+    /// SOA EXPIRE.
+    pub expire: u32,
+    /// NS names.
+    pub nameservers: Vec<Name>,
+    /// SOA RNAME.
+    pub hostmaster: Name,
+    /// Glue addresses of in-zone nameservers.
+    pub glue: Vec<(Name, Vec<IpAddr>)>,
+    /// The SOA record (TTL `apex_ttl`), for SOA queries and transfers.
+    pub soa: Record,
+    /// The SOA record with TTL `min(apex_ttl, negative_ttl)`, for the
+    /// authority section of negative answers (RFC 2308 §3).
+    pub negative_soa: Record,
+    /// The apex NS records.
+    pub ns: Vec<Record>,
+    /// A/AAAA records of in-zone nameservers.
+    pub glue_records: Vec<Record>,
+}
+
+/// What an in-zone name other than a tenant is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaticName {
+    /// An in-zone nameserver (index into [`Zone::nameservers`]).
+    Nameserver(usize),
+    /// An in-zone cell hostname.
+    Cell(CellId),
+    /// An empty non-terminal: a name with nothing of its own but names below it.
+    EmptyNonTerminal,
+}
+
+/// Reload safety gates, as the map configures them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Safety {
+    /// Largest fraction of listed tenants a reload may move.
+    pub max_moved_fraction: f64,
+    /// Largest fraction of listed tenants a reload may remove.
+    pub max_removed_fraction: f64,
+    /// Override naming one change allowed past the gates.
+    pub allow_mass_change: Option<String>,
+}
+
+/// An immutable, compiled map.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The map's version (`version` field, or a content hash).
+    pub version: String,
+    /// SOA serial of this snapshot.
+    pub serial: u32,
+    /// Where the map came from (path or `embedded:...`).
+    pub source: String,
+    /// When it was compiled.
+    pub loaded_at: SystemTime,
+    /// Zone and apex records.
+    pub zone: Zone,
+    /// Cells; a [`CellId`] indexes this.
+    pub cells: Vec<Cell>,
+    /// Listed tenants.
+    pub tenants: TenantIndex,
+    /// Placement of unlisted tenants.
+    pub placement: Placement,
+    /// Cells unlisted tenants are hashed over (active, weight > 0).
+    pub(crate) hash_pool: Vec<CellId>,
+    /// Reload gates.
+    pub safety: Safety,
+    /// In-zone names other than the apex and tenants (lowercased).
+    pub static_names: HashMap<LowerName, StaticName>,
+}
+
+impl Snapshot {
+    /// The cell `id` names.
+    pub fn cell(&self, id: CellId) -> &Cell {
+        &self.cells[id.0 as usize]
+    }
+
+    /// Looks a cell up by its map id.
+    pub fn cell_by_id(&self, id: &str) -> Option<CellId> {
+        self.cells
+            .iter()
+            .position(|c| c.id == id)
+            .map(|i| CellId(i as u16))
+    }
+
+    /// Cells unlisted tenants are hashed over.
+    pub fn hash_pool(&self) -> &[CellId] {
+        &self.hash_pool
+    }
+
+    /// Number of cells with `status`.
+    pub fn cells_with_status(&self, status: Status) -> usize {
+        self.cells.iter().filter(|c| c.status == status).count()
+    }
+}

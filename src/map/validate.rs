@@ -1,0 +1,630 @@
+//! Validation: every rule a map must meet before it may be served. All
+//! problems of a file are collected; each names its field, and its line once
+//! [`locate`] has looked it up.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use hickory_proto::rr::Name;
+
+use super::Source;
+use super::index::TenantIndex;
+use super::locate::Locator;
+use super::schema::MapFile;
+use super::snapshot::{CellId, Placement, Safety, Status};
+
+/// Largest TTL accepted for answers and negative answers (one day).
+pub const MAX_TTL: u32 = 86_400;
+/// Largest TTL accepted for SOA/NS/glue (one week).
+pub const MAX_APEX_TTL: u32 = 604_800;
+/// Largest SOA timer (RFC 1982 serial arithmetic: 2^31 - 1).
+pub const MAX_SOA_TIMER: u32 = i32::MAX as u32;
+/// Largest number of cells in a map (ids are `u16`).
+pub const MAX_CELLS: usize = 4096;
+/// Largest cell weight.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// One problem in a map file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// File name (filled in by [`locate`]).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted field path, e.g. `cells.use1-a.failover`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}: {}", self.file, l, self.field, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.field, self.message),
+        }
+    }
+}
+
+/// A problem before its line is known: the field as path segments.
+#[derive(Debug)]
+pub struct RawIssue {
+    path: Vec<String>,
+    message: String,
+}
+
+/// Fills in file names and lines, and sorts by line.
+pub(crate) fn locate(raw: Vec<RawIssue>, src: Source<'_>) -> Vec<Issue> {
+    let loc = Locator::new(src.text, src.format);
+    let mut out: Vec<Issue> = raw
+        .into_iter()
+        .map(|r| {
+            let segs: Vec<&str> = r.path.iter().map(String::as_str).collect();
+            Issue {
+                file: src.name.to_owned(),
+                line: loc.line(&segs),
+                field: field_name(&segs),
+                message: r.message,
+            }
+        })
+        .collect();
+    out.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+    out
+}
+
+/// Renders a path as TOML would write it (quoting segments with dots).
+fn field_name(segs: &[&str]) -> String {
+    segs.iter()
+        .map(|s| {
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                (*s).to_owned()
+            } else {
+                format!("\"{s}\"")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A map that passed validation, with its values in typed form.
+#[derive(Debug)]
+pub struct Checked {
+    pub(crate) origin: Name,
+    pub(crate) ttl: u32,
+    pub(crate) negative_ttl: u32,
+    pub(crate) apex_ttl: u32,
+    pub(crate) refresh: u32,
+    pub(crate) retry: u32,
+    pub(crate) expire: u32,
+    pub(crate) nameservers: Vec<Name>,
+    pub(crate) hostmaster: Name,
+    pub(crate) glue: Vec<(Name, Vec<IpAddr>)>,
+    pub(crate) cells: Vec<CheckedCell>,
+    /// Listed tenants.
+    pub(crate) tenants: TenantIndex,
+    pub(crate) placement: Placement,
+    pub(crate) safety: Safety,
+}
+
+/// A validated cell.
+#[derive(Debug)]
+pub(crate) struct CheckedCell {
+    pub(crate) id: String,
+    pub(crate) hostname: Name,
+    pub(crate) in_zone: bool,
+    pub(crate) ipv4: Vec<Ipv4Addr>,
+    pub(crate) ipv6: Vec<Ipv6Addr>,
+    pub(crate) region: String,
+    pub(crate) status: Status,
+    pub(crate) weight: u32,
+    pub(crate) failover: Option<CellId>,
+    pub(crate) serving: CellId,
+    pub(crate) failover_path: Vec<CellId>,
+}
+
+struct Issues(Vec<RawIssue>);
+
+impl Issues {
+    fn push(&mut self, path: &[&str], message: impl Into<String>) {
+        self.0.push(RawIssue {
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses an absolute domain name, or says why it is not one.
+fn parse_abs_name(s: &str) -> Result<Name, String> {
+    if !s.ends_with('.') {
+        return Err(format!("`{s}` must be an absolute name ending with a dot"));
+    }
+    if s == "." {
+        return Err("the root name is not allowed here".to_owned());
+    }
+    let name = Name::from_ascii(s).map_err(|e| format!("`{s}` is not a valid domain name: {e}"))?;
+    if name.len() > 254 {
+        return Err(format!("`{s}` is longer than 253 characters"));
+    }
+    if name.iter().any(|l| l.is_empty()) {
+        return Err(format!("`{s}` has an empty label"));
+    }
+    Ok(name)
+}
+
+/// Why `s` is not one hostname-style DNS label (RFC 1123 letters, digits,
+/// hyphens; 1..=63 bytes; no leading or trailing hyphen), if it is not.
+pub fn label_problem(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return Some("is empty".to_owned());
+    }
+    if s.len() > 63 {
+        return Some(format!(
+            "is {} bytes long; a DNS label has at most 63",
+            s.len()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Some(format!(
+            "contains {c:?}; a tenant id is one DNS label of letters, digits and hyphens"
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Some("starts or ends with a hyphen".to_owned());
+    }
+    None
+}
+
+fn check_range(issues: &mut Issues, path: &[&str], v: u32, min: u32, max: u32) -> u32 {
+    if v < min || v > max {
+        issues.push(path, format!("{v} is out of range ({min}..={max})"));
+    }
+    v
+}
+
+/// Checks every rule; returns the typed map or every problem found.
+pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
+    let mut issues = Issues(Vec::new());
+    let z = &map.zone;
+
+    if let Some(v) = &map.version {
+        if v.is_empty() || v.len() > 128 || v.chars().any(|c| c.is_control()) {
+            issues.push(&["version"], "must be 1..=128 printable characters");
+        }
+    }
+
+    // Zone.
+    let origin = match parse_abs_name(&z.origin) {
+        Ok(n) => n,
+        Err(e) => {
+            issues.push(&["zone", "origin"], e);
+            Name::root()
+        }
+    };
+    let origin_ok = !origin.is_root();
+    let in_zone = |n: &Name| origin_ok && origin.zone_of(n);
+    let ttl = check_range(&mut issues, &["zone", "ttl"], z.ttl, 1, MAX_TTL);
+    let negative_ttl = check_range(
+        &mut issues,
+        &["zone", "negative_ttl"],
+        z.negative_ttl,
+        1,
+        MAX_TTL,
+    );
+    let apex_ttl = check_range(
+        &mut issues,
+        &["zone", "apex_ttl"],
+        z.apex_ttl,
+        1,
+        MAX_APEX_TTL,
+    );
+    let refresh = check_range(
+        &mut issues,
+        &["zone", "refresh"],
+        z.refresh,
+        1,
+        MAX_SOA_TIMER,
+    );
+    let retry = check_range(&mut issues, &["zone", "retry"], z.retry, 1, MAX_SOA_TIMER);
+    let expire = check_range(&mut issues, &["zone", "expire"], z.expire, 1, MAX_SOA_TIMER);
+
+    let hostmaster = parse_abs_name(&z.hostmaster).unwrap_or_else(|e| {
+        issues.push(&["zone", "hostmaster"], e);
+        Name::root()
+    });
+
+    // Every in-zone name other than tenants, to catch collisions.
+    let mut owned_names: HashMap<Name, String> = HashMap::new();
+
+    if z.nameservers.is_empty() {
+        issues.push(
+            &["zone", "nameservers"],
+            "at least one nameserver is required",
+        );
+    }
+    let mut nameservers = Vec::new();
+    for (i, ns) in z.nameservers.iter().enumerate() {
+        let idx = i.to_string();
+        match parse_abs_name(ns) {
+            Ok(n) => {
+                if nameservers.iter().any(|m: &Name| m.eq_case(&n) || *m == n) {
+                    issues.push(
+                        &["zone", "nameservers", &idx],
+                        format!("`{ns}` is listed twice"),
+                    );
+                } else if in_zone(&n) {
+                    if n == origin {
+                        issues.push(
+                            &["zone", "nameservers", &idx],
+                            "a nameserver may not be the zone apex itself",
+                        );
+                    } else if !z
+                        .glue
+                        .keys()
+                        .any(|g| Name::from_ascii(g).is_ok_and(|g| g == n))
+                    {
+                        issues.push(
+                            &["zone", "nameservers", &idx],
+                            format!(
+                                "`{ns}` is inside the zone and needs glue addresses in [zone.glue]"
+                            ),
+                        );
+                    }
+                    owned_names.insert(n.to_lowercase(), format!("nameserver `{ns}`"));
+                }
+                nameservers.push(n);
+            }
+            Err(e) => issues.push(&["zone", "nameservers", &idx], e),
+        }
+    }
+    let mut glue = Vec::new();
+    for (name, addrs) in &z.glue {
+        let path = ["zone", "glue", name.as_str()];
+        let Ok(n) = parse_abs_name(name).map_err(|e| issues.push(&path, e)) else {
+            continue;
+        };
+        if !nameservers.contains(&n) {
+            issues.push(&path, "glue for a name that is not in zone.nameservers");
+            continue;
+        }
+        if !in_zone(&n) {
+            issues.push(
+                &path,
+                "glue is only needed (and served) for nameservers inside the zone",
+            );
+            continue;
+        }
+        if addrs.is_empty() {
+            issues.push(&path, "at least one address is required");
+        }
+        let mut parsed = Vec::new();
+        for a in addrs {
+            match IpAddr::from_str(a) {
+                Ok(ip) => parsed.push(ip),
+                Err(_) => issues.push(&path, format!("`{a}` is not an IP address")),
+            }
+        }
+        glue.push((n, parsed));
+    }
+
+    // Cells.
+    if map.cells.is_empty() {
+        issues.push(&["cells"], "at least one cell is required");
+    }
+    if map.cells.len() > MAX_CELLS {
+        issues.push(
+            &["cells"],
+            format!("at most {MAX_CELLS} cells are supported"),
+        );
+    }
+    let ids: HashMap<&str, CellId> = map
+        .cells
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), CellId(i as u16)))
+        .collect();
+    let mut cells = Vec::new();
+    let mut hostnames: HashMap<Name, &str> = HashMap::new();
+    for (id, c) in &map.cells {
+        let p = |f: &'static str| -> [&str; 3] { ["cells", id.as_str(), f] };
+        if id.is_empty()
+            || id.len() > 63
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            issues.push(
+                &["cells", id],
+                "a cell id is 1..=63 letters, digits, '-' or '_' (it is used in metrics labels)",
+            );
+        }
+        let hostname = match parse_abs_name(&c.hostname) {
+            Ok(n) => n,
+            Err(e) => {
+                issues.push(&p("hostname"), e);
+                Name::root()
+            }
+        };
+        let mut ipv4 = Vec::new();
+        for a in &c.ipv4 {
+            match Ipv4Addr::from_str(a) {
+                Ok(ip) if ipv4.contains(&ip) => {
+                    issues.push(&p("ipv4"), format!("`{a}` is listed twice"))
+                }
+                Ok(ip) => ipv4.push(ip),
+                Err(_) => issues.push(&p("ipv4"), format!("`{a}` is not an IPv4 address")),
+            }
+        }
+        let mut ipv6 = Vec::new();
+        for a in &c.ipv6 {
+            match Ipv6Addr::from_str(a) {
+                Ok(ip) if ipv6.contains(&ip) => {
+                    issues.push(&p("ipv6"), format!("`{a}` is listed twice"))
+                }
+                Ok(ip) => ipv6.push(ip),
+                Err(_) => issues.push(&p("ipv6"), format!("`{a}` is not an IPv6 address")),
+            }
+        }
+        let hostname_in_zone = !hostname.is_root() && in_zone(&hostname);
+        if !hostname.is_root() {
+            let lower = hostname.to_lowercase();
+            if let Some(other) = hostnames.insert(lower.clone(), id) {
+                issues.push(
+                    &p("hostname"),
+                    format!("cell `{other}` has the same hostname"),
+                );
+            }
+            if hostname_in_zone {
+                if hostname == origin {
+                    issues.push(&p("hostname"), "a cell hostname may not be the zone apex");
+                } else if let Some(what) = owned_names.get(&lower) {
+                    issues.push(&p("hostname"), format!("collides with {what}"));
+                }
+                owned_names.insert(lower, format!("the hostname of cell `{id}`"));
+            }
+        }
+        if hostname_in_zone && ipv4.is_empty() && ipv6.is_empty() {
+            issues.push(
+                &["cells", id],
+                "the cell has no way to answer: its hostname is inside the zone but it has no \
+                 ipv4 or ipv6 addresses (give addresses, or an out-of-zone hostname for a CNAME)",
+            );
+        }
+        let status = match c.status.as_str() {
+            "active" => Status::Active,
+            "draining" => Status::Draining,
+            "down" => Status::Down,
+            other => {
+                issues.push(
+                    &p("status"),
+                    format!("`{other}` is not one of active, draining, down"),
+                );
+                Status::Active
+            }
+        };
+        let weight = check_range(&mut issues, &p("weight"), c.weight, 0, MAX_WEIGHT);
+        let failover = match &c.failover {
+            None => None,
+            Some(f) if f == id => {
+                issues.push(&p("failover"), "a cell cannot fail over to itself");
+                None
+            }
+            Some(f) => match ids.get(f.as_str()) {
+                Some(&cid) => Some(cid),
+                None => {
+                    issues.push(&p("failover"), format!("unknown cell `{f}`"));
+                    None
+                }
+            },
+        };
+        cells.push(CheckedCell {
+            id: id.clone(),
+            hostname,
+            in_zone: hostname_in_zone,
+            ipv4,
+            ipv6,
+            region: c.region.clone(),
+            status,
+            weight,
+            failover,
+            serving: CellId(cells.len() as u16),
+            failover_path: Vec::new(),
+        });
+    }
+
+    // Failover chains: from each cell, follow failover links through down
+    // cells; the chain must reach a cell that serves.
+    let chain_errors = resolve_failover(&mut cells);
+    for (cell, msg) in chain_errors {
+        issues.push(&["cells", &cells[cell.0 as usize].id, "failover"], msg);
+    }
+
+    // Empty non-terminals below in-zone names, for collision checks.
+    if origin_ok {
+        let names: Vec<Name> = owned_names.keys().cloned().collect();
+        for n in names {
+            let mut p = n.base_name();
+            while p.num_labels() > origin.num_labels() {
+                owned_names
+                    .entry(p.to_lowercase())
+                    .or_insert_with(|| format!("a name above `{n}`"));
+                p = p.base_name();
+            }
+        }
+    }
+
+    // Tenants. Names one label below the apex that something else owns.
+    let taken: HashMap<Vec<u8>, &str> = if origin_ok {
+        owned_names
+            .iter()
+            .filter(|(n, _)| n.num_labels() == origin.num_labels() + 1)
+            .filter_map(|(n, what)| Some((n.iter().next()?.to_ascii_lowercase(), what.as_str())))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut valid: Vec<(&str, CellId)> = Vec::with_capacity(map.tenants.len());
+    let mut label = [0u8; 63];
+    for (name, cell) in map.tenants.iter() {
+        let path = ["tenants", name];
+        if let Some(problem) = label_problem(name) {
+            issues.push(&path, format!("tenant id `{name}` {problem}"));
+            continue;
+        }
+        let lower = &mut label[..name.len()];
+        lower.copy_from_slice(name.as_bytes());
+        lower.make_ascii_lowercase();
+        if let Some(what) = taken.get(&*lower) {
+            issues.push(&path, format!("tenant `{name}` collides with {what}"));
+        }
+        match ids.get(cell) {
+            Some(&cid) => valid.push((name, cid)),
+            None => issues.push(&path, format!("unknown cell `{cell}`")),
+        }
+    }
+    let (tenants, duplicates) = TenantIndex::build(valid.iter().copied());
+    for pos in duplicates {
+        let name = valid[pos].0;
+        issues.push(
+            &["tenants", name],
+            format!("tenant `{name}` is listed twice (tenant ids are case-insensitive)"),
+        );
+    }
+    drop(valid);
+
+    // Placement.
+    let placement = match map.placement.unknown.as_str() {
+        "nxdomain" => Placement::Nxdomain,
+        "hash" => {
+            if !cells
+                .iter()
+                .any(|c| c.status == Status::Active && c.weight > 0)
+            {
+                issues.push(
+                    &["placement", "unknown"],
+                    "hash placement needs at least one active cell with weight > 0",
+                );
+            }
+            Placement::Hash
+        }
+        other => {
+            issues.push(
+                &["placement", "unknown"],
+                format!("`{other}` is not one of nxdomain, hash"),
+            );
+            Placement::Nxdomain
+        }
+    };
+
+    let s = &map.safety;
+    for (f, v) in [
+        ("max_moved_fraction", s.max_moved_fraction),
+        ("max_removed_fraction", s.max_removed_fraction),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            issues.push(
+                &["safety", f],
+                format!("{v} is not a fraction between 0 and 1"),
+            );
+        }
+    }
+    if let Some(o) = &s.allow_mass_change {
+        if o.trim().is_empty() {
+            issues.push(
+                &["safety", "allow_mass_change"],
+                "must say why (a non-empty reason)",
+            );
+        }
+    }
+
+    if !issues.0.is_empty() {
+        return Err(issues.0);
+    }
+    Ok(Checked {
+        origin,
+        ttl,
+        negative_ttl,
+        apex_ttl,
+        refresh,
+        retry,
+        expire,
+        nameservers,
+        hostmaster,
+        glue,
+        cells,
+        tenants,
+        placement,
+        safety: Safety {
+            max_moved_fraction: s.max_moved_fraction,
+            max_removed_fraction: s.max_removed_fraction,
+            allow_mass_change: s.allow_mass_change.clone(),
+        },
+    })
+}
+
+/// Follows failover links; sets `serving` and `failover_path` for each cell
+/// and returns the cells whose chain loops or ends in a down cell. A serving
+/// cell's chain is checked from its failover target on, so that a broken
+/// chain is caught before the cell goes down.
+fn resolve_failover(cells: &mut [CheckedCell]) -> Vec<(CellId, String)> {
+    let is_down = |cells: &[CheckedCell], i: CellId| cells[i.0 as usize].status == Status::Down;
+    let mut errors = Vec::new();
+    for i in 0..cells.len() {
+        let start = CellId(i as u16);
+        let Some(mut cur) = (if is_down(cells, start) {
+            Some(start)
+        } else {
+            cells[i].failover
+        }) else {
+            continue;
+        };
+        // Down cells passed through, in order.
+        let mut path: Vec<CellId> = Vec::new();
+        let serving = loop {
+            if !is_down(cells, cur) {
+                break Some(cur);
+            }
+            if path.contains(&cur) {
+                path.push(cur);
+                let names: Vec<&str> = path
+                    .iter()
+                    .map(|c| cells[c.0 as usize].id.as_str())
+                    .collect();
+                errors.push((
+                    start,
+                    format!(
+                        "failover chain loops through down cells: {}",
+                        names.join(" → ")
+                    ),
+                ));
+                break None;
+            }
+            path.push(cur);
+            match cells[cur.0 as usize].failover {
+                Some(next) => cur = next,
+                None => {
+                    errors.push((
+                        start,
+                        format!(
+                            "failover chain ends in down cell `{}`, which has no failover",
+                            cells[cur.0 as usize].id
+                        ),
+                    ));
+                    break None;
+                }
+            }
+        };
+        if let (Some(serving), true) = (serving, is_down(cells, start)) {
+            cells[i].serving = serving;
+            cells[i].failover_path = path;
+        }
+    }
+    errors
+}

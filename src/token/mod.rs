@@ -1,0 +1,1 @@
+//! Tokens: JWT issue, signing keys, JWKS, verification.
