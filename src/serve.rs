@@ -64,6 +64,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         tracing::info!(%addr, "DNS listening (UDP and TCP)");
     }
     let dns_task = tokio::spawn(dns.run(cancel.clone()));
+    tracing::info!("serving");
 
     shutdown.await;
     tracing::info!("shutting down");
