@@ -98,3 +98,156 @@ pub fn rendezvous(snap: &Snapshot, label: &[u8]) -> Option<CellId> {
     }
     best.map(|(_, id)| id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::{Format, Source, load_str};
+
+    fn map(cells: &str, tenants: &str, placement: &str) -> Snapshot {
+        let text = format!(
+            "[zone]\norigin = \"c.example.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n\
+             {cells}\n[tenants]\n{tenants}\n[placement]\nunknown = \"{placement}\"\n"
+        );
+        load_str(
+            Source {
+                text: &text,
+                format: Format::Toml,
+                name: "t.toml",
+            },
+            1,
+        )
+        .expect("valid test map")
+    }
+
+    fn cell(id: &str, status: &str, weight: u32, failover: Option<&str>) -> String {
+        let f = failover
+            .map(|f| format!("failover = \"{f}\"\n"))
+            .unwrap_or_default();
+        format!(
+            "[cells.{id}]\nhostname = \"{id}.c.example.\"\nipv4 = [\"192.0.2.1\"]\nstatus = \"{status}\"\nweight = {weight}\n{f}"
+        )
+    }
+
+    fn id(s: &Snapshot, cell: &str) -> CellId {
+        s.cell_by_id(cell).expect("cell")
+    }
+
+    #[test]
+    fn listed_tenant() {
+        let s = map(&cell("a", "active", 1, None), "acme = \"a\"", "nxdomain");
+        let r = explain(&s, "ACME").unwrap();
+        assert_eq!(
+            (r.assigned, r.serving, r.via),
+            (id(&s, "a"), id(&s, "a"), Via::Listed)
+        );
+        assert!(r.failed_over.is_empty());
+        assert_eq!(lookup(&s, b"AcMe"), Some(id(&s, "a")));
+        assert_eq!(lookup(&s, b"other"), None);
+        assert!(matches!(explain(&s, "other"), Err(NoRoute::Unknown(_))));
+        assert!(matches!(
+            explain(&s, "not.one"),
+            Err(NoRoute::InvalidTenant(..))
+        ));
+    }
+
+    #[test]
+    fn failover_through_down_cells() {
+        let cells = [
+            cell("a", "down", 1, Some("b")),
+            cell("b", "down", 1, Some("c")),
+            cell("c", "active", 1, None),
+        ]
+        .concat();
+        let s = map(&cells, "acme = \"a\"\nglobex = \"b\"", "nxdomain");
+        let r = explain(&s, "acme").unwrap();
+        assert_eq!(r.assigned, id(&s, "a"));
+        assert_eq!(r.serving, id(&s, "c"));
+        assert_eq!(r.failed_over, vec![id(&s, "a"), id(&s, "b")]);
+        assert_eq!(lookup(&s, b"acme"), Some(id(&s, "c")));
+        assert_eq!(lookup(&s, b"globex"), Some(id(&s, "c")));
+    }
+
+    #[test]
+    fn draining_cell_keeps_listed_tenants_but_gets_no_hashed_ones() {
+        let cells = [
+            cell("a", "draining", 100, None),
+            cell("b", "active", 100, None),
+        ]
+        .concat();
+        let s = map(&cells, "acme = \"a\"", "hash");
+        assert_eq!(lookup(&s, b"acme"), Some(id(&s, "a")));
+        for i in 0..500 {
+            let t = format!("t{i}");
+            assert_eq!(lookup(&s, t.as_bytes()), Some(id(&s, "b")), "{t}");
+            assert_eq!(explain(&s, &t).unwrap().via, Via::Hashed);
+        }
+    }
+
+    #[test]
+    fn hashing_is_case_insensitive_and_weighted() {
+        let cells = [
+            cell("a", "active", 100, None),
+            cell("b", "active", 300, None),
+        ]
+        .concat();
+        let s = map(&cells, "", "hash");
+        let mut on_b = 0;
+        for i in 0..20_000 {
+            let t = format!("tenant{i}");
+            let c = lookup(&s, t.as_bytes()).unwrap();
+            assert_eq!(lookup(&s, t.to_uppercase().as_bytes()), Some(c));
+            on_b += usize::from(c == id(&s, "b"));
+        }
+        // Weight 300 of 400: expect 75 % ± a few points.
+        let share = on_b as f64 / 20_000.0;
+        assert!((0.72..0.78).contains(&share), "share on b = {share}");
+    }
+
+    #[test]
+    fn adding_an_unrelated_cell_moves_only_tenants_it_wins() {
+        let two = [
+            cell("a", "active", 100, None),
+            cell("b", "active", 100, None),
+        ]
+        .concat();
+        let three = [two.clone(), cell("c", "active", 100, None)].concat();
+        let (s2, s3) = (map(&two, "", "hash"), map(&three, "", "hash"));
+        let mut moved_elsewhere = 0;
+        let mut to_c = 0;
+        for i in 0..10_000 {
+            let t = format!("t{i}");
+            let before = &s2.cell(lookup(&s2, t.as_bytes()).unwrap()).id;
+            let after = &s3.cell(lookup(&s3, t.as_bytes()).unwrap()).id;
+            if after == "c" {
+                to_c += 1;
+            } else if before != after {
+                moved_elsewhere += 1;
+            }
+        }
+        assert_eq!(moved_elsewhere, 0, "tenants moved between a and b");
+        // The new cell takes about a third.
+        assert!((2_900..3_800).contains(&to_c), "{to_c} moved to c");
+    }
+
+    #[test]
+    fn placement_is_stable_across_versions() {
+        // Pinned so that a change of the hash (which would move hashed
+        // tenants on upgrade) cannot go unnoticed.
+        let cells = [
+            cell("a", "active", 100, None),
+            cell("b", "active", 100, None),
+        ]
+        .concat();
+        let s = map(&cells, "", "hash");
+        let got: String = [
+            "acme", "globex", "initech", "umbrella", "hooli", "t1", "t2", "t3",
+        ]
+        .iter()
+        .map(|t| s.cell(lookup(&s, t.as_bytes()).unwrap()).id.clone())
+        .collect();
+        assert_eq!(got, PINNED_PLACEMENT);
+    }
+
+    const PINNED_PLACEMENT: &str = "ababbaab";
+}

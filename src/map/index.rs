@@ -196,11 +196,10 @@ mod tests {
 
     #[test]
     fn hash_is_stable() {
-        // Rendezvous placement depends on these exact values never changing.
-        assert_eq!(label_hash(b"acme"), label_hash(b"ACME"));
-        assert_eq!(
-            label_hash(b"acme"),
-            0x2a3b_1b3c_0e1a_6b53_u64.wrapping_add(0).max(0) & 0 | label_hash(b"acme")
-        );
+        // Rendezvous placement depends on these exact values never changing
+        // (checked against an independent implementation of the same steps).
+        assert_eq!(label_hash(b"acme"), 0x130a_7622_2d44_27ef);
+        assert_eq!(label_hash(b"ACME"), 0x130a_7622_2d44_27ef);
+        assert_eq!(label_hash(b""), 0xf52a_15e9_a9b5_e89b);
     }
 }

@@ -54,8 +54,16 @@ fn toml_offset(doc: &toml_edit::Document<&str>, path: &[&str]) -> Option<usize> 
     let mut best = None;
     for seg in path {
         let (key, next) = match item {
-            toml_edit::Item::Table(t) => t.get_key_value(seg)?,
-            toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => t.get_key_value(seg)?,
+            toml_edit::Item::Table(t) => match t.get_key_value(seg) {
+                Some(kv) => kv,
+                None => return best,
+            },
+            toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
+                match t.get_key_value(seg) {
+                    Some(kv) => kv,
+                    None => return best,
+                }
+            }
             toml_edit::Item::Value(toml_edit::Value::Array(a)) => {
                 let i: usize = seg.parse().ok()?;
                 let v = a.get(i)?;

@@ -380,8 +380,7 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
                     &p("hostname"),
                     format!("cell `{other}` has the same hostname"),
                 );
-            }
-            if hostname_in_zone {
+            } else if hostname_in_zone {
                 if hostname == origin {
                     issues.push(&p("hostname"), "a cell hostname may not be the zone apex");
                 } else if let Some(what) = owned_names.get(&lower) {
@@ -390,7 +389,7 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
                 owned_names.insert(lower, format!("the hostname of cell `{id}`"));
             }
         }
-        if hostname_in_zone && ipv4.is_empty() && ipv6.is_empty() {
+        if hostname_in_zone && c.ipv4.is_empty() && c.ipv6.is_empty() {
             issues.push(
                 &["cells", id],
                 "the cell has no way to answer: its hostname is inside the zone but it has no \
@@ -628,3 +627,7 @@ fn resolve_failover(cells: &mut [CheckedCell]) -> Vec<(CellId, String)> {
     }
     errors
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

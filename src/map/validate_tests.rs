@@ -1,0 +1,407 @@
+//! One test per validation rule: each breaks one rule of a valid map and
+//! checks the error names the right field, line and problem.
+
+use crate::map::{Format, MapError, Source, load_str};
+
+const BASE: &str = r#"
+[zone]
+origin = "cells.example.com."
+ttl = 30
+nameservers = ["ns1.cells.example.com.", "ns.other.example.net."]
+hostmaster = "hostmaster.example.com."
+
+[zone.glue]
+"ns1.cells.example.com." = ["192.0.2.53"]
+
+[cells.a]
+hostname = "a.cells.example.com."
+ipv4 = ["192.0.2.10"]
+status = "active"
+failover = "b"
+
+[cells.b]
+hostname = "b.cells.example.com."
+ipv6 = ["2001:db8::20"]
+status = "active"
+
+[tenants]
+acme = "a"
+globex = "b"
+
+[placement]
+unknown = "nxdomain"
+"#;
+
+/// Loads `text`; returns its issues as `line: field: message` strings.
+fn issues(text: &str) -> Vec<String> {
+    match load_str(
+        Source {
+            text,
+            format: Format::Toml,
+            name: "m.toml",
+        },
+        1,
+    ) {
+        Ok(_) => Vec::new(),
+        Err(MapError::Invalid { issues, .. }) => issues
+            .iter()
+            .map(|i| format!("{}: {}: {}", i.line.map_or(0, |l| l), i.field, i.message))
+            .collect(),
+        Err(e) => vec![format!("other error: {e}")],
+    }
+}
+
+/// `BASE` with `from` replaced by `to` (which must occur).
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE lacks {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+/// Asserts exactly one issue, containing every needle.
+fn one_issue(text: &str, needles: &[&str]) {
+    let got = issues(text);
+    assert_eq!(got.len(), 1, "expected one issue, got {got:#?}");
+    for n in needles {
+        assert!(got[0].contains(n), "issue {:?} lacks {n:?}", got[0]);
+    }
+}
+
+fn line_of(text: &str, needle: &str) -> String {
+    let n = text
+        .lines()
+        .position(|l| l.contains(needle))
+        .expect("needle")
+        + 1;
+    format!("{n}:")
+}
+
+#[test]
+fn base_is_valid() {
+    assert_eq!(issues(BASE), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_cell_reference_in_tenants() {
+    let t = edit("globex = \"b\"", "globex = \"nope\"");
+    one_issue(
+        &t,
+        &[
+            &line_of(&t, "globex"),
+            "tenants.globex",
+            "unknown cell `nope`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_failover_cell() {
+    let t = edit("failover = \"b\"", "failover = \"zz\"");
+    one_issue(
+        &t,
+        &[
+            &line_of(&t, "failover"),
+            "cells.a.failover",
+            "unknown cell `zz`",
+        ],
+    );
+}
+
+#[test]
+fn failover_to_itself() {
+    let t = edit("failover = \"b\"", "failover = \"a\"");
+    one_issue(&t, &["cells.a.failover", "itself"]);
+}
+
+#[test]
+fn failover_chain_loop_through_down_cells() {
+    let t = edit(
+        "status = \"active\"\nfailover = \"b\"",
+        "status = \"down\"\nfailover = \"b\"",
+    )
+    .replacen(
+        "status = \"active\"\n\n[tenants]",
+        "status = \"down\"\nfailover = \"a\"\n\n[tenants]",
+        1,
+    );
+    let got = issues(&t);
+    assert!(
+        !got.is_empty() && got.iter().all(|i| i.contains("loops")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter().any(|i| i.contains("cells.a.failover")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn failover_chain_ends_in_down_cell() {
+    let t = edit(
+        "status = \"active\"\n\n[tenants]",
+        "status = \"down\"\n\n[tenants]",
+    );
+    // a (active) fails over to b, which is down with no failover; b itself
+    // is down with nowhere to go.
+    let got = issues(&t);
+    assert!(
+        got.iter()
+            .any(|i| i.contains("cells.a.failover") && i.contains("down cell `b`")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter().any(|i| i.contains("cells.b.failover")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn down_cell_without_failover() {
+    let t = edit(
+        "ipv6 = [\"2001:db8::20\"]\nstatus = \"active\"",
+        "ipv6 = [\"2001:db8::20\"]\nstatus = \"down\"",
+    )
+    .replacen("globex = \"b\"", "globex = \"a\"", 1);
+    let got = issues(&t);
+    assert!(got.iter().any(|i| i.contains("no failover")), "{got:#?}");
+}
+
+#[test]
+fn duplicate_tenant_case_insensitive() {
+    let t = edit("globex = \"b\"", "globex = \"b\"\nACME = \"b\"");
+    one_issue(
+        &t,
+        &[&line_of(&t, "ACME"), "listed twice", "case-insensitive"],
+    );
+}
+
+#[test]
+fn exact_duplicate_tenant_is_a_parse_error_with_line() {
+    let t = edit("globex = \"b\"", "globex = \"b\"\nacme = \"b\"");
+    let got = issues(&t);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("other error: m.toml:"), "{got:?}");
+}
+
+#[test]
+fn tenant_ids_must_be_one_label() {
+    for (bad, why) in [
+        ("\"a.b\"", "contains '.'"),
+        ("\"under_score\"", "contains '_'"),
+        ("\"-lead\"", "hyphen"),
+        ("\"trail-\"", "hyphen"),
+        ("\"\"", "empty"),
+        (&format!("\"{}\"", "x".repeat(64)), "63"),
+    ] {
+        let t = edit("globex = \"b\"", &format!("globex = \"b\"\n{bad} = \"a\""));
+        one_issue(&t, &["tenants.", why]);
+    }
+}
+
+#[test]
+fn invalid_addresses() {
+    let t = edit(
+        "ipv4 = [\"192.0.2.10\"]",
+        "ipv4 = [\"192.0.2.300\", \"2001:db8::1\"]",
+    );
+    let got = issues(&t);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got.iter()
+            .all(|i| i.contains("cells.a.ipv4") && i.contains("not an IPv4"))
+    );
+    let t = edit("ipv6 = [\"2001:db8::20\"]", "ipv6 = [\"192.0.2.1\"]");
+    one_issue(&t, &["cells.b.ipv6", "not an IPv6"]);
+    let t = edit("[\"192.0.2.53\"]", "[\"nope\"]");
+    one_issue(&t, &["zone.glue", "not an IP address"]);
+}
+
+#[test]
+fn duplicate_address() {
+    let t = edit(
+        "ipv4 = [\"192.0.2.10\"]",
+        "ipv4 = [\"192.0.2.10\", \"192.0.2.10\"]",
+    );
+    one_issue(&t, &["cells.a.ipv4", "twice"]);
+}
+
+#[test]
+fn invalid_hostnames() {
+    let t = edit(
+        "hostname = \"a.cells.example.com.\"",
+        "hostname = \"a.cells.example.com\"",
+    );
+    one_issue(&t, &["cells.a.hostname", "ending with a dot"]);
+    let t = edit(
+        "hostname = \"a.cells.example.com.\"",
+        "hostname = \"a..example.com.\"",
+    );
+    one_issue(&t, &["cells.a.hostname"]);
+    let t = edit(
+        "hostname = \"a.cells.example.com.\"",
+        &format!("hostname = \"{}.example.com.\"", "x".repeat(64)),
+    );
+    one_issue(&t, &["cells.a.hostname"]);
+    let t = edit(
+        "hostmaster = \"hostmaster.example.com.\"",
+        "hostmaster = \"bad name\"",
+    );
+    one_issue(&t, &["zone.hostmaster"]);
+}
+
+#[test]
+fn cell_with_no_way_to_answer() {
+    let t = edit("ipv4 = [\"192.0.2.10\"]\n", "");
+    one_issue(
+        &t,
+        &[&line_of(&t, "[cells.a]"), "cells.a", "no way to answer"],
+    );
+    // The same cell with an out-of-zone hostname answers with a CNAME.
+    let t = t.replacen(
+        "hostname = \"a.cells.example.com.\"",
+        "hostname = \"a.lb.example.net.\"",
+        1,
+    );
+    assert_eq!(issues(&t), Vec::<String>::new());
+}
+
+#[test]
+fn hash_placement_needs_an_active_cell() {
+    let t = edit("unknown = \"nxdomain\"", "unknown = \"hash\"")
+        .replace("status = \"active\"", "status = \"draining\"");
+    one_issue(&t, &["placement.unknown", "active cell"]);
+    let t = edit("unknown = \"nxdomain\"", "unknown = \"random\"");
+    one_issue(&t, &["placement.unknown", "not one of"]);
+}
+
+#[test]
+fn origin_needs_trailing_dot() {
+    let t = edit(
+        "origin = \"cells.example.com.\"",
+        "origin = \"cells.example.com\"",
+    );
+    let got = issues(&t);
+    assert!(
+        got.iter()
+            .any(|i| i.contains("zone.origin") && i.contains("ending with a dot")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn ttls_out_of_range() {
+    let t = edit("ttl = 30", "ttl = 0");
+    one_issue(&t, &["zone.ttl", "out of range"]);
+    let t = edit("ttl = 30", "ttl = 30\nnegative_ttl = 999999");
+    one_issue(&t, &["zone.negative_ttl", "out of range"]);
+    let t = edit("ttl = 30", "ttl = 86401");
+    one_issue(&t, &["zone.ttl"]);
+}
+
+#[test]
+fn unknown_status() {
+    let t = edit(
+        "status = \"active\"\nfailover",
+        "status = \"sleeping\"\nfailover",
+    );
+    one_issue(&t, &["cells.a.status", "sleeping"]);
+}
+
+#[test]
+fn in_zone_nameserver_needs_glue() {
+    let t = edit("\"ns1.cells.example.com.\" = [\"192.0.2.53\"]", "");
+    one_issue(&t, &["zone.nameservers.0", "glue"]);
+}
+
+#[test]
+fn tenant_colliding_with_cell_hostname() {
+    let t = edit("globex = \"b\"", "globex = \"b\"\na = \"a\"");
+    one_issue(&t, &["tenants.a", "collides", "cell `a`"]);
+    let t = edit("globex = \"b\"", "globex = \"b\"\nns1 = \"a\"");
+    one_issue(&t, &["tenants.ns1", "nameserver"]);
+}
+
+#[test]
+fn duplicate_cell_hostname() {
+    let t = edit(
+        "hostname = \"b.cells.example.com.\"",
+        "hostname = \"A.cells.example.com.\"",
+    );
+    one_issue(&t, &["cells.b.hostname", "same hostname"]);
+}
+
+#[test]
+fn unknown_field_is_rejected_with_line() {
+    let t = edit(
+        "status = \"active\"\nfailover",
+        "stauts = \"active\"\nfailover",
+    );
+    let got = issues(&t);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].contains("stauts") && got[0].contains(&format!("m.toml:{}", line_of(&t, "stauts"))),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn all_errors_are_reported() {
+    let t = edit("globex = \"b\"", "globex = \"nope\"\n\"bad.id\" = \"a\"")
+        .replacen("ttl = 30", "ttl = 0", 1)
+        .replacen("ipv4 = [\"192.0.2.10\"]", "ipv4 = [\"x\"]", 1);
+    let got = issues(&t);
+    assert_eq!(got.len(), 4, "{got:#?}");
+    // Sorted by line.
+    let lines: Vec<usize> = got
+        .iter()
+        .map(|g| g.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+}
+
+#[test]
+fn json_maps_have_the_same_schema_and_lines() {
+    let json = r#"{
+  "zone": {"origin": "cells.example.com.", "nameservers": ["ns.example.net."],
+           "hostmaster": "h.example.com."},
+  "cells": {
+    "a": {"hostname": "a.cells.example.com.", "ipv4": ["192.0.2.1"]}
+  },
+  "tenants": {
+    "acme": "a",
+    "bad": "zz"
+  }
+}"#;
+    let err = load_str(
+        Source {
+            text: json,
+            format: Format::Json,
+            name: "m.json",
+        },
+        1,
+    )
+    .unwrap_err();
+    let MapError::Invalid { issues, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].line, Some(9));
+    assert_eq!(issues[0].field, "tenants.bad");
+    let ok = json.replace("\"bad\": \"zz\"", "\"globex\": \"a\"");
+    let snap = load_str(
+        Source {
+            text: &ok,
+            format: Format::Json,
+            name: "m.json",
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(snap.tenants.len(), 2);
+}
+
+#[test]
+fn example_map_is_valid() {
+    let snap = crate::map::load_example(7).expect("example map");
+    assert_eq!(snap.serial, 7);
+    assert!(snap.tenants.len() >= 4);
+}
