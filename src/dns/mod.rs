@@ -6,14 +6,17 @@
 //! The server listens on UDP and TCP on every `--dns-listen` address.
 
 pub mod answer;
+pub mod fast;
 pub mod handler;
+pub mod udp;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
@@ -45,29 +48,42 @@ pub enum DnsError {
     Server(String),
 }
 
-/// Bound DNS listeners, ready to run.
+/// Bound DNS listeners, ready to run: UDP on the fast-path workers
+/// ([`udp`]), TCP on hickory-server.
 pub struct DnsServer {
     server: Server<handler::Handler>,
+    udp: Vec<std::net::UdpSocket>,
+    store: Arc<Store>,
     addrs: Vec<SocketAddr>,
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on every listen address. Port 0 picks a free port
-    /// (the same one for UDP and TCP of one address).
+    /// Binds UDP (one `SO_REUSEPORT` socket per worker) and TCP on every
+    /// listen address. Port 0 picks a free port, the same for UDP and TCP.
     pub async fn bind(args: &ServeArgs, store: Arc<Store>) -> Result<Self, DnsError> {
-        let mut server = Server::new(handler::Handler::new(store));
+        let workers = match args.udp_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut server = Server::new(handler::Handler::new(store.clone()));
         let mut addrs = Vec::new();
+        let mut udp = Vec::new();
         for &addr in &args.dns_listen {
-            let (udp, tcp) = bind_pair(addr).await?;
-            addrs.push(udp.local_addr().map_err(|source| DnsError::Bind {
-                proto: "UDP",
-                addr,
-                source,
-            })?);
-            server.register_socket(udp);
+            let (sockets, tcp) = bind_pair(addr, workers)?;
+            let bound = sockets
+                .first()
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or(addr);
+            addrs.push(bound);
+            udp.extend(sockets);
             server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
         }
-        Ok(Self { server, addrs })
+        Ok(Self {
+            server,
+            udp,
+            store,
+            addrs,
+        })
     }
 
     /// The bound addresses (UDP and TCP share them).
@@ -77,37 +93,44 @@ impl DnsServer {
 
     /// Serves until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), DnsError> {
+        let workers = udp::Workers::start(std::mem::take(&mut self.udp), self.store.clone())
+            .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
         let token = self.server.shutdown_token().clone();
         tokio::spawn(async move {
             cancel.cancelled().await;
             token.cancel();
         });
-        self.server
+        let result = self
+            .server
             .block_until_done()
             .await
-            .map_err(|e| DnsError::Server(e.to_string()))
+            .map_err(|e| DnsError::Server(e.to_string()));
+        tokio::task::spawn_blocking(move || workers.stop())
+            .await
+            .map_err(|e| DnsError::Server(format!("UDP workers panicked: {e}")))?;
+        result
     }
 }
 
-/// Binds UDP and TCP on the same port. With port 0 the UDP socket picks the
-/// port and TCP takes the same one; a clash (TCP port taken) is retried.
-async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+/// Binds the UDP sockets and a TCP listener on the same port. With port 0
+/// the first UDP socket picks the port; if TCP cannot have it, try again.
+fn bind_pair(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), DnsError> {
     let mut last_err = None;
     for _ in 0..16 {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "UDP",
-                addr,
-                source,
-            })?;
-        let bound = udp.local_addr().map_err(|source| DnsError::Bind {
+        let sockets = udp::bind(addr, workers).map_err(|source| DnsError::Bind {
             proto: "UDP",
             addr,
             source,
         })?;
-        match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+        let bound = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(addr);
+        match bind_tcp(bound) {
+            Ok(tcp) => return Ok((sockets, tcp)),
             Err(source) if addr.port() == 0 => last_err = Some(source),
             Err(source) => {
                 return Err(DnsError::Bind {
@@ -123,4 +146,21 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsErro
         addr,
         source: last_err.unwrap_or_else(|| std::io::Error::other("no free port")),
     })
+}
+
+/// A TCP listener with `SO_REUSEADDR` (restarts do not wait for TIME_WAIT).
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
 }

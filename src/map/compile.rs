@@ -139,7 +139,7 @@ pub fn compile(c: Checked, version: String, source: String, serial: u32) -> Snap
         Placement::Nxdomain => Vec::new(),
     };
 
-    Snapshot {
+    let mut snap = Snapshot {
         version,
         serial,
         source,
@@ -167,5 +167,8 @@ pub fn compile(c: Checked, version: String, source: String, serial: u32) -> Snap
         hash_pool,
         safety: c.safety,
         static_names,
-    }
+        wire: Default::default(),
+    };
+    snap.wire = crate::dns::wire::Prepared::build(&snap);
+    snap
 }

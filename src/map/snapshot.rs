@@ -199,6 +199,8 @@ pub struct Snapshot {
     pub safety: Safety,
     /// In-zone names other than the apex and tenants (lowercased).
     pub static_names: HashMap<LowerName, StaticName>,
+    /// Wire-format answers for the fast UDP path.
+    pub wire: crate::dns::wire::Prepared,
 }
 
 impl Snapshot {

@@ -1,0 +1,460 @@
+//! The fast path: answers the common UDP queries (tenant A/AAAA, NODATA,
+//! NXDOMAIN, out-of-zone REFUSED) straight from wire bytes, by copying a
+//! [`super::wire`] body and patching it. No allocation, no lock.
+//!
+//! Anything unusual (other opcodes, several questions, compressed question
+//! names, EDNS options or versions, ANY/AXFR, the apex, nameserver and cell
+//! hostnames, CNAME cells, answers that would truncate) returns
+//! [`Fast::General`], and the caller hands the query to the hickory-server
+//! handler. Both produce the same bytes for the same query (see tests).
+
+use super::answer::Outcome;
+use super::handler::MAX_UDP_PAYLOAD;
+use super::wire::Body;
+use crate::map::Snapshot;
+use crate::route;
+
+/// Size of response buffers the fast path writes into.
+pub const RESPONSE_BUF: usize = MAX_UDP_PAYLOAD as usize;
+
+/// What the fast path did with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// The response is in the buffer, this many bytes long.
+    Answered(usize, Outcome),
+    /// Not a fast-path query: hand it to the general path.
+    General,
+    /// Not to be answered at all (too short for a header, or a response).
+    Drop,
+}
+
+/// Query types the fast path answers (others go to the general path).
+fn fast_qtype(t: u16) -> Option<Kind> {
+    match t {
+        1 => Some(Kind::A),
+        28 => Some(Kind::Aaaa),
+        // NS, CNAME, SOA, PTR, MX, TXT, SRV, SVCB, HTTPS: NODATA at a tenant.
+        2 | 5 | 6 | 12 | 15 | 16 | 33 | 64 | 65 => Some(Kind::Other),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    A,
+    Aaaa,
+    Other,
+}
+
+/// The body of a type the cell has no data for.
+static EMPTY: Body = Body::EMPTY;
+
+const RCODE_NXDOMAIN: u8 = 3;
+const RCODE_REFUSED: u8 = 5;
+
+/// Answers `query` into `out` if it is a fast-path query.
+#[inline]
+pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast {
+    let q = query;
+    if q.len() < 12 {
+        return Fast::Drop;
+    }
+    if q[2] & 0x80 != 0 {
+        return Fast::Drop;
+    }
+    let opcode = (q[2] >> 3) & 0x0F;
+    let count = |i: usize| u16::from_be_bytes([q[i], q[i + 1]]);
+    let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
+    if opcode != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
+        return Fast::General;
+    }
+
+    // Question name: plain labels only; remember where each label starts.
+    let mut starts = [0u16; 128];
+    let mut labels = 0usize;
+    let mut i = 12usize;
+    loop {
+        let Some(&len) = q.get(i) else {
+            return Fast::General;
+        };
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xC0 != 0 || labels == starts.len() {
+            return Fast::General;
+        }
+        starts[labels] = i as u16;
+        labels += 1;
+        i += 1 + usize::from(len);
+        if i - 12 > 255 {
+            return Fast::General;
+        }
+    }
+    let name_end = i;
+    if name_end + 4 > q.len() {
+        return Fast::General;
+    }
+    let qtype = u16::from_be_bytes([q[name_end], q[name_end + 1]]);
+    let qclass = u16::from_be_bytes([q[name_end + 2], q[name_end + 3]]);
+    let question_end = name_end + 4;
+
+    // EDNS: a bare OPT (version 0, no options) as the only additional record.
+    let payload = if ar == 1 {
+        let o = &q[question_end..];
+        if o.len() != 11 || o[0] != 0 || o[1..3] != [0, 41] || o[6] != 0 || o[9..11] != [0, 0] {
+            return Fast::General;
+        }
+        Some(u16::from_be_bytes([o[3], o[4]]).clamp(512, MAX_UDP_PAYLOAD))
+    } else if question_end == q.len() {
+        None
+    } else {
+        return Fast::General;
+    };
+    if qclass != 1 {
+        return Fast::General;
+    }
+    let Some(kind) = fast_qtype(qtype) else {
+        return Fast::General;
+    };
+
+    let wire = &snap.wire;
+    let origin = &wire.origin_lower[..];
+    let in_zone = name_end >= 12 + origin.len()
+        && starts[..labels].contains(&((name_end - origin.len()) as u16))
+        && q[name_end - origin.len()..name_end].eq_ignore_ascii_case(origin);
+    let limit = usize::from(payload.unwrap_or(512));
+
+    if !in_zone {
+        let h = Header {
+            aa: false,
+            rcode: RCODE_REFUSED,
+            an: 0,
+            ns: 0,
+        };
+        return finish(q, out, question_end, h, None, payload, limit)
+            .map_or(Fast::General, |n| Fast::Answered(n, Outcome::Refused));
+    }
+    // Only tenants (one label below the apex) are fast.
+    if labels != wire.origin_labels + 1 {
+        return Fast::General;
+    }
+    let label = &q[13..13 + usize::from(q[12])];
+    if wire
+        .reserved_labels
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(label))
+    {
+        return Fast::General;
+    }
+
+    let (header, body, outcome) = match route::lookup(snap, label) {
+        None => (
+            Header {
+                aa: true,
+                rcode: RCODE_NXDOMAIN,
+                an: 0,
+                ns: 1,
+            },
+            &wire.negative,
+            Outcome::NxDomain,
+        ),
+        Some(cell) => {
+            let Some(w) = wire.cells.get(usize::from(cell.0)) else {
+                return Fast::General;
+            };
+            if w.cname {
+                return Fast::General;
+            }
+            let body = match kind {
+                Kind::A => &w.a,
+                Kind::Aaaa => &w.aaaa,
+                Kind::Other => &EMPTY,
+            };
+            if body.records == 0 {
+                (
+                    Header {
+                        aa: true,
+                        rcode: 0,
+                        an: 0,
+                        ns: 1,
+                    },
+                    &wire.negative,
+                    Outcome::TenantNodata(cell),
+                )
+            } else {
+                (
+                    Header {
+                        aa: true,
+                        rcode: 0,
+                        an: body.records,
+                        ns: 0,
+                    },
+                    body,
+                    Outcome::Tenant(cell),
+                )
+            }
+        }
+    };
+    finish(q, out, question_end, header, Some(body), payload, limit)
+        .map_or(Fast::General, |n| Fast::Answered(n, outcome))
+}
+
+struct Header {
+    aa: bool,
+    rcode: u8,
+    an: u16,
+    ns: u16,
+}
+
+/// Writes header, question, body and OPT; `None` when it would not fit.
+#[inline]
+fn finish(
+    q: &[u8],
+    out: &mut [u8; RESPONSE_BUF],
+    question_end: usize,
+    h: Header,
+    body: Option<&Body>,
+    payload: Option<u16>,
+    limit: usize,
+) -> Option<usize> {
+    let name_len = question_end - 4 - 12;
+    let body_len = body.map_or(0, |b| {
+        b.rest.len() + if b.owner_first { name_len } else { 0 }
+    });
+    let total = question_end + body_len + if payload.is_some() { 11 } else { 0 };
+    if total > limit {
+        return None;
+    }
+    out[0] = q[0];
+    out[1] = q[1];
+    out[2] = 0x80 | if h.aa { 0x04 } else { 0 } | (q[2] & 0x01);
+    out[3] = (q[3] & 0x10) | h.rcode;
+    out[4..6].copy_from_slice(&1u16.to_be_bytes());
+    out[6..8].copy_from_slice(&h.an.to_be_bytes());
+    out[8..10].copy_from_slice(&h.ns.to_be_bytes());
+    out[10..12].copy_from_slice(&u16::from(payload.is_some()).to_be_bytes());
+    out[12..question_end].copy_from_slice(&q[12..question_end]);
+    let mut at = question_end;
+    if let Some(b) = body {
+        let start = at;
+        if b.owner_first {
+            out[at..at + name_len].copy_from_slice(&q[12..12 + name_len]);
+            at += name_len;
+        }
+        let rest_at = at;
+        out[at..at + b.rest.len()].copy_from_slice(&b.rest);
+        at += b.rest.len();
+        for &(pos, rel) in &b.ptrs {
+            let p = rest_at + usize::from(pos);
+            let target = (start + usize::from(rel)) as u16;
+            out[p..p + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
+        }
+    }
+    if let Some(size) = payload {
+        out[at..at + 11].copy_from_slice(&[
+            0,
+            0,
+            41,
+            (size >> 8) as u8,
+            size as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        at += 11;
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+    use crate::dns::handler::Handler;
+    use crate::dns::udp::general;
+    use crate::map::{Format, Source, load_str};
+    use crate::reload::Store;
+
+    fn query(name: &str, t: RecordType, edns: Option<u16>, rd: bool, cd: bool) -> Vec<u8> {
+        let mut m = Message::new(0xBEEF, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = rd;
+        m.metadata.checking_disabled = cd;
+        m.add_query(Query::query(Name::from_str(name).unwrap(), t));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    /// Both paths, for one query: (fast result, general bytes).
+    fn both(store: &Arc<Store>, q: &[u8]) -> (Fast, Vec<u8>, Option<Vec<u8>>) {
+        let snap = store.load();
+        let mut fast_out = [0u8; RESPONSE_BUF];
+        let f = respond(&snap, q, &mut fast_out);
+        let mut gen_out = [0u8; RESPONSE_BUF];
+        let src = "127.0.0.1:5300".parse().unwrap();
+        let g = general(&Handler::new(store.clone()), q, src, &mut gen_out)
+            .map(|n| gen_out[..n].to_vec());
+        let fast_bytes = match f {
+            Fast::Answered(n, _) => fast_out[..n].to_vec(),
+            _ => Vec::new(),
+        };
+        (f, fast_bytes, g)
+    }
+
+    fn hash_map() -> crate::map::Snapshot {
+        let text = crate::map::EXAMPLE_MAP.replace("unknown = \"nxdomain\"", "unknown = \"hash\"");
+        load_str(
+            Source {
+                text: &text,
+                format: Format::Toml,
+                name: "h.toml",
+            },
+            5,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fast_and_general_paths_give_identical_bytes() {
+        let names = [
+            "acme.cells.example.com.",
+            "ACME.cells.example.com.",
+            "aCmE.CeLLs.ExAmPlE.CoM.",
+            "globex.cells.example.com.",
+            "initech.cells.example.com.",
+            "hooli.cells.example.com.",
+            "umbrella.cells.example.com.",
+            "nobody.cells.example.com.",
+            "x.cells.example.com.",
+            &format!("{}.cells.example.com.", "a".repeat(63)),
+            "deep.acme.cells.example.com.",
+            "cells.example.com.",
+            "use1-a.cells.example.com.",
+            "ns1.cells.example.com.",
+            "example.com.",
+            "www.example.org.",
+            "com.",
+        ];
+        let types = [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::MX,
+            RecordType::TXT,
+            RecordType::NS,
+            RecordType::SOA,
+            RecordType::CNAME,
+            RecordType::HTTPS,
+            RecordType::ANY,
+            RecordType::CAA,
+        ];
+        let mut fast_answers = 0;
+        let mut compared = 0;
+        for snap in [crate::map::load_example(3).unwrap(), hash_map()] {
+            let store = Arc::new(Store::new(snap));
+            for name in names {
+                for t in types {
+                    for edns in [None, Some(100), Some(512), Some(1232), Some(4096)] {
+                        for (rd, cd) in [(false, false), (true, false), (true, true)] {
+                            let q = query(name, t, edns, rd, cd);
+                            let (f, fast_bytes, general_bytes) = both(&store, &q);
+                            if let Fast::Answered(..) = f {
+                                fast_answers += 1;
+                                let g = general_bytes.expect("general path answers");
+                                assert_eq!(
+                                    fast_bytes, g,
+                                    "{name} {t} edns {edns:?} rd {rd} cd {cd}: fast path differs\nfast    {fast_bytes:02x?}\ngeneral {g:02x?}"
+                                );
+                            }
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Most of the corpus must really take the fast path.
+        assert!(
+            fast_answers * 2 > compared,
+            "only {fast_answers} of {compared} took the fast path"
+        );
+    }
+
+    #[test]
+    fn fast_path_takes_the_common_queries() {
+        let store = Arc::new(Store::new(crate::map::load_example(3).unwrap()));
+        for (name, t) in [
+            ("acme.cells.example.com.", RecordType::A),
+            ("acme.cells.example.com.", RecordType::AAAA),
+            ("ACME.cells.example.com.", RecordType::MX),
+            ("nobody.cells.example.com.", RecordType::A),
+            ("www.example.org.", RecordType::A),
+        ] {
+            for edns in [None, Some(1232)] {
+                let (f, _, _) = both(&store, &query(name, t, edns, true, false));
+                assert!(matches!(f, Fast::Answered(..)), "{name} {t}: {f:?}");
+            }
+        }
+        for (name, t) in [
+            ("umbrella.cells.example.com.", RecordType::A), // CNAME cell
+            ("cells.example.com.", RecordType::SOA),        // apex
+            ("use1-a.cells.example.com.", RecordType::A),   // cell hostname
+            ("acme.cells.example.com.", RecordType::ANY),
+        ] {
+            let (f, _, _) = both(&store, &query(name, t, None, true, false));
+            assert_eq!(f, Fast::General, "{name} {t}");
+        }
+    }
+
+    #[test]
+    fn odd_packets_leave_the_fast_path() {
+        let snap = crate::map::load_example(3).unwrap();
+        let mut out = [0u8; RESPONSE_BUF];
+        let good = query("acme.cells.example.com.", RecordType::A, None, true, false);
+        assert_eq!(respond(&snap, &good[..11], &mut out), Fast::Drop);
+        let mut resp = good.clone();
+        resp[2] |= 0x80;
+        assert_eq!(respond(&snap, &resp, &mut out), Fast::Drop);
+        for cut in 12..good.len() {
+            assert_eq!(
+                respond(&snap, &good[..cut], &mut out),
+                Fast::General,
+                "cut at {cut}"
+            );
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(respond(&snap, &trailing, &mut out), Fast::General);
+        let mut two = good.clone();
+        two[5] = 2;
+        assert_eq!(respond(&snap, &two, &mut out), Fast::General);
+        let mut notify = good.clone();
+        notify[2] = 4 << 3;
+        assert_eq!(respond(&snap, &notify, &mut out), Fast::General);
+        // A compression pointer in the question.
+        let mut ptr = good[..12].to_vec();
+        ptr.extend([0xC0, 0x0C, 0, 1, 0, 1]);
+        assert_eq!(respond(&snap, &ptr, &mut out), Fast::General);
+        // EDNS version 1 and EDNS with options.
+        let mut v1 = query(
+            "acme.cells.example.com.",
+            RecordType::A,
+            Some(1232),
+            false,
+            false,
+        );
+        let n = v1.len();
+        v1[n - 5] = 1;
+        assert_eq!(respond(&snap, &v1, &mut out), Fast::General);
+    }
+}
