@@ -15,6 +15,7 @@ pub(crate) mod index;
 mod locate;
 pub mod schema;
 pub mod snapshot;
+mod tenants_toml;
 pub mod validate;
 
 use std::fmt;
@@ -134,19 +135,40 @@ pub struct Source<'a> {
 
 /// Parses a map's text, without validating it.
 pub fn parse(src: Source<'_>) -> Result<MapFile, MapError> {
-    let line_of = |offset: usize| src.text[..offset.min(src.text.len())].matches('\n').count() + 1;
     match src.format {
-        Format::Toml => toml::from_str(src.text).map_err(|e| MapError::Parse {
-            file: src.name.to_owned(),
-            line: e.span().map(|s| line_of(s.start)),
-            message: e.message().to_owned(),
-        }),
+        Format::Toml => {
+            if let Some(split) = tenants_toml::split(src.text) {
+                // Only when the rest holds no tenants of its own (an inline
+                // `tenants = {...}` would be a duplicate key for toml).
+                if let Ok(mut file) = toml::from_str::<MapFile>(&split.rest) {
+                    if file.tenants.is_empty() {
+                        file.tenants = split.tenants;
+                        return Ok(file);
+                    }
+                }
+            }
+            parse_toml_fully(src)
+        }
         Format::Json => serde_json::from_str(src.text).map_err(|e| MapError::Parse {
             file: src.name.to_owned(),
             line: Some(e.line()),
             message: e.to_string(),
         }),
     }
+}
+
+/// Parses TOML with the `toml` crate alone (no fast tenants reader).
+fn parse_toml_fully(src: Source<'_>) -> Result<MapFile, MapError> {
+    toml::from_str(src.text).map_err(|e| MapError::Parse {
+        file: src.name.to_owned(),
+        line: e.span().map(|s| {
+            src.text[..s.start.min(src.text.len())]
+                .matches('\n')
+                .count()
+                + 1
+        }),
+        message: e.message().to_owned(),
+    })
 }
 
 /// Parses, validates and compiles a map's text into a snapshot.
@@ -156,10 +178,20 @@ pub fn load_str(src: Source<'_>, serial: u32) -> Result<Snapshot, MapError> {
         .version
         .clone()
         .unwrap_or_else(|| content_version(src.text));
-    let checked = validate::validate(&file).map_err(|issues| MapError::Invalid {
-        file: src.name.to_owned(),
-        issues: validate::locate(issues, src),
-    })?;
+    let checked = match validate::validate(&file) {
+        Ok(c) => c,
+        Err(issues) => {
+            // The fast tenants reader lets exact duplicate keys through,
+            // which TOML itself forbids: report what toml says first.
+            if src.format == Format::Toml {
+                parse_toml_fully(src)?;
+            }
+            return Err(MapError::Invalid {
+                file: src.name.to_owned(),
+                issues: validate::locate(issues, src),
+            });
+        }
+    };
     Ok(compile(checked, version, src.name.to_owned(), serial))
 }
 
