@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod map;
+pub mod metrics;
 pub mod reload;
 pub mod route;
 pub mod serve;

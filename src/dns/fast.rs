@@ -20,8 +20,9 @@ pub const RESPONSE_BUF: usize = MAX_UDP_PAYLOAD as usize;
 /// What the fast path did with a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fast {
-    /// The response is in the buffer, this many bytes long.
-    Answered(usize, Outcome),
+    /// The response is in the buffer: its length, what it was, and the
+    /// query type.
+    Answered(usize, Outcome, u16),
     /// Not a fast-path query: hand it to the general path.
     General,
     /// Not to be answered at all (too short for a header, or a response).
@@ -132,8 +133,9 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
             an: 0,
             ns: 0,
         };
-        return finish(q, out, question_end, h, None, payload, limit)
-            .map_or(Fast::General, |n| Fast::Answered(n, Outcome::Refused));
+        return finish(q, out, question_end, h, None, payload, limit).map_or(Fast::General, |n| {
+            Fast::Answered(n, Outcome::Refused, qtype)
+        });
     }
     // Only tenants (one label below the apex) are fast.
     if labels != wire.origin_labels + 1 {
@@ -197,7 +199,7 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
         }
     };
     finish(q, out, question_end, header, Some(body), payload, limit)
-        .map_or(Fast::General, |n| Fast::Answered(n, outcome))
+        .map_or(Fast::General, |n| Fast::Answered(n, outcome, qtype))
 }
 
 struct Header {
@@ -307,7 +309,7 @@ mod tests {
         let g = general(&Handler::new(store.clone()), q, src, &mut gen_out)
             .map(|n| gen_out[..n].to_vec());
         let fast_bytes = match f {
-            Fast::Answered(n, _) => fast_out[..n].to_vec(),
+            Fast::Answered(n, ..) => fast_out[..n].to_vec(),
             _ => Vec::new(),
         };
         (f, fast_bytes, g)

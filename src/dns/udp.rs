@@ -25,8 +25,11 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponse;
 use socket2::{Domain, Socket, Type};
 
+use super::answer::Outcome;
 use super::fast::{self, Fast, RESPONSE_BUF};
 use super::handler::Handler;
+use crate::map::Snapshot;
+use crate::metrics::Transport;
 use crate::reload::Store;
 
 /// Datagrams read per `recvmmsg` call.
@@ -168,7 +171,10 @@ impl Worker {
                     general_formerr(query, &mut self.send[out])
                 } else {
                     match fast::respond(&snap, query, &mut self.send[out]) {
-                        Fast::Answered(n, _) => Some(n),
+                        Fast::Answered(n, outcome, qtype) => {
+                            count_fast(&snap, outcome, qtype, self.send[out][3]);
+                            Some(n)
+                        }
                         Fast::Drop => None,
                         Fast::General => general(&self.handler, query, src, &mut self.send[out]),
                     }
@@ -203,6 +209,15 @@ impl Worker {
                 sent += r as usize;
             }
         }
+    }
+}
+
+/// Counts a fast-path answer (the general path counts in the handler).
+#[inline]
+fn count_fast(snap: &Snapshot, outcome: Outcome, qtype: u16, flags: u8) {
+    crate::metrics::dns().query(Transport::Udp, qtype, u16::from(flags & 0x0F));
+    if let Outcome::Tenant(cell) | Outcome::TenantNodata(cell) = outcome {
+        snap.count_answer(cell);
     }
 }
 

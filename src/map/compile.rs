@@ -168,7 +168,10 @@ pub fn compile(c: Checked, version: String, source: String, serial: u32) -> Snap
         safety: c.safety,
         static_names,
         wire: Default::default(),
+        cell_answers: Vec::new(),
     };
+    snap.cell_answers =
+        crate::metrics::cell_answer_counters(snap.cells.iter().map(|c| c.id.clone()));
     snap.wire = crate::dns::wire::Prepared::build(&snap);
     snap
 }

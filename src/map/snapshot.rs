@@ -201,6 +201,8 @@ pub struct Snapshot {
     pub static_names: HashMap<LowerName, StaticName>,
     /// Wire-format answers for the fast UDP path.
     pub wire: crate::dns::wire::Prepared,
+    /// Per-cell answer counters (metrics), indexed by `CellId`.
+    pub cell_answers: Vec<metrics::Counter>,
 }
 
 impl Snapshot {
@@ -220,6 +222,14 @@ impl Snapshot {
     /// Cells unlisted tenants are hashed over.
     pub fn hash_pool(&self) -> &[CellId] {
         &self.hash_pool
+    }
+
+    /// Counts one answer for a tenant served by `cell`.
+    #[inline]
+    pub fn count_answer(&self, cell: CellId) {
+        if let Some(c) = self.cell_answers.get(usize::from(cell.0)) {
+            c.increment(1);
+        }
     }
 
     /// Number of cells with `status`.
