@@ -49,8 +49,25 @@ pub fn lookup(snap: &Snapshot, label: &[u8]) -> Option<CellId> {
     }
     match snap.placement {
         Placement::Nxdomain => None,
-        Placement::Hash => rendezvous(snap, label),
+        // Only what could be a tenant id is hashed: `_dmarc` or `*` are not
+        // tenants, and tokens (through `explain`) refuse them too.
+        Placement::Hash if is_tenant_label(label) => rendezvous(snap, label),
+        Placement::Hash => None,
     }
+}
+
+/// Whether `label` is a valid tenant id: 1..=63 letters, digits and
+/// hyphens, not starting or ending with a hyphen (allocation-free twin of
+/// `map::validate::label_problem`).
+#[inline]
+pub fn is_tenant_label(label: &[u8]) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && label[0] != b'-'
+        && label[label.len() - 1] != b'-'
 }
 
 /// The full decision for `tenant`, with reasons.
@@ -181,6 +198,19 @@ mod tests {
             let t = format!("t{i}");
             assert_eq!(lookup(&s, t.as_bytes()), Some(id(&s, "b")), "{t}");
             assert_eq!(explain(&s, &t).unwrap().via, Via::Hashed);
+        }
+    }
+
+    #[test]
+    fn only_tenant_ids_are_hashed() {
+        let s = map(&cell("a", "active", 100, None), "", "hash");
+        assert!(lookup(&s, b"acme").is_some());
+        for bad in [&b"_dmarc"[..], b"*", b"-x", b"x-", b"", b"a.b", &[b'a'; 64]] {
+            assert_eq!(lookup(&s, bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                is_tenant_label(bad),
+                crate::map::validate::label_problem(&String::from_utf8_lossy(bad)).is_none()
+            );
         }
     }
 

@@ -90,6 +90,12 @@ pub fn answer<'s>(
     if qclass != DNSClass::IN && qclass != DNSClass::ANY || !zone.origin_lower.zone_of(lower) {
         return Answer::refused();
     }
+    // Zone transfers are not answers from this table: refused, the answer
+    // RFC 5936 gives for transfers a server will not serve, unless a
+    // transfer handler takes the query first.
+    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        return Answer::refused();
+    }
     let nodata = || Answer::negative(snap, ResponseCode::NoError, Outcome::Zone);
 
     if *lower == zone.origin_lower {
@@ -112,10 +118,15 @@ pub fn answer<'s>(
                 let ns = &zone.nameservers[i];
                 let owned = zone.glue_records.iter().filter(|r| &r.name == ns);
                 let want = |t: RecordType| owned.clone().filter(move |r| r.record_type() == t);
-                match qtype {
-                    RecordType::A | RecordType::AAAA => Cow::Owned(want(qtype).cloned().collect()),
-                    RecordType::ANY => Cow::Owned(owned.take(1).cloned().collect()),
-                    _ => Cow::Borrowed(&[]),
+                // RFC 8482: ANY gets one whole RRset, the first one the name has.
+                let rtype = match qtype {
+                    RecordType::ANY => owned.clone().next().map(Record::record_type),
+                    RecordType::A | RecordType::AAAA => Some(qtype),
+                    _ => None,
+                };
+                match rtype {
+                    Some(t) => Cow::Owned(want(t).cloned().collect()),
+                    None => Cow::Borrowed(&[]),
                 }
             }
             StaticName::Cell(id) => {
@@ -168,4 +179,495 @@ pub fn answer<'s>(
         .map(|rd| Record::from_rdata(qname.clone(), zone.ttl, rd.clone()))
         .collect();
     Answer::positive(Cow::Owned(answers), Outcome::Tenant(cell_id))
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+    use crate::map::{Format, Source, load_example, load_str};
+
+    fn example() -> Snapshot {
+        load_example(1).expect("example map")
+    }
+
+    /// The example map with `edit` applied to its text.
+    fn example_with(edit: impl Fn(&str) -> String) -> Snapshot {
+        let text = edit(crate::map::EXAMPLE_MAP);
+        load_str(
+            Source {
+                text: &text,
+                format: Format::Toml,
+                name: "test.toml",
+            },
+            1,
+        )
+        .expect("test map")
+    }
+
+    fn ask<'s>(snap: &'s Snapshot, name: &str, qtype: RecordType) -> Answer<'s> {
+        ask_class(snap, name, qtype, DNSClass::IN)
+    }
+
+    fn ask_class<'s>(
+        snap: &'s Snapshot,
+        name: &str,
+        qtype: RecordType,
+        class: DNSClass,
+    ) -> Answer<'s> {
+        let qname = Name::from_ascii(name).expect("name");
+        let lower = LowerName::new(&qname);
+        answer(snap, &qname, &lower, qtype, class)
+    }
+
+    /// `owner ttl TYPE rdata`, owner in the case it has.
+    fn rrs(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r.name.to_ascii(),
+                    r.ttl,
+                    r.record_type(),
+                    r.data
+                )
+            })
+            .collect()
+    }
+
+    fn cell(snap: &Snapshot, id: &str) -> CellId {
+        snap.cell_by_id(id).expect("cell")
+    }
+
+    /// A positive answer: NOERROR, AA, the given answer records, nothing else.
+    #[track_caller]
+    fn assert_positive(a: &Answer<'_>, answers: &[&str]) {
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.authoritative);
+        assert_eq!(rrs(&a.answers), answers);
+        assert!(a.authority.is_empty(), "authority: {:?}", rrs(&a.authority));
+        assert!(a.additional.is_empty());
+    }
+
+    /// A negative answer: AA, no answers, the SOA with the RFC 2308 TTL.
+    #[track_caller]
+    fn assert_negative(snap: &Snapshot, a: &Answer<'_>, rcode: ResponseCode) {
+        assert_eq!(a.rcode, rcode);
+        assert!(a.authoritative);
+        assert!(a.answers.is_empty(), "answers: {:?}", rrs(&a.answers));
+        assert!(a.additional.is_empty());
+        let z = &snap.zone;
+        assert_eq!(
+            rrs(&a.authority),
+            [format!(
+                "cells.example.com. {} SOA ns1.cells.example.com. hostmaster.example.com. {} {} {} {} {}",
+                z.apex_ttl.min(z.negative_ttl),
+                snap.serial,
+                z.refresh,
+                z.retry,
+                z.expire,
+                z.negative_ttl
+            )]
+        );
+    }
+
+    #[track_caller]
+    fn assert_refused(a: &Answer<'_>) {
+        assert_eq!(a.rcode, ResponseCode::Refused);
+        assert!(!a.authoritative);
+        assert!(a.answers.is_empty() && a.authority.is_empty() && a.additional.is_empty());
+        assert_eq!(a.outcome, Outcome::Refused);
+    }
+
+    #[test]
+    fn tenant_gets_its_cells_addresses() {
+        let snap = example();
+        let a = ask(&snap, "acme.cells.example.com.", RecordType::A);
+        assert_positive(
+            &a,
+            &[
+                "acme.cells.example.com. 30 A 192.0.2.10",
+                "acme.cells.example.com. 30 A 192.0.2.11",
+            ],
+        );
+        assert_eq!(a.outcome, Outcome::Tenant(cell(&snap, "use1-a")));
+        let a = ask(&snap, "acme.cells.example.com.", RecordType::AAAA);
+        assert_positive(&a, &["acme.cells.example.com. 30 AAAA 2001:db8::10"]);
+        let a = ask(&snap, "globex.cells.example.com.", RecordType::A);
+        assert_positive(&a, &["globex.cells.example.com. 30 A 192.0.2.20"]);
+    }
+
+    #[test]
+    fn tenant_lookup_ignores_case_and_answers_in_the_query_case() {
+        let snap = example();
+        let a = ask(&snap, "AcMe.CELLS.example.COM.", RecordType::A);
+        assert_positive(
+            &a,
+            &[
+                "AcMe.CELLS.example.COM. 30 A 192.0.2.10",
+                "AcMe.CELLS.example.COM. 30 A 192.0.2.11",
+            ],
+        );
+    }
+
+    #[test]
+    fn down_cells_tenant_gets_the_failover_cell() {
+        let snap = example();
+        let a = ask(&snap, "hooli.cells.example.com.", RecordType::A);
+        assert_positive(&a, &["hooli.cells.example.com. 30 A 192.0.2.20"]);
+        assert_eq!(a.outcome, Outcome::Tenant(cell(&snap, "use1-b")));
+        let a = ask(&snap, "hooli.cells.example.com.", RecordType::AAAA);
+        assert_positive(&a, &["hooli.cells.example.com. 30 AAAA 2001:db8::20"]);
+    }
+
+    #[test]
+    fn draining_cell_still_serves_its_tenants() {
+        let snap = example();
+        let a = ask(&snap, "initech.cells.example.com.", RecordType::A);
+        assert_positive(&a, &["initech.cells.example.com. 30 A 198.51.100.10"]);
+        // euw1-a has no IPv6: NODATA, not NXDOMAIN.
+        let a = ask(&snap, "initech.cells.example.com.", RecordType::AAAA);
+        assert_negative(&snap, &a, ResponseCode::NoError);
+        assert_eq!(a.outcome, Outcome::TenantNodata(cell(&snap, "euw1-a")));
+    }
+
+    #[test]
+    fn out_of_zone_cell_is_a_cname_for_every_type() {
+        let snap = example();
+        for t in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::TXT,
+            RecordType::CNAME,
+            RecordType::ANY,
+        ] {
+            let a = ask(&snap, "umbrella.cells.example.com.", t);
+            assert_positive(
+                &a,
+                &["umbrella.cells.example.com. 30 CNAME apse1-a.lb.example.net."],
+            );
+            assert_eq!(a.outcome, Outcome::Tenant(cell(&snap, "apse1-a")));
+        }
+    }
+
+    #[test]
+    fn tenant_other_types_are_nodata_with_soa() {
+        let snap = example();
+        for t in [
+            RecordType::TXT,
+            RecordType::MX,
+            RecordType::NS,
+            RecordType::SOA,
+            RecordType::CAA,
+            RecordType::HTTPS,
+            RecordType::CNAME,
+        ] {
+            let a = ask(&snap, "acme.cells.example.com.", t);
+            assert_negative(&snap, &a, ResponseCode::NoError);
+            assert_eq!(
+                a.outcome,
+                Outcome::TenantNodata(cell(&snap, "use1-a")),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn negative_soa_ttl_is_the_smaller_of_apex_and_negative_ttl() {
+        // RFC 2308 §3: min(SOA TTL, SOA MINIMUM), both ways round.
+        let snap = example_with(|t| t.replace("negative_ttl = 30", "negative_ttl = 600"));
+        assert_eq!((snap.zone.apex_ttl, snap.zone.negative_ttl), (3600, 600));
+        let a = ask(&snap, "nobody.cells.example.com.", RecordType::A);
+        assert_eq!(a.authority[0].ttl, 600);
+        let snap =
+            example_with(|t| t.replace("negative_ttl = 30", "negative_ttl = 900\napex_ttl = 120"));
+        let a = ask(&snap, "acme.cells.example.com.", RecordType::TXT);
+        assert_eq!(a.authority[0].ttl, 120);
+        assert_negative(&snap, &a, ResponseCode::NoError);
+    }
+
+    #[test]
+    fn unknown_tenant_is_nxdomain_with_soa() {
+        let snap = example();
+        for t in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::TXT,
+            RecordType::ANY,
+        ] {
+            let a = ask(&snap, "nobody.cells.example.com.", t);
+            assert_negative(&snap, &a, ResponseCode::NXDomain);
+            assert_eq!(a.outcome, Outcome::NxDomain);
+        }
+    }
+
+    #[test]
+    fn names_below_tenants_and_cells_are_nxdomain() {
+        let snap = example();
+        for name in [
+            "x.acme.cells.example.com.",
+            "a.b.acme.cells.example.com.",
+            "x.use1-a.cells.example.com.",
+            "x.ns1.cells.example.com.",
+            "x.umbrella.cells.example.com.",
+        ] {
+            let a = ask(&snap, name, RecordType::A);
+            assert_negative(&snap, &a, ResponseCode::NXDomain);
+        }
+    }
+
+    #[test]
+    fn apex_soa_ns_and_glue() {
+        let snap = example();
+        let a = ask(&snap, "cells.example.com.", RecordType::SOA);
+        assert_positive(
+            &a,
+            &[format!(
+                "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. {} 3600 600 1209600 30",
+                snap.serial
+            )
+            .as_str()],
+        );
+        let a = ask(&snap, "cells.example.com.", RecordType::NS);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.authoritative);
+        assert_eq!(
+            rrs(&a.answers),
+            [
+                "cells.example.com. 3600 NS ns1.cells.example.com.",
+                "cells.example.com. 3600 NS ns2.cells.example.com.",
+            ]
+        );
+        assert!(a.authority.is_empty());
+        assert_eq!(
+            rrs(&a.additional),
+            [
+                "ns1.cells.example.com. 3600 A 192.0.2.53",
+                "ns1.cells.example.com. 3600 AAAA 2001:db8::53",
+                "ns2.cells.example.com. 3600 A 198.51.100.53",
+            ]
+        );
+        // RFC 8482: ANY gets one RRset.
+        let a = ask(&snap, "cells.example.com.", RecordType::ANY);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].record_type(), RecordType::SOA);
+        for t in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::TXT,
+            RecordType::MX,
+        ] {
+            assert_negative(
+                &snap,
+                &ask(&snap, "cells.example.com.", t),
+                ResponseCode::NoError,
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_zone_glue_is_not_given() {
+        let snap = example_with(|t| {
+            t.replace(
+                "nameservers = [\"ns1.cells.example.com.\", \"ns2.cells.example.com.\"]",
+                "nameservers = [\"ns1.cells.example.com.\", \"ns.example.net.\"]",
+            )
+            .replace("\"ns2.cells.example.com.\" = [\"198.51.100.53\"]\n", "")
+        });
+        let a = ask(&snap, "cells.example.com.", RecordType::NS);
+        assert_eq!(a.answers.len(), 2);
+        assert_eq!(
+            rrs(&a.additional),
+            [
+                "ns1.cells.example.com. 3600 A 192.0.2.53",
+                "ns1.cells.example.com. 3600 AAAA 2001:db8::53",
+            ]
+        );
+    }
+
+    #[test]
+    fn nameserver_hostnames_answer_their_glue() {
+        let snap = example();
+        assert_positive(
+            &ask(&snap, "ns1.cells.example.com.", RecordType::A),
+            &["ns1.cells.example.com. 3600 A 192.0.2.53"],
+        );
+        assert_positive(
+            &ask(&snap, "ns1.cells.example.com.", RecordType::AAAA),
+            &["ns1.cells.example.com. 3600 AAAA 2001:db8::53"],
+        );
+        assert_negative(
+            &snap,
+            &ask(&snap, "ns2.cells.example.com.", RecordType::AAAA),
+            ResponseCode::NoError,
+        );
+        assert_negative(
+            &snap,
+            &ask(&snap, "ns1.cells.example.com.", RecordType::TXT),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn any_at_a_nameserver_is_one_whole_rrset() {
+        let snap = example_with(|t| {
+            t.replace(
+                "[\"192.0.2.53\", \"2001:db8::53\"]",
+                "[\"192.0.2.53\", \"2001:db8::53\", \"192.0.2.54\"]",
+            )
+        });
+        let a = ask(&snap, "ns1.cells.example.com.", RecordType::ANY);
+        assert_positive(
+            &a,
+            &[
+                "ns1.cells.example.com. 3600 A 192.0.2.53",
+                "ns1.cells.example.com. 3600 A 192.0.2.54",
+            ],
+        );
+    }
+
+    #[test]
+    fn any_at_a_tenant_or_cell_is_one_rrset() {
+        let snap = example();
+        assert_positive(
+            &ask(&snap, "acme.cells.example.com.", RecordType::ANY),
+            &[
+                "acme.cells.example.com. 30 A 192.0.2.10",
+                "acme.cells.example.com. 30 A 192.0.2.11",
+            ],
+        );
+        assert_positive(
+            &ask(&snap, "use1-b.cells.example.com.", RecordType::ANY),
+            &["use1-b.cells.example.com. 30 A 192.0.2.20"],
+        );
+    }
+
+    #[test]
+    fn in_zone_cell_hostnames_answer_their_addresses() {
+        let snap = example();
+        let a = ask(&snap, "use1-a.cells.example.com.", RecordType::A);
+        assert_positive(
+            &a,
+            &[
+                "use1-a.cells.example.com. 30 A 192.0.2.10",
+                "use1-a.cells.example.com. 30 A 192.0.2.11",
+            ],
+        );
+        assert_eq!(a.outcome, Outcome::Zone);
+        assert_positive(
+            &ask(&snap, "USE1-A.cells.example.com.", RecordType::AAAA),
+            &["use1-a.cells.example.com. 30 AAAA 2001:db8::10"],
+        );
+        // A down cell's own name still resolves: it names that cell.
+        assert_positive(
+            &ask(&snap, "usw2-a.cells.example.com.", RecordType::A),
+            &["usw2-a.cells.example.com. 30 A 203.0.113.10"],
+        );
+        assert_negative(
+            &snap,
+            &ask(&snap, "euw1-a.cells.example.com.", RecordType::AAAA),
+            ResponseCode::NoError,
+        );
+        assert_negative(
+            &snap,
+            &ask(&snap, "use1-a.cells.example.com.", RecordType::MX),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn empty_non_terminal_is_nodata() {
+        let snap = example_with(|t| {
+            t.replace(
+                "hostname = \"use1-b.cells.example.com.\"",
+                "hostname = \"b.us.cells.example.com.\"",
+            )
+        });
+        for t in [RecordType::A, RecordType::TXT, RecordType::ANY] {
+            let a = ask(&snap, "us.cells.example.com.", t);
+            assert_negative(&snap, &a, ResponseCode::NoError);
+            assert_eq!(a.outcome, Outcome::Zone);
+        }
+        assert_positive(
+            &ask(&snap, "b.us.cells.example.com.", RecordType::A),
+            &["b.us.cells.example.com. 30 A 192.0.2.20"],
+        );
+        assert_negative(
+            &snap,
+            &ask(&snap, "c.us.cells.example.com.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+    }
+
+    #[test]
+    fn names_outside_the_zone_are_refused() {
+        let snap = example();
+        for name in [
+            "example.org.",
+            "www.example.org.",
+            "example.com.",
+            "com.",
+            ".",
+            "acme.cells.example.com.evil.",
+            "xcells.example.com.",
+        ] {
+            assert_refused(&ask(&snap, name, RecordType::A));
+        }
+        // Other classes are not ours either.
+        for class in [DNSClass::CH, DNSClass::HS, DNSClass::NONE] {
+            assert_refused(&ask_class(
+                &snap,
+                "acme.cells.example.com.",
+                RecordType::A,
+                class,
+            ));
+        }
+        // QCLASS ANY (255) matches IN.
+        let a = ask_class(
+            &snap,
+            "acme.cells.example.com.",
+            RecordType::A,
+            DNSClass::ANY,
+        );
+        assert_eq!(a.answers.len(), 2);
+    }
+
+    #[test]
+    fn zone_transfers_are_refused() {
+        let snap = example();
+        for t in [RecordType::AXFR, RecordType::IXFR] {
+            assert_refused(&ask(&snap, "cells.example.com.", t));
+        }
+    }
+
+    #[test]
+    fn hashed_placement_answers_unlisted_tenants_with_an_active_cell() {
+        let snap = example_with(|t| t.replace("unknown = \"nxdomain\"", "unknown = \"hash\""));
+        for tenant in ["newco", "startup-42", "zz"] {
+            let name = format!("{tenant}.cells.example.com.");
+            let a = ask(&snap, &name, RecordType::A);
+            let Outcome::Tenant(id) = a.outcome else {
+                panic!("{tenant}: {:?}", a.outcome);
+            };
+            assert_eq!(Some(id), route::lookup(&snap, tenant.as_bytes()));
+            let c = snap.cell(id);
+            assert_eq!(c.status, crate::map::Status::Active, "{tenant} → {}", c.id);
+            assert_eq!(a.rcode, ResponseCode::NoError);
+            // The answer is that cell's records (its A set, or a CNAME).
+            let want: Vec<String> = match &c.records.cname {
+                Some(cname) => vec![format!("{name} 30 CNAME {cname}")],
+                None => c
+                    .ipv4
+                    .iter()
+                    .map(|ip| format!("{name} 30 A {ip}"))
+                    .collect(),
+            };
+            if want.is_empty() {
+                assert_negative(&snap, &a, ResponseCode::NoError);
+            } else {
+                assert_eq!(rrs(&a.answers), want);
+            }
+        }
+    }
 }

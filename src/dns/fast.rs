@@ -106,7 +106,11 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
         if o.len() != 11 || o[0] != 0 || o[1..3] != [0, 41] || o[6] != 0 || o[9..11] != [0, 0] {
             return Fast::General;
         }
-        Some(u16::from_be_bytes([o[3], o[4]]).clamp(512, MAX_UDP_PAYLOAD))
+        // RFC 3225 §3: the DO bit is copied into the response.
+        Some((
+            u16::from_be_bytes([o[3], o[4]]).clamp(512, MAX_UDP_PAYLOAD),
+            o[7] & 0x80,
+        ))
     } else if question_end == q.len() {
         None
     } else {
@@ -124,7 +128,7 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
     let in_zone = name_end >= 12 + origin.len()
         && starts[..labels].contains(&((name_end - origin.len()) as u16))
         && q[name_end - origin.len()..name_end].eq_ignore_ascii_case(origin);
-    let limit = usize::from(payload.unwrap_or(512));
+    let limit = usize::from(payload.map_or(512, |(size, _)| size));
 
     if !in_zone {
         let h = Header {
@@ -217,7 +221,7 @@ fn finish(
     question_end: usize,
     h: Header,
     body: Option<&Body>,
-    payload: Option<u16>,
+    payload: Option<(u16, u8)>,
     limit: usize,
 ) -> Option<usize> {
     let name_len = question_end - 4 - 12;
@@ -253,7 +257,7 @@ fn finish(
             out[p..p + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
         }
     }
-    if let Some(size) = payload {
+    if let Some((size, dnssec_ok)) = payload {
         out[at..at + 11].copy_from_slice(&[
             0,
             0,
@@ -262,7 +266,7 @@ fn finish(
             size as u8,
             0,
             0,
-            0,
+            dnssec_ok,
             0,
             0,
             0,
@@ -287,6 +291,17 @@ mod tests {
     use crate::reload::Store;
 
     fn query(name: &str, t: RecordType, edns: Option<u16>, rd: bool, cd: bool) -> Vec<u8> {
+        query_do(name, t, edns, rd, cd, false)
+    }
+
+    fn query_do(
+        name: &str,
+        t: RecordType,
+        edns: Option<u16>,
+        rd: bool,
+        cd: bool,
+        dnssec_ok: bool,
+    ) -> Vec<u8> {
         let mut m = Message::new(0xBEEF, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = rd;
         m.metadata.checking_disabled = cd;
@@ -294,6 +309,7 @@ mod tests {
         if let Some(size) = edns {
             let mut e = Edns::new();
             e.set_max_payload(size);
+            e.set_dnssec_ok(dnssec_ok);
             m.set_edns(e);
         }
         m.to_vec().unwrap()
@@ -368,15 +384,20 @@ mod tests {
             for name in names {
                 for t in types {
                     for edns in [None, Some(100), Some(512), Some(1232), Some(4096)] {
-                        for (rd, cd) in [(false, false), (true, false), (true, true)] {
-                            let q = query(name, t, edns, rd, cd);
+                        for (rd, cd, dnssec_ok) in [
+                            (false, false, false),
+                            (true, false, false),
+                            (true, true, false),
+                            (true, false, true),
+                        ] {
+                            let q = query_do(name, t, edns, rd, cd, dnssec_ok);
                             let (f, fast_bytes, general_bytes) = both(&store, &q);
                             if let Fast::Answered(..) = f {
                                 fast_answers += 1;
                                 let g = general_bytes.expect("general path answers");
                                 assert_eq!(
                                     fast_bytes, g,
-                                    "{name} {t} edns {edns:?} rd {rd} cd {cd}: fast path differs\nfast    {fast_bytes:02x?}\ngeneral {g:02x?}"
+                                    "{name} {t} edns {edns:?} rd {rd} cd {cd} do {dnssec_ok}: fast path differs\nfast    {fast_bytes:02x?}\ngeneral {g:02x?}"
                                 );
                             }
                             compared += 1;

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use super::answer::answer;
+use super::answer::{Answer, answer};
 use crate::reload::Store;
 
 /// Largest UDP response we send, whatever the client advertises: the
@@ -45,6 +48,8 @@ impl RequestHandler for Handler {
             let mut e = Edns::new();
             e.set_max_payload(req_edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             e.set_version(0);
+            // RFC 3225 §3: the DO bit of the query is copied into the response.
+            e.set_dnssec_ok(req_edns.flags().dnssec_ok);
             if req_edns.version() > 0 {
                 meta.response_code = ResponseCode::BADVERS;
             }
@@ -91,12 +96,27 @@ impl RequestHandler for Handler {
                         rcode = %a.rcode,
                         "query"
                     );
+                    let udp_limit = match request.protocol() {
+                        Protocol::Udp => Some(resp_edns.as_ref().map_or(512, Edns::max_payload)),
+                        _ => None,
+                    };
+                    let (answers, authority, additional): (&[Record], &[Record], &[Record]) =
+                        match udp_limit {
+                            Some(limit) if !fits(request, &a, resp_edns.as_ref(), limit) => {
+                                // RFC 2181 §9: the requester retries over TCP,
+                                // so send no partial RRsets. Glue that does not
+                                // fit sets TC too (RFC 9471).
+                                meta.truncation = true;
+                                (&[], &[], &[])
+                            }
+                            _ => (&a.answers, &a.authority, &a.additional),
+                        };
                     let msg = builder.build(
                         meta,
-                        a.answers.iter(),
-                        a.authority.iter(),
+                        answers.iter(),
+                        authority.iter(),
                         std::iter::empty(),
-                        a.additional.iter(),
+                        additional.iter(),
                     );
                     response_handle.send_response(msg).await
                 }
@@ -112,4 +132,56 @@ impl RequestHandler for Handler {
             .into()
         })
     }
+}
+
+/// Whether the full response to `request` fits in `limit` bytes. A cheap
+/// upper bound (no name compression) settles almost every query; only an
+/// answer near the limit is encoded to find out.
+fn fits(request: &Request, a: &Answer<'_>, edns: Option<&Edns>, limit: u16) -> bool {
+    let records = || a.answers.iter().chain(&*a.authority).chain(&*a.additional);
+    let bound = 12
+        + request.queries.as_bytes().len()
+        + records().map(record_bound).sum::<usize>()
+        + if edns.is_some() { 11 } else { 0 };
+    if bound <= usize::from(limit) {
+        return true;
+    }
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.response_code = a.rcode;
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(e) = edns {
+        builder.edns(e);
+    }
+    let msg = builder.build(
+        meta,
+        a.answers.iter(),
+        a.authority.iter(),
+        std::iter::empty(),
+        a.additional.iter(),
+    );
+    let mut buf = Vec::with_capacity(usize::from(limit));
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(limit);
+    msg.destructive_emit(&mut encoder)
+        .is_ok_and(|header| !header.truncation)
+}
+
+/// Most bytes `record` takes on the wire, before name compression.
+fn record_bound(record: &Record) -> usize {
+    let rdata = match &record.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::CNAME(n) => name_bound(n),
+        RData::NS(n) => name_bound(n),
+        RData::SOA(soa) => name_bound(&soa.mname) + name_bound(&soa.rname) + 20,
+        // Not produced by the answer table; too big to pass the bound, so
+        // such a response is measured by encoding it.
+        _ => usize::from(u16::MAX),
+    };
+    name_bound(&record.name) + 10 + rdata
+}
+
+/// Wire length of an uncompressed name.
+fn name_bound(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
 }

@@ -3,3 +3,8 @@
 //! per concern.
 
 mod common;
+mod dns_dig;
+mod dns_hickory;
+mod dns_malformed;
+mod dns_support;
+mod dns_unbound;
