@@ -27,20 +27,23 @@ struct Entry {
 
 impl TenantIndex {
     /// Builds the index from valid DNS labels (≤ 63 bytes; validation
-    /// guarantees it). A name equal, case-insensitively, to an earlier one is
-    /// left out; the positions of those duplicates are returned.
+    /// guarantees it), each with an id of the caller's choosing. A name
+    /// equal, case-insensitively, to an earlier one is left out; the ids of
+    /// those duplicates are returned. `count` and `bytes` size the table
+    /// and name arena (upper bounds are fine).
     pub(crate) fn build<'a>(
-        tenants: impl ExactSizeIterator<Item = (&'a str, CellId)>,
+        count: usize,
+        bytes: usize,
+        tenants: impl Iterator<Item = (usize, &'a str, CellId)>,
     ) -> (Self, Vec<usize>) {
-        let n = tenants.len();
         // Load factor ≤ 0.5 keeps linear probes short.
-        let cap = (n * 2).next_power_of_two().max(8);
+        let cap = (count * 2).next_power_of_two().max(8);
         let mask = cap - 1;
         let mut slots = vec![EMPTY; cap].into_boxed_slice();
-        let mut arena = Vec::with_capacity(n * 8);
-        let mut entries: Vec<Entry> = Vec::with_capacity(n);
+        let mut arena = Vec::with_capacity(bytes);
+        let mut entries: Vec<Entry> = Vec::with_capacity(count);
         let mut duplicates = Vec::new();
-        for (pos, (name, cell)) in tenants.enumerate() {
+        for (id, name, cell) in tenants {
             debug_assert!(name.len() <= 63);
             let mut s = label_hash(name.as_bytes()) as usize & mask;
             let mut dup = false;
@@ -55,7 +58,7 @@ impl TenantIndex {
                 s = (s + 1) & mask;
             }
             if dup {
-                duplicates.push(pos);
+                duplicates.push(id);
                 continue;
             }
             slots[s] = entries.len() as u32;
@@ -67,6 +70,8 @@ impl TenantIndex {
                 cell,
             });
         }
+        arena.shrink_to_fit();
+        entries.shrink_to_fit();
         let index = Self {
             arena: arena.into_boxed_slice(),
             entries: entries.into_boxed_slice(),
@@ -151,10 +156,9 @@ mod tests {
     fn lookup_is_case_insensitive_and_exact() {
         let names = ["acme", "Globex", "a-1"];
         let (idx, dups) = TenantIndex::build(
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (*n, CellId(i as u16))),
+            3,
+            16,
+            names.iter().enumerate().map(|(i, n)| (i, *n, CellId(i as u16))),
         );
         assert!(dups.is_empty());
         assert_eq!(idx.get(b"ACME"), Some(CellId(0)));
@@ -169,9 +173,9 @@ mod tests {
     fn many_tenants() {
         let names: Vec<String> = (0..10_000).map(|i| format!("t{i:07}")).collect();
         let (idx, _) = TenantIndex::build(
-            names
-                .iter()
-                .map(|n| (n.as_str(), CellId((n.len() % 3) as u16))),
+            names.len(),
+            80_000,
+            names.iter().enumerate().map(|(i, n)| (i, n.as_str(), CellId((n.len() % 3) as u16))),
         );
         for n in &names {
             assert!(idx.get(n.to_uppercase().as_bytes()).is_some(), "{n}");
@@ -182,14 +186,14 @@ mod tests {
 
     #[test]
     fn empty_index() {
-        let (idx, _) = TenantIndex::build(std::iter::empty::<(&str, CellId)>());
+        let (idx, _) = TenantIndex::build(0, 0, std::iter::empty::<(usize, &str, CellId)>());
         assert_eq!(idx.get(b"x"), None);
     }
 
     #[test]
     fn duplicates_are_reported_case_insensitively() {
         let names = ["acme", "b", "ACME", "Acme"];
-        let (idx, dups) = TenantIndex::build(names.iter().map(|n| (*n, CellId(0))));
+        let (idx, dups) = TenantIndex::build(4, 16, names.iter().enumerate().map(|(i, n)| (i, *n, CellId(0))));
         assert_eq!(dups, vec![2, 3]);
         assert_eq!(idx.len(), 2);
     }

@@ -469,13 +469,14 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
     } else {
         HashMap::new()
     };
-    let mut valid: Vec<(&str, CellId)> = Vec::with_capacity(map.tenants.len());
+    // The index is built straight from the parsed list (no intermediate
+    // copy: a million tenants must not cost twice their memory at reload).
     let mut label = [0u8; 63];
-    for (name, cell) in map.tenants.iter() {
+    let valid = map.tenants.iter().enumerate().filter_map(|(i, (name, cell))| {
         let path = ["tenants", name];
         if let Some(problem) = label_problem(name) {
             issues.push(&path, format!("tenant id `{name}` {problem}"));
-            continue;
+            return None;
         }
         let lower = &mut label[..name.len()];
         lower.copy_from_slice(name.as_bytes());
@@ -484,19 +485,21 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
             issues.push(&path, format!("tenant `{name}` collides with {what}"));
         }
         match ids.get(cell) {
-            Some(&cid) => valid.push((name, cid)),
-            None => issues.push(&path, format!("unknown cell `{cell}`")),
+            Some(&cid) => Some((i, name, cid)),
+            None => {
+                issues.push(&path, format!("unknown cell `{cell}`"));
+                None
+            }
         }
-    }
-    let (tenants, duplicates) = TenantIndex::build(valid.iter().copied());
-    for pos in duplicates {
-        let name = valid[pos].0;
+    });
+    let (tenants, duplicates) = TenantIndex::build(map.tenants.len(), map.tenants.arena.len(), valid);
+    for i in duplicates {
+        let name = map.tenants.name(&map.tenants.entries[i]);
         issues.push(
             &["tenants", name],
             format!("tenant `{name}` is listed twice (tenant ids are case-insensitive)"),
         );
     }
-    drop(valid);
 
     // Placement.
     let placement = match map.placement.unknown.as_str() {
