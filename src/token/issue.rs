@@ -1,0 +1,308 @@
+//! Minting tokens: a token request + one map snapshot + the signing key in
+//! force → a signed JWT whose `cell` claim names the tenant's cell.
+//!
+//! The cell, its id and region, and `map_version` all come from the one
+//! snapshot the caller passes in, the same kind of snapshot the DNS answers
+//! from, so a token never mixes two map versions. The hot path does no file
+//! I/O: keys are parsed once ([`super::keys`]) and the JWS header is
+//! pre-encoded.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+
+use super::keys::KeyRing;
+use crate::map::Snapshot;
+use crate::route::{self, NoRoute};
+
+/// Longest accepted `subject`, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 256;
+
+/// What the issuer puts in every token.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// `iss` claim.
+    pub issuer: String,
+    /// `aud` claim.
+    pub audience: String,
+    /// Largest `ttl_seconds` accepted; larger requests are rejected, not
+    /// clamped, so a caller never holds a token shorter than it believes.
+    pub max_ttl: u64,
+}
+
+/// The body of `POST /v1/tokens`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The tenant id (one DNS label; compared case-insensitively).
+    pub tenant: String,
+    /// The `sub` claim: who the token is for (e.g. a user id).
+    pub subject: String,
+    /// Lifetime in seconds, 1..=max_ttl.
+    pub ttl_seconds: u64,
+    /// Extra claims, carried under the `ext` claim so they can never
+    /// override a registered or cellns claim.
+    #[serde(default)]
+    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The answer to a token request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Issued {
+    /// The JWT (compact serialisation).
+    pub token: String,
+    /// The tenant's serving cell hostname: lowercase, no trailing dot. The
+    /// same value as the token's `cell` claim.
+    pub cell: String,
+    /// The name the client connects to: the tenant's own DNS name
+    /// (`<tenant>.<zone>`, no trailing dot), which resolves to the cell and
+    /// follows the tenant when it moves.
+    pub endpoint: String,
+    /// When the token expires (`exp`), RFC 3339 UTC.
+    pub expires_at: String,
+    /// The version of the map the cell was taken from.
+    pub map_version: String,
+}
+
+/// Why a token was not issued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The tenant id is not a valid DNS label.
+    #[error("{0}")]
+    InvalidTenant(NoRoute),
+    /// The tenant gets no cell in the map in force.
+    #[error("{0}")]
+    UnknownTenant(NoRoute),
+    /// `ttl_seconds` is 0 or above the configured maximum.
+    #[error("ttl_seconds must be between 1 and {max} (--token-max-ttl), got {requested}")]
+    InvalidTtl {
+        /// What was asked.
+        requested: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// `subject` is empty, too long or has control characters.
+    #[error("subject must be 1 to {MAX_SUBJECT_LEN} bytes without control characters")]
+    InvalidSubject,
+    /// Every key file was removed from the key directory.
+    #[error("no signing key: the key directory is empty")]
+    NoSigningKey,
+}
+
+/// Mints tokens.
+#[derive(Debug)]
+pub struct Issuer {
+    cfg: IssuerConfig,
+    keys: Arc<KeyRing>,
+}
+
+/// The JWT payload, borrowed from the request and the snapshot.
+#[derive(Serialize)]
+struct Payload<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    jti: &'a str,
+    tenant: &'a str,
+    cell: &'a str,
+    cell_id: &'a str,
+    region: &'a str,
+    map_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ext: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Issuer {
+    /// An issuer signing with the keys of `keys`.
+    pub fn new(cfg: IssuerConfig, keys: Arc<KeyRing>) -> Self {
+        Self { cfg, keys }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IssuerConfig {
+        &self.cfg
+    }
+
+    /// The key ring.
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
+
+    /// Mints a token for `req` from `snap`, valid from `now` (Unix seconds).
+    pub fn issue(
+        &self,
+        snap: &Snapshot,
+        req: &TokenRequest,
+        now: u64,
+    ) -> Result<Issued, IssueError> {
+        if req.ttl_seconds == 0 || req.ttl_seconds > self.cfg.max_ttl {
+            return Err(IssueError::InvalidTtl {
+                requested: req.ttl_seconds,
+                max: self.cfg.max_ttl,
+            });
+        }
+        if req.subject.is_empty()
+            || req.subject.len() > MAX_SUBJECT_LEN
+            || req.subject.chars().any(char::is_control)
+        {
+            return Err(IssueError::InvalidSubject);
+        }
+        let route = route::explain(snap, &req.tenant).map_err(|e| match e {
+            NoRoute::InvalidTenant(..) => IssueError::InvalidTenant(e),
+            NoRoute::Unknown(..) => IssueError::UnknownTenant(e),
+        })?;
+        let keys = self.keys.load();
+        let key = keys.signing().ok_or(IssueError::NoSigningKey)?;
+
+        let cell = snap.cell(route.serving);
+        let cell_host = hostname_claim(&cell.hostname.to_ascii());
+        let tenant = req.tenant.to_ascii_lowercase();
+        let exp = now.saturating_add(req.ttl_seconds);
+        let jti = new_jti();
+        let payload = Payload {
+            iss: &self.cfg.issuer,
+            aud: &self.cfg.audience,
+            sub: &req.subject,
+            iat: now,
+            nbf: now,
+            exp,
+            jti: &jti,
+            tenant: &tenant,
+            cell: &cell_host,
+            cell_id: &cell.id,
+            region: &cell.region,
+            map_version: &snap.version,
+            ext: req.claims.as_ref(),
+        };
+        // Serialising borrowed strings, integers and a JSON map cannot fail.
+        let json = serde_json::to_vec(&payload).unwrap_or_default();
+
+        let mut token = String::with_capacity(key.header_b64_dot().len() + json.len() * 4 / 3 + 92);
+        token.push_str(key.header_b64_dot());
+        URL_SAFE_NO_PAD.encode_string(&json, &mut token);
+        let sig = key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig, &mut token);
+
+        let origin = snap.zone.origin.to_ascii();
+        Ok(Issued {
+            token,
+            endpoint: format!("{tenant}.{}", origin.trim_end_matches('.')).to_ascii_lowercase(),
+            cell: cell_host,
+            expires_at: rfc3339(exp),
+            map_version: snap.version.clone(),
+        })
+    }
+}
+
+/// The `cell` claim form of a hostname: lowercase, without the trailing dot.
+pub fn hostname_claim(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A random 128-bit token id, base64url.
+fn new_jti() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
+fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::keys::{Alg, SigningKey};
+
+    fn issuer(alg: Alg) -> Issuer {
+        Issuer::new(
+            IssuerConfig {
+                issuer: "cellns".into(),
+                audience: "cells".into(),
+                max_ttl: 3600,
+            },
+            Arc::new(KeyRing::fixed(vec![Arc::new(SigningKey::generate(alg))])),
+        )
+    }
+
+    fn req(tenant: &str, ttl: u64) -> TokenRequest {
+        TokenRequest {
+            tenant: tenant.into(),
+            subject: "user-42".into(),
+            ttl_seconds: ttl,
+            claims: None,
+        }
+    }
+
+    fn example() -> Snapshot {
+        crate::map::load_example(1).unwrap()
+    }
+
+    #[test]
+    fn token_carries_the_snapshot_cell() {
+        let snap = example();
+        for alg in [Alg::EdDSA, Alg::ES256] {
+            let out = issuer(alg).issue(&snap, &req("ACME", 900), 1_000).unwrap();
+            assert_eq!(out.cell, "use1-a.cells.example.com");
+            assert_eq!(out.endpoint, "acme.cells.example.com");
+            assert_eq!(out.map_version, snap.version);
+            assert_eq!(out.expires_at, "1970-01-01T00:31:40Z");
+            assert_eq!(out.token.split('.').count(), 3);
+        }
+        // A down cell's tenant gets the cell that serves it.
+        let out = issuer(Alg::EdDSA)
+            .issue(&snap, &req("hooli", 60), 0)
+            .unwrap();
+        assert_eq!(out.cell, "use1-b.cells.example.com");
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        let snap = example();
+        let i = issuer(Alg::EdDSA);
+        assert!(matches!(
+            i.issue(&snap, &req("acme", 0), 0),
+            Err(IssueError::InvalidTtl { .. })
+        ));
+        assert!(matches!(
+            i.issue(&snap, &req("acme", 3601), 0),
+            Err(IssueError::InvalidTtl { .. })
+        ));
+        assert!(matches!(
+            i.issue(&snap, &req("nobody", 60), 0),
+            Err(IssueError::UnknownTenant(_))
+        ));
+        assert!(matches!(
+            i.issue(&snap, &req("a.b", 60), 0),
+            Err(IssueError::InvalidTenant(_))
+        ));
+        let mut r = req("acme", 60);
+        r.subject = String::new();
+        assert!(matches!(
+            i.issue(&snap, &r, 0),
+            Err(IssueError::InvalidSubject)
+        ));
+        let empty = Issuer::new(i.cfg.clone(), Arc::new(KeyRing::fixed(vec![])));
+        assert!(matches!(
+            empty.issue(&snap, &req("acme", 60), 0),
+            Err(IssueError::NoSigningKey)
+        ));
+    }
+}
