@@ -26,10 +26,45 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Check { path } => Ok(check(&path)),
         Command::Explain { path, tenant } => explain(&path, &tenant),
-        Command::Diff(_) | Command::Keygen(_) | Command::VerifyToken(_) => {
-            anyhow::bail!("PENDING: this command lands with its issue")
+        Command::Diff(args) => Ok(map::diff::run_cli(&args.old, &args.new, args.json)),
+        Command::GenMap(args) => gen_map(&args),
+        Command::Keygen(args) => keygen(&args),
+        Command::VerifyToken(args) => verify_token(&args),
+    }
+}
+
+/// `cellns gen-map`: a synthetic map on stdout or in a file (written to a
+/// temporary file and renamed, so a watching server never sees half of it).
+fn gen_map(args: &crate::config::GenMapArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let spec = map::generate::Spec {
+        tenants: args.tenants,
+        cells: usize::from(args.cells),
+        format: if args.json {
+            map::Format::Json
+        } else {
+            map::Format::Toml
+        },
+        move_every: args.move_every,
+        version: args.map_version.clone(),
+        allow_mass_change: args.allow_mass_change.clone(),
+    };
+    let text = map::generate::generate_spec(&spec);
+    match &args.out {
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("cannot write to stdout")?,
+        Some(out) => {
+            let name = out.file_name().context("--out must name a file")?;
+            let tmp = out.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+            std::fs::write(&tmp, &text)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, out)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &Path) -> Result<Snapshot, MapError> {
@@ -138,6 +173,45 @@ fn explain(path: &Path, tenant: &str) -> anyhow::Result<ExitCode> {
             println!("tenant:   {tenant}");
             println!("cell:     none (NXDOMAIN, no token)");
             println!("why:      {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `cellns keygen`: writes a new signing key; it signs from the next rescan
+/// of a running server's key directory (within a second).
+fn keygen(args: &crate::config::KeygenArgs) -> anyhow::Result<ExitCode> {
+    let (path, kid) = crate::token::keys::keygen(&args.out, args.alg.into())?;
+    println!(
+        "wrote {} ({}, kid {kid})",
+        path.display(),
+        crate::token::Alg::from(args.alg)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cellns verify-token`: verifies a token as the cell `--cell` would, with
+/// the keys of `--jwks`. Exit 0 and the claims (JSON) when valid; 1 and the
+/// reason when not.
+fn verify_token(args: &crate::config::VerifyTokenArgs) -> anyhow::Result<ExitCode> {
+    use crate::token::{Expectations, Verifier, VerifyError};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let expect = Expectations::new(&args.issuer, &args.audience, &args.cell);
+    let result = rt.block_on(async {
+        let verifier = Verifier::from_jwks_url(&args.jwks, expect).await?;
+        verifier.verify(args.token.trim()).await
+    });
+    match result {
+        Ok(claims) => {
+            println!("{}", serde_json::to_string_pretty(&claims)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ VerifyError::Jwks(_)) => Err(e).context("cannot fetch the signing keys"),
+        Err(e) => {
+            eprintln!("invalid token ({}): {e}", e.code());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -59,6 +59,37 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a token as a cell would, and print its claims.
     VerifyToken(VerifyTokenArgs),
+    /// Write a synthetic map (benchmarks, load tests): zone
+    /// cells.example.test., tenants t000001..tN round-robin over C cells.
+    #[command(hide = true)]
+    GenMap(GenMapArgs),
+}
+
+/// `cellns gen-map` (hidden).
+#[derive(Debug, Args)]
+pub struct GenMapArgs {
+    /// Number of listed tenants.
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// Number of cells (1..=65535).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub cells: u16,
+    /// Write JSON instead of TOML.
+    #[arg(long)]
+    pub json: bool,
+    /// Output file (written atomically); default stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Assign every Kth tenant to the next cell (1/K of tenants moved
+    /// compared with the same map without it).
+    #[arg(long, default_value_t = 0)]
+    pub move_every: usize,
+    /// The map's `version` field.
+    #[arg(long = "map-version")]
+    pub map_version: Option<String>,
+    /// `[safety] allow_mass_change` reason.
+    #[arg(long)]
+    pub allow_mass_change: Option<String>,
 }
 
 /// `cellns serve`.
@@ -116,7 +147,8 @@ pub struct ServeArgs {
     )]
     pub token_max_ttl: u64,
 
-    /// Token requests per second allowed per caller (token bucket refill).
+    /// Token requests per second allowed per caller (token bucket refill);
+    /// 0 turns rate limiting off.
     #[arg(long = "rate-limit", env = "CELLNS_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
 

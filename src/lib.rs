@@ -27,6 +27,7 @@
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod http;
 pub mod map;
 pub mod metrics;
 pub mod reload;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -12,6 +12,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::answer::{Answer, answer};
+use super::xfr::Transfers;
 use crate::reload::Store;
 
 /// Largest UDP response we send, whatever the client advertises: the
@@ -22,12 +23,20 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 #[derive(Debug, Clone)]
 pub struct Handler {
     store: Arc<Store>,
+    transfers: Arc<Transfers>,
 }
 
 impl Handler {
-    /// A handler reading `store`.
+    /// A handler reading `store`; zone transfers are refused.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self::with_transfers(store, Arc::new(Transfers::default()))
+    }
+
+    /// A handler reading `store`, answering AXFR/IXFR as `transfers` allows
+    /// (here only what fits one message; TCP transfers are streamed by
+    /// [`super::tcp`] before they reach the handler).
+    pub fn with_transfers(store: Arc<Store>, transfers: Arc<Transfers>) -> Self {
+        Self { store, transfers }
     }
 }
 
@@ -75,6 +84,18 @@ impl RequestHandler for Handler {
                     meta.response_code = ResponseCode::FormErr;
                     response_handle
                         .send_response(builder.build_no_records(meta))
+                        .await
+                }
+                Ok(info)
+                    if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) =>
+                {
+                    self.transfers
+                        .respond_single(
+                            &self.store,
+                            request,
+                            resp_edns.as_ref(),
+                            &mut response_handle,
+                        )
                         .await
                 }
                 Ok(info) => {

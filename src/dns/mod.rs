@@ -2,20 +2,26 @@
 //!
 //! - [`answer`]: the answer table, a pure function of snapshot + question.
 //! - [`handler`]: the hickory-server handler (protocol rules, EDNS).
+//! - [`udp`] (with [`fast`] and [`wire`]) and [`tcp`]: the transports.
+//! - [`xfr`] and [`tsig`]: zone transfers to secondaries; [`notify`]: NOTIFY
+//!   to them after each reload.
 //!
 //! The server listens on UDP and TCP on every `--dns-listen` address.
 
 pub mod answer;
 pub mod fast;
 pub mod handler;
+pub mod notify;
+pub mod tcp;
+pub mod tsig;
 pub mod udp;
 pub mod wire;
+pub mod xfr;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,8 +31,6 @@ use crate::reload::Store;
 /// Idle time after which a TCP connection with no new query is closed
 /// (RFC 7766 §6.2.3 suggests seconds, not minutes).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Per-connection queue of outbound TCP messages.
-const TCP_RESPONSE_QUEUE: usize = 64;
 
 /// Why the DNS server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -49,23 +53,31 @@ pub enum DnsError {
 }
 
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
-/// ([`udp`]), TCP on hickory-server.
+/// ([`udp`]), TCP on [`tcp`] (queries and zone transfers).
 pub struct DnsServer {
-    server: Server<handler::Handler>,
+    tcp: Vec<TcpListener>,
     udp: Vec<std::net::UdpSocket>,
     store: Arc<Store>,
+    handler: handler::Handler,
+    transfers: Arc<xfr::Transfers>,
     addrs: Vec<SocketAddr>,
 }
 
 impl DnsServer {
     /// Binds UDP (one `SO_REUSEPORT` socket per worker) and TCP on every
     /// listen address. Port 0 picks a free port, the same for UDP and TCP.
-    pub async fn bind(args: &ServeArgs, store: Arc<Store>) -> Result<Self, DnsError> {
+    /// Zone transfers are served as `transfers` allows.
+    pub async fn bind(
+        args: &ServeArgs,
+        store: Arc<Store>,
+        transfers: Arc<xfr::Transfers>,
+    ) -> Result<Self, DnsError> {
         let workers = match args.udp_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let mut server = Server::new(handler::Handler::new(store.clone()));
+        let handler = handler::Handler::with_transfers(store.clone(), transfers.clone());
+        let mut tcp_listeners = Vec::new();
         let mut addrs = Vec::new();
         let mut udp = Vec::new();
         for &addr in &args.dns_listen {
@@ -76,12 +88,14 @@ impl DnsServer {
                 .unwrap_or(addr);
             addrs.push(bound);
             udp.extend(sockets);
-            server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
+            tcp_listeners.push(tcp);
         }
         Ok(Self {
-            server,
+            tcp: tcp_listeners,
             udp,
             store,
+            handler,
+            transfers,
             addrs,
         })
     }
@@ -93,18 +107,27 @@ impl DnsServer {
 
     /// Serves until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), DnsError> {
-        let workers = udp::Workers::start(std::mem::take(&mut self.udp), self.store.clone())
-            .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
-        let token = self.server.shutdown_token().clone();
-        tokio::spawn(async move {
-            cancel.cancelled().await;
-            token.cancel();
+        let workers = udp::Workers::start_with(
+            std::mem::take(&mut self.udp),
+            self.store.clone(),
+            self.handler.clone(),
+        )
+        .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
+        let ctx = Arc::new(tcp::Context {
+            handler: self.handler,
+            transfers: self.transfers,
+            store: self.store,
         });
-        let result = self
-            .server
-            .block_until_done()
-            .await
-            .map_err(|e| DnsError::Server(e.to_string()));
+        let mut listeners = tokio::task::JoinSet::new();
+        for l in self.tcp {
+            listeners.spawn(tcp::serve(l, ctx.clone(), cancel.clone()));
+        }
+        let mut result = Ok(());
+        while let Some(done) = listeners.join_next().await {
+            if let Err(e) = done {
+                result = Err(DnsError::Server(format!("TCP listener task failed: {e}")));
+            }
+        }
         tokio::task::spawn_blocking(move || workers.stop())
             .await
             .map_err(|e| DnsError::Server(format!("UDP workers panicked: {e}")))?;

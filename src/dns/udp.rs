@@ -71,16 +71,27 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts one thread per socket.
+    /// Starts one thread per socket; zone transfers are refused.
     pub fn start(sockets: Vec<std::net::UdpSocket>, store: Arc<Store>) -> io::Result<Self> {
+        let handler = Handler::new(store.clone());
+        Self::start_with(sockets, store, handler)
+    }
+
+    /// Starts one thread per socket; `handler` answers what the fast path
+    /// does not.
+    pub fn start_with(
+        sockets: Vec<std::net::UdpSocket>,
+        store: Arc<Store>,
+        handler: Handler,
+    ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, sock) in sockets.into_iter().enumerate() {
-            let (stop, store) = (stop.clone(), store.clone());
+            let (stop, store, handler) = (stop.clone(), store.clone(), handler.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("cellns-udp-{i}"))
-                    .spawn(move || Worker::new(sock, store).run(&stop))?,
+                    .spawn(move || Worker::new(sock, store, handler).run(&stop))?,
             );
         }
         Ok(Self { stop, threads })
@@ -105,10 +116,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(sock: std::net::UdpSocket, store: Arc<Store>) -> Self {
+    fn new(sock: std::net::UdpSocket, store: Arc<Store>, handler: Handler) -> Self {
         Self {
             sock,
-            handler: Handler::new(store.clone()),
+            handler,
             store,
             recv: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
             send: vec![[0u8; RESPONSE_BUF]; BATCH].into_boxed_slice(),

@@ -1,0 +1,226 @@
+//! DNS over TCP (RFC 1035 §4.2.2, RFC 7766): the accept loop and the
+//! connections. Queries are answered by the hickory-server handler, as
+//! on UDP; zone transfers are streamed by [`super::xfr`].
+//!
+//! Why not hickory-server's own TCP listener: it handles a connection's
+//! requests inline and writes responses only after the handler returns, and
+//! its idle timer is reset only by incoming messages. A zone transfer of a
+//! large zone would have to be queued whole in memory before its first byte
+//! is sent, and would be cut when writing it takes longer than the idle
+//! timeout. Here a transfer writes each message as it is encoded, paced by
+//! the secondary, and ordinary queries behave as before: processed in
+//! order, one connection idle for [`TCP_IDLE_TIMEOUT`] is closed, no reply to
+//! a partial frame, FORMERR for an undecodable message.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Header, Metadata, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::TCP_IDLE_TIMEOUT;
+use super::handler::Handler;
+use super::xfr::{self, Transfers};
+use crate::reload::Store;
+
+/// Open TCP connections per listener; more wait in the kernel's backlog
+/// until one closes (RFC 7766 §6.2.2: servers must bound their resources).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a response may wait for the client to read it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (e.g. out of file descriptors), so the
+/// loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every connection needs.
+#[derive(Debug)]
+pub struct Context {
+    /// Answers queries.
+    pub handler: Handler,
+    /// Serves zone transfers.
+    pub transfers: Arc<Transfers>,
+    /// The snapshot transfers read.
+    pub store: Arc<Store>,
+}
+
+/// Accepts connections on `listener` until `cancel` fires; then open
+/// connections are dropped.
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>, cancel: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = cancel.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, src)) => {
+                let ctx = ctx.clone();
+                conns.spawn(async move {
+                    let _permit = permit;
+                    connection(stream, src, &ctx).await;
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TCP accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+/// Serves one connection: length-prefixed messages, answered in order.
+async fn connection(mut stream: TcpStream, src: SocketAddr, ctx: &Context) {
+    // Responses are written whole; do not hold them for Nagle.
+    let _ = stream.set_nodelay(true);
+    let mut len = [0u8; 2];
+    loop {
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            // Closed, reset, or idle too long.
+            _ => return,
+        }
+        let n = usize::from(u16::from_be_bytes(len));
+        if n == 0 {
+            // Not a DNS message: nothing sensible to answer.
+            return;
+        }
+        let mut msg = vec![0u8; n];
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut msg)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        if let Err(e) = respond(ctx, msg, src, &mut stream).await {
+            tracing::debug!(%src, error = %e, "TCP connection closed");
+            return;
+        }
+    }
+}
+
+/// Answers one message (or drops it, as hickory-server does, when it is
+/// shorter than a header or is itself a response).
+async fn respond(
+    ctx: &Context,
+    msg: Vec<u8>,
+    src: SocketAddr,
+    stream: &mut TcpStream,
+) -> io::Result<()> {
+    if msg.len() < 12 || msg[2] & 0x80 != 0 {
+        return Ok(());
+    }
+    let head = [msg[0], msg[1], msg[2], msg[3]];
+    let request = match Request::from_bytes(msg, src, Protocol::Tcp) {
+        Ok(r) => r,
+        Err(_) => return write(stream, &formerr(head)).await,
+    };
+    if xfr::is_transfer(&request) {
+        return ctx.transfers.serve_tcp(&ctx.store, &request, stream).await;
+    }
+    let capture = Capture::default();
+    ctx.handler
+        .handle_request::<_, TokioTime>(&request, capture.clone())
+        .await;
+    let bytes = capture.0.lock().ok().and_then(|mut s| s.take());
+    match bytes {
+        Some(bytes) => write(stream, &bytes).await,
+        None => Ok(()),
+    }
+}
+
+/// Writes one length-prefixed message.
+async fn write(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| io::Error::other("response over 64 KiB"))?;
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&framed)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not read its response",
+        )),
+    }
+}
+
+/// FORMERR for a message whose header is readable but the rest is not: the
+/// header echoed as a response (ID, opcode, RD, CD), no sections.
+fn formerr(head: [u8; 4]) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[0] = head[0];
+    out[1] = head[1];
+    out[2] = 0x80 | (head[2] & 0x78) | (head[2] & 0x01);
+    out[3] = (head[3] & 0x10) | u16::from(ResponseCode::FormErr) as u8;
+    out
+}
+
+/// A response handler that keeps the encoded response (TCP: up to 64 KiB).
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let metadata = *response.metadata();
+        let mut bytes = Vec::with_capacity(512);
+        let mut enc = BinEncoder::new(&mut bytes);
+        enc.set_max_size(u16::MAX);
+        let header = match response.destructive_emit(&mut enc) {
+            Ok(info) => Header {
+                metadata: *info,
+                counts: info.counts(),
+            },
+            Err(e) => {
+                // As hickory-server: a response that cannot be encoded
+                // becomes a bare SERVFAIL.
+                tracing::debug!(error = %e, "cannot encode a TCP response");
+                let mut m = Metadata::response_from_request(&metadata);
+                m.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata: m,
+                    counts: Default::default(),
+                };
+                bytes.clear();
+                let mut enc = BinEncoder::new(&mut bytes);
+                header
+                    .emit(&mut enc)
+                    .map_err(|e| NetError::from(e.to_string()))?;
+                header
+            }
+        };
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(bytes);
+        }
+        Ok(header.into())
+    }
+}

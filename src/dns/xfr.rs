@@ -1,0 +1,1105 @@
+//! Zone transfers: cellns as the primary of standard secondaries (NSD,
+//! Knot, BIND). Owns who may transfer (`--axfr-allow`, `--tsig-key`), the
+//! records a transfer carries, and streaming them (RFC 5936).
+//!
+//! # What is transferred
+//!
+//! The zone exactly as cellns answers it from one snapshot: SOA, apex NS,
+//! glue, the A/AAAA of in-zone cell hostnames, every listed tenant with the
+//! records of the cell that serves it now (its failover cell when its own
+//! is down; a CNAME for a cell known only by an out-of-zone hostname), and
+//! the SOA again. Tenants placed by hashing (`placement.unknown = "hash"`)
+//! cannot be written as records: a secondary answers them NXDOMAIN. That is
+//! warned about at start-up ([`warn_unexpressible`]).
+//!
+//! # How
+//!
+//! Over TCP, [`Transfers::serve_tcp`] writes the messages straight to the
+//! connection as it encodes them (about 16 KiB each), so a transfer holds
+//! one message in memory whatever the zone size, the secondary's reading
+//! paces it, and it may take as long as the secondary needs. (hickory-server's
+//! TCP path cannot do this: it writes only after the handler returns, so a
+//! transfer would be queued whole in memory, and its idle timer, reset only
+//! by incoming messages, would cut transfers that take longer to write; see
+//! [`super::tcp`].) At most [`MAX_CONCURRENT`] transfers run at once; each
+//! pins the snapshot it started from, so it is a consistent version.
+//!
+//! IXFR is answered with the whole zone in AXFR form (RFC 1995 §4), or with
+//! the current SOA alone when the client already has it. Over UDP, IXFR gets
+//! the SOA alone (RFC 1995 §2: the client then transfers over TCP), and AXFR
+//! gets FORMERR: RFC 5936 §4.2 leaves AXFR over UDP undefined (BIND answers
+//! the same).
+//!
+//! # Who
+//!
+//! A request must come from a `--axfr-allow` prefix (none configured: every
+//! transfer is refused) and, when `--tsig-key` is set, be signed with that
+//! key (RFC 8945; the responses are signed too). A bad signature is NOTAUTH
+//! with the TSIG error; anything else not allowed is REFUSED.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Metadata, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder, NameEncoding};
+use hickory_server::net::NetError;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::Semaphore;
+
+use super::tsig::{self, Key, KeyFileError, ResponseSigner};
+use crate::config::ServeArgs;
+use crate::map::{Placement, Snapshot};
+use crate::reload::Store;
+
+/// Size at which a transfer message is closed and the next begun. Any
+/// split is valid (RFC 5936 §2.2); 16 KiB amortises headers and TSIG
+/// while keeping every compression pointer target below 0x3FFF.
+const MESSAGE_TARGET: usize = 16 * 1024;
+/// A message is closed before a record that could carry it past the 64 KiB
+/// wire limit (only a cell with thousands of addresses gets near it).
+const MESSAGE_HARD: usize = 60 * 1024;
+/// Transfers streamed at the same time. Streaming keeps each one's memory
+/// at one message, but each pins the snapshot it started from and costs a
+/// core while it encodes.
+pub const MAX_CONCURRENT: usize = 4;
+/// How long a transfer waits for a free slot before SERVFAIL; less than
+/// the I/O timeouts of secondaries (Knot: 5 s), so they see an answer and
+/// retry rather than time out.
+const SLOT_WAIT: Duration = Duration::from_secs(4);
+/// How long one message may wait for the secondary to take it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes before a message on TCP: its length (RFC 1035 §4.2.2).
+const PREFIX: usize = 2;
+
+/// An address prefix of `--axfr-allow`: `10.0.0.0/8`, `::1/128`, or a
+/// bare address (a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    net: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// Whether `ip` is inside the prefix (IPv4-mapped IPv6 addresses are
+    /// taken as the IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                mask(u128::from(u32::from(a)), 32, self.len) == u128::from(u32::from(n))
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask(u128::from(a), 128, self.len) == u128::from(n),
+            _ => false,
+        }
+    }
+}
+
+/// `bits` (of a `width`-bit address) with all but the first `len` zeroed.
+fn mask(bits: u128, width: u8, len: u8) -> u128 {
+    if len == 0 {
+        return 0;
+    }
+    let host = u32::from(width - len);
+    bits >> host << host
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let width = if net.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => width,
+            Some(l) => match l.trim().parse::<u8>() {
+                Ok(l) if l <= width => l,
+                _ => return Err(format!("`/{l}` is not a prefix length (0..={width})")),
+            },
+        };
+        let bits = match net {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let masked = mask(bits, width, len);
+        if masked != bits {
+            let net = match net {
+                IpAddr::V4(_) => IpAddr::V4((masked as u32).into()),
+                IpAddr::V6(_) => IpAddr::V6(masked.into()),
+            };
+            return Err(format!("host bits are set (the network is {net}/{len})"));
+        }
+        Ok(Self { net, len })
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+/// Why the transfer settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A `--axfr-allow` value is not a prefix.
+    #[error(
+        "invalid --axfr-allow value `{value}`: {reason} (expected an address or prefix, e.g. 192.0.2.53, 10.0.0.0/8, ::1/128)"
+    )]
+    Prefix {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The `--tsig-key` file is not usable.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+}
+
+/// Who may transfer the zone, and the transfers in progress.
+#[derive(Debug)]
+pub struct Transfers {
+    allow: Vec<Prefix>,
+    key: Option<Arc<Key>>,
+    slots: Semaphore,
+}
+
+impl Default for Transfers {
+    fn default() -> Self {
+        Self::new(Vec::new(), None)
+    }
+}
+
+impl Transfers {
+    /// Transfers from `allow`, signed with `key` when given.
+    pub fn new(allow: Vec<Prefix>, key: Option<Key>) -> Self {
+        Self {
+            allow,
+            key: key.map(Arc::new),
+            slots: Semaphore::new(MAX_CONCURRENT),
+        }
+    }
+
+    /// The settings of `cellns serve`: `--axfr-allow` and `--tsig-key`.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let allow = args
+            .axfr_allow
+            .iter()
+            .map(|v| {
+                v.parse().map_err(|reason| ConfigError::Prefix {
+                    value: v.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<Prefix>, _>>()?;
+        let key = args.tsig_key.as_deref().map(Key::load).transpose()?;
+        if key.is_some() && allow.is_empty() {
+            tracing::warn!(
+                "--tsig-key is set but --axfr-allow is not: every zone transfer is refused \
+                 (allow the secondaries' addresses, or 0.0.0.0/0 and ::/0 to rely on TSIG alone)"
+            );
+        }
+        Ok(Self::new(allow, key))
+    }
+
+    /// The TSIG key, when transfers (and NOTIFY) must be signed.
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_deref()
+    }
+
+    /// The `--axfr-allow` prefixes.
+    pub fn allowed(&self) -> &[Prefix] {
+        &self.allow
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|p| p.contains(ip))
+    }
+
+    /// Who may have the transfer `request` asks for, by the rules in the
+    /// module docs (TSIG first: a bad signature is NOTAUTH whatever else).
+    fn decide(&self, snap: &Snapshot, request: &Request) -> Decision {
+        let signer = match tsig::check(
+            self.key(),
+            request.as_slice(),
+            request.signature.as_deref(),
+            tsig::now(),
+        ) {
+            tsig::Check::Unsigned => None,
+            tsig::Check::Valid(s) => Some(s),
+            tsig::Check::Invalid(error, signer) => {
+                return Decision::Deny {
+                    rcode: ResponseCode::NotAuth,
+                    signer: Some(signer),
+                    why: match error {
+                        tsig::TsigError::BadKey => "TSIG key unknown (BADKEY)",
+                        tsig::TsigError::BadTime => "TSIG time outside the fudge (BADTIME)",
+                        _ => "TSIG signature does not verify (BADSIG)",
+                    },
+                };
+            }
+        };
+        let deny = |why, signer| Decision::Deny {
+            rcode: ResponseCode::Refused,
+            signer,
+            why,
+        };
+        let Some(q) = request.queries.queries().first() else {
+            return deny("no question", signer);
+        };
+        if *q.name() != snap.zone.origin_lower || q.query_class() != DNSClass::IN {
+            return deny("not a zone served here", signer);
+        }
+        if !self.allows(request.src().ip()) {
+            return deny("source address not in --axfr-allow", signer);
+        }
+        if self.key.is_some() && signer.is_none() {
+            return deny("not signed, and --tsig-key requires TSIG", signer);
+        }
+        Decision::Allow(signer)
+    }
+
+    /// Answers an AXFR/IXFR `request` that arrived over a transport that
+    /// carries one message (UDP): IXFR gets the current SOA, AXFR FORMERR,
+    /// refusals as in [`Transfers::serve_tcp`]. Called by the handler.
+    pub async fn respond_single<R: ResponseHandler>(
+        &self,
+        store: &Store,
+        request: &Request,
+        edns: Option<&Edns>,
+        response_handle: &mut R,
+    ) -> Result<ResponseInfo, NetError> {
+        let snap = store.load_full();
+        let is_axfr = request
+            .queries
+            .queries()
+            .first()
+            .is_some_and(|q| q.query_type() == RecordType::AXFR);
+        let (rcode, answer, signer) = match self.decide(&snap, request) {
+            Decision::Deny {
+                rcode: rcode @ ResponseCode::NotAuth,
+                signer,
+                ..
+            } => (rcode, false, signer),
+            Decision::Allow(signer) | Decision::Deny { signer, .. } if is_axfr => {
+                (ResponseCode::FormErr, false, signer)
+            }
+            Decision::Deny { rcode, signer, why } => {
+                tracing::debug!(src = %request.src(), why, "zone transfer over UDP refused");
+                (rcode, false, signer)
+            }
+            Decision::Allow(signer) => (ResponseCode::NoError, true, signer),
+        };
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.response_code = rcode;
+        // RFC 5936 §2.2.1: AA on NOERROR.
+        meta.authoritative = rcode == ResponseCode::NoError;
+        let answers: &[Record] = if answer {
+            std::slice::from_ref(&snap.zone.soa)
+        } else {
+            &[]
+        };
+        let build = || {
+            let mut b = MessageResponseBuilder::from_message_request(request);
+            if let Some(e) = edns {
+                b.edns(e);
+            }
+            b.build(
+                meta,
+                answers.iter(),
+                std::iter::empty(),
+                std::iter::empty(),
+                std::iter::empty(),
+            )
+        };
+        let Some(mut signer) = signer else {
+            return response_handle.send_response(build()).await;
+        };
+        // The MAC covers the message as it will be sent, minus the TSIG
+        // record: encode it once unsigned to compute it.
+        let mut unsigned = Vec::with_capacity(512);
+        let mut enc = BinEncoder::new(&mut unsigned);
+        enc.set_max_size(match request.protocol() {
+            Protocol::Udp => edns.map_or(512, Edns::max_payload),
+            _ => u16::MAX,
+        });
+        build()
+            .destructive_emit(&mut enc)
+            .map_err(|e| NetError::from(e.to_string()))?;
+        let mut msg = build();
+        msg.set_signature(Box::new(signer.record(&unsigned)));
+        response_handle.send_response(msg).await
+    }
+
+    /// Serves the AXFR or IXFR `request` (one question, opcode QUERY) on a
+    /// TCP connection: the refusal, or the whole transfer, written to `out`
+    /// message by message. An error is the connection's: the caller
+    /// closes it.
+    pub async fn serve_tcp<W: AsyncWrite + Unpin>(
+        &self,
+        store: &Store,
+        request: &Request,
+        out: &mut W,
+    ) -> io::Result<()> {
+        // One snapshot for the whole transfer: a consistent version.
+        let snap = store.load_full();
+        let src = request.src();
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(RecordType::AXFR, |q| q.query_type());
+        let decision = self.decide(&snap, request);
+        let mut w = Writer::new(request, &snap);
+        let signer = match decision {
+            Decision::Deny { rcode, signer, why } => {
+                tracing::info!(%src, %qtype, %rcode, why, "zone transfer refused");
+                w.signer = signer;
+                w.begin(rcode);
+                return w.flush(out).await;
+            }
+            Decision::Allow(signer) => signer,
+        };
+        w.signer = signer;
+        if qtype == RecordType::IXFR
+            && let Some(theirs) = client_serial(request, &snap.zone.origin_lower)
+            && serial_at_least(theirs, snap.serial)
+        {
+            // RFC 1995 §2: up to date, the answer is our SOA alone.
+            tracing::debug!(%src, serial = snap.serial, "IXFR: the client is up to date");
+            w.begin(ResponseCode::NoError);
+            w.record(&snap.zone.soa);
+            return w.flush(out).await;
+        }
+        let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                tracing::warn!(
+                    %src,
+                    limit = MAX_CONCURRENT,
+                    "zone transfer refused: too many transfers in progress (SERVFAIL; the secondary retries)"
+                );
+                w.begin(ResponseCode::ServFail);
+                return w.flush(out).await;
+            }
+        };
+        let started = Instant::now();
+        let result = w.transfer(&snap, out).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(()) => tracing::info!(
+                %src,
+                %qtype,
+                serial = snap.serial,
+                records = w.records,
+                messages = w.messages,
+                bytes = w.bytes,
+                ms,
+                tsig = w.signer.is_some(),
+                "zone transfer done"
+            ),
+            Err(e) => tracing::warn!(
+                %src,
+                %qtype,
+                serial = snap.serial,
+                records = w.records,
+                ms,
+                error = %e,
+                "zone transfer aborted"
+            ),
+        }
+        result
+    }
+}
+
+/// Whether a request arriving over TCP is one [`Transfers::serve_tcp`]
+/// takes: a query (not a response), opcode QUERY, one question of type
+/// AXFR or IXFR, no EDNS or EDNS version 0. Anything else, even with an
+/// AXFR question, goes to the handler, which owns the general rules
+/// (FORMERR, NOTIMP, BADVERS).
+pub fn is_transfer(request: &Request) -> bool {
+    use hickory_proto::op::{MessageType, OpCode};
+    request.metadata.message_type == MessageType::Query
+        && request.metadata.op_code == OpCode::Query
+        && request.queries.queries().len() == 1
+        && matches!(
+            request.queries.queries()[0].query_type(),
+            RecordType::AXFR | RecordType::IXFR
+        )
+        && request.edns.as_ref().is_none_or(|e| e.version() == 0)
+}
+
+/// Start-up warning: tenants placed by hashing cannot be transferred, so
+/// secondaries would answer them NXDOMAIN while cellns answers them.
+pub fn warn_unexpressible(args: &ServeArgs, snap: &Snapshot) {
+    if snap.placement == Placement::Hash && (!args.notify.is_empty() || !args.axfr_allow.is_empty())
+    {
+        tracing::warn!(
+            placement = snap.placement.as_str(),
+            "secondaries are configured (--notify/--axfr-allow) but the map places unlisted \
+             tenants by hashing, which zone transfers cannot carry: secondaries answer only listed \
+             tenants and NXDOMAIN for the rest (see deploy/secondaries/README.md)"
+        );
+    }
+}
+
+enum Decision {
+    Allow(Option<ResponseSigner>),
+    Deny {
+        rcode: ResponseCode,
+        signer: Option<ResponseSigner>,
+        why: &'static str,
+    },
+}
+
+/// The SOA serial the IXFR client has (its SOA in the authority section).
+fn client_serial(request: &Request, origin: &LowerName) -> Option<u32> {
+    request.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) if LowerName::new(&r.name) == *origin => Some(soa.serial),
+        _ => None,
+    })
+}
+
+/// `a >= b` in serial number arithmetic (RFC 1982).
+fn serial_at_least(a: u32, b: u32) -> bool {
+    a == b || (a.wrapping_sub(b) as i32) > 0
+}
+
+/// Encodes transfer messages into one reused buffer: the TCP length
+/// prefix, the header, the question copied from the request, records, an
+/// OPT when the request had one, and the TSIG record when signing.
+///
+/// Names in the zone are compressed against the origin, written once per
+/// message; a tenant's second and later records point at its first owner
+/// name. Names outside the zone are written whole.
+struct Writer<'a> {
+    buf: Vec<u8>,
+    /// ID and the RD bit of the request.
+    id: u16,
+    rd: bool,
+    question: &'a [u8],
+    origin: &'a Name,
+    origin_lower: &'a LowerName,
+    /// Offset (in the message) of the origin's first label, once written.
+    origin_at: Option<u16>,
+    /// Offset of the owner name of the group being written.
+    owner_at: Option<u16>,
+    ancount: u16,
+    /// The request's EDNS DO bit, when it had EDNS.
+    edns_do: Option<bool>,
+    signer: Option<ResponseSigner>,
+    messages: usize,
+    bytes: usize,
+    records: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn new(request: &'a Request, snap: &'a Snapshot) -> Self {
+        Self {
+            buf: Vec::with_capacity(MESSAGE_TARGET + 4096),
+            id: request.metadata.id,
+            rd: request.metadata.recursion_desired,
+            question: request.queries.as_bytes(),
+            origin: &snap.zone.origin,
+            origin_lower: &snap.zone.origin_lower,
+            origin_at: None,
+            owner_at: None,
+            ancount: 0,
+            edns_do: request.edns.as_ref().map(|e| e.flags().dnssec_ok),
+            signer: None,
+            messages: 0,
+            bytes: 0,
+            records: 0,
+        }
+    }
+
+    /// Starts a message with `rcode`.
+    fn begin(&mut self, rcode: ResponseCode) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0, 0]);
+        self.buf.extend_from_slice(&self.id.to_be_bytes());
+        // QR, opcode QUERY, AA on NOERROR (RFC 5936 §2.2.1), RD copied.
+        let aa = if rcode == ResponseCode::NoError {
+            0x04
+        } else {
+            0
+        };
+        self.buf.push(0x80 | aa | u8::from(self.rd));
+        self.buf.push(u16::from(rcode) as u8 & 0x0F);
+        self.buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        self.buf.extend_from_slice(self.question);
+        self.origin_at = None;
+        self.owner_at = None;
+        self.ancount = 0;
+    }
+
+    /// Bytes of the message so far.
+    fn len(&self) -> usize {
+        self.buf.len() - PREFIX
+    }
+
+    /// Closes the message (counts, OPT, TSIG, length) and writes it.
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
+        self.buf[PREFIX + 6..PREFIX + 8].copy_from_slice(&self.ancount.to_be_bytes());
+        if let Some(dnssec_ok) = self.edns_do {
+            // OPT: root owner, payload size, version 0, the DO bit echoed.
+            self.buf.push(0);
+            self.buf.extend_from_slice(&41u16.to_be_bytes());
+            self.buf
+                .extend_from_slice(&super::handler::MAX_UDP_PAYLOAD.to_be_bytes());
+            self.buf
+                .extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+            self.buf[PREFIX + 10..PREFIX + 12].copy_from_slice(&1u16.to_be_bytes());
+        }
+        if let Some(signer) = &mut self.signer {
+            signer.append(&mut self.buf, PREFIX);
+        }
+        let len = u16::try_from(self.len())
+            .map_err(|_| io::Error::other("transfer message over 64 KiB"))?;
+        self.buf[..PREFIX].copy_from_slice(&len.to_be_bytes());
+        match tokio::time::timeout(WRITE_TIMEOUT, out.write_all(&self.buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer took no data for {WRITE_TIMEOUT:?}"),
+                ));
+            }
+        }
+        self.messages += 1;
+        self.bytes += self.buf.len();
+        Ok(())
+    }
+
+    /// Flushes when the message has reached `limit` bytes.
+    async fn room<W: AsyncWrite + Unpin>(&mut self, out: &mut W, limit: usize) -> io::Result<()> {
+        if self.len() >= limit && self.ancount > 0 {
+            self.flush(out).await?;
+            self.begin(ResponseCode::NoError);
+        }
+        Ok(())
+    }
+
+    /// The whole zone: the module docs list what, in this order.
+    async fn transfer<W: AsyncWrite + Unpin>(
+        &mut self,
+        snap: &Snapshot,
+        out: &mut W,
+    ) -> io::Result<()> {
+        let zone = &snap.zone;
+        self.begin(ResponseCode::NoError);
+        self.record(&zone.soa);
+        for r in zone.ns.iter().chain(&zone.glue_records) {
+            self.room(out, MESSAGE_TARGET).await?;
+            self.record(r);
+        }
+        // (Plain loops: a closure-built iterator held across an await trips
+        // rustc's Send check for the spawned connection task.)
+        for cell in &snap.cells {
+            for r in cell.records.host_a.iter().chain(&cell.records.host_aaaa) {
+                self.room(out, MESSAGE_TARGET).await?;
+                self.record(r);
+            }
+        }
+        for (tenant, assigned) in snap.tenants.iter() {
+            self.room(out, MESSAGE_TARGET).await?;
+            // As `route::lookup` answers a listed tenant: its cell's
+            // serving cell (the failover when its own is down).
+            let records = &snap.cell(snap.cell(assigned).serving).records;
+            let (first, then): (&[RData], &[RData]) = match &records.cname {
+                Some(cname) => (std::slice::from_ref(cname), &[]),
+                None => (&records.a, &records.aaaa),
+            };
+            self.owner_at = None;
+            for rd in first.iter().chain(then) {
+                if self.len() >= MESSAGE_HARD {
+                    self.room(out, MESSAGE_HARD).await?;
+                }
+                self.tenant_record(tenant.as_bytes(), zone.ttl, rd);
+            }
+        }
+        self.room(out, MESSAGE_TARGET).await?;
+        self.record(&zone.soa);
+        self.flush(out).await
+    }
+
+    /// Appends a record with its own owner name.
+    fn record(&mut self, r: &Record) {
+        self.name(&r.name);
+        self.rr(r.record_type(), r.ttl, &r.data);
+    }
+
+    /// Appends a tenant's record: owner `label.<origin>`, or a pointer to
+    /// it after the tenant's first record in this message.
+    fn tenant_record(&mut self, label: &[u8], ttl: u32, rdata: &RData) {
+        match self.owner_at {
+            Some(at) => self.pointer(at),
+            None => {
+                let at = self.len();
+                self.buf.push(label.len() as u8);
+                self.buf.extend_from_slice(label);
+                self.origin();
+                self.owner_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
+            }
+        }
+        self.rr(rdata.record_type(), ttl, rdata);
+    }
+
+    /// Type, class IN, TTL and RDATA after an owner name.
+    fn rr(&mut self, rtype: RecordType, ttl: u32, rdata: &RData) {
+        self.buf.extend_from_slice(&u16::from(rtype).to_be_bytes());
+        self.buf.extend_from_slice(&1u16.to_be_bytes());
+        self.buf.extend_from_slice(&ttl.to_be_bytes());
+        let rdlen_at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        match rdata {
+            RData::A(a) => self.buf.extend_from_slice(&a.0.octets()),
+            RData::AAAA(a) => self.buf.extend_from_slice(&a.0.octets()),
+            RData::CNAME(n) => self.name(&n.0),
+            RData::NS(n) => self.name(&n.0),
+            RData::SOA(soa) => {
+                self.name(&soa.mname);
+                self.name(&soa.rname);
+                for v in [
+                    soa.serial,
+                    soa.refresh as u32,
+                    soa.retry as u32,
+                    soa.expire as u32,
+                    soa.minimum,
+                ] {
+                    self.buf.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            other => {
+                // Snapshots hold only the types above; anything else is
+                // written by hickory without name compression (RFC 3597).
+                let mut tmp = Vec::new();
+                let mut enc = BinEncoder::new(&mut tmp);
+                let mut enc = enc.with_name_encoding(NameEncoding::Uncompressed);
+                if other.emit(&mut enc).is_ok() {
+                    drop(enc);
+                    self.buf.extend_from_slice(&tmp);
+                }
+            }
+        }
+        let rdlen = (self.buf.len() - rdlen_at - 2) as u16;
+        self.buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        self.ancount += 1;
+        self.records += 1;
+    }
+
+    /// Appends `name`: its labels below the origin and a pointer to the
+    /// origin when it is in the zone, else the whole name.
+    fn name(&mut self, name: &Name) {
+        if self.origin_lower.zone_of(&LowerName::new(name)) {
+            let below = usize::from(name.num_labels() - self.origin.num_labels());
+            for label in name.iter().take(below) {
+                self.buf.push(label.len() as u8);
+                self.buf.extend_from_slice(label);
+            }
+            self.origin();
+        } else {
+            for label in name.iter() {
+                self.buf.push(label.len() as u8);
+                self.buf.extend_from_slice(label);
+            }
+            self.buf.push(0);
+        }
+    }
+
+    /// Appends the origin: a pointer once it is in the message.
+    fn origin(&mut self) {
+        if let Some(at) = self.origin_at {
+            return self.pointer(at);
+        }
+        let at = self.len();
+        for label in self.origin.iter() {
+            self.buf.push(label.len() as u8);
+            self.buf.extend_from_slice(label);
+        }
+        self.buf.push(0);
+        self.origin_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
+    }
+
+    fn pointer(&mut self, at: u16) {
+        self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::{Format, Source, load_example, load_str};
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn prefixes_parse_and_match() {
+        let p: Prefix = "10.0.0.0/8".parse().expect("prefix");
+        assert!(p.contains("10.1.2.3".parse().expect("ip")));
+        assert!(!p.contains("11.0.0.1".parse().expect("ip")));
+        assert!(!p.contains("::1".parse().expect("ip")));
+        let host: Prefix = "127.0.0.1".parse().expect("address");
+        assert_eq!(host.to_string(), "127.0.0.1/32");
+        assert!(host.contains("127.0.0.1".parse().expect("ip")));
+        assert!(!host.contains("127.0.0.2".parse().expect("ip")));
+        // IPv4-mapped IPv6 sources count as IPv4.
+        assert!(host.contains("::ffff:127.0.0.1".parse().expect("ip")));
+        let v6: Prefix = "::1/128".parse().expect("prefix");
+        assert!(v6.contains("::1".parse().expect("ip")));
+        let all: Prefix = "::/0".parse().expect("prefix");
+        assert!(all.contains("2001:db8::1".parse().expect("ip")));
+        let all4: Prefix = "0.0.0.0/0".parse().expect("prefix");
+        assert!(all4.contains("192.0.2.1".parse().expect("ip")));
+        let net6: Prefix = "2001:db8::/32".parse().expect("prefix");
+        assert!(net6.contains("2001:db8:ffff::1".parse().expect("ip")));
+        assert!(!net6.contains("2001:db9::1".parse().expect("ip")));
+        for (bad, why) in [
+            ("10.0.0.1/8", "host bits"),
+            ("10.0.0.0/33", "prefix length"),
+            ("::1/129", "prefix length"),
+            ("example.com", "not an IP"),
+            ("10.0.0.0/x", "prefix length"),
+            ("", "not an IP"),
+        ] {
+            let e = bad.parse::<Prefix>().expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn serial_arithmetic() {
+        assert!(serial_at_least(5, 5));
+        assert!(serial_at_least(6, 5));
+        assert!(!serial_at_least(4, 5));
+        // Wrapped: 1 is after u32::MAX.
+        assert!(serial_at_least(1, u32::MAX));
+        assert!(!serial_at_least(u32::MAX, 1));
+    }
+
+    fn axfr(qtype: RecordType, name: &str) -> Message {
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+        m
+    }
+
+    fn request(m: &Message, src: &str) -> Request {
+        Request::from_bytes(
+            m.to_vec().expect("encode"),
+            src.parse::<SocketAddr>().expect("addr"),
+            Protocol::Tcp,
+        )
+        .expect("request")
+    }
+
+    /// Runs a TCP transfer into memory; the messages as sent.
+    fn frames(t: &Transfers, store: &Store, req: &Request) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+            .block_on(t.serve_tcp(store, req, &mut out))
+            .expect("transfer");
+        let mut msgs = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            msgs.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+        msgs
+    }
+
+    /// Runs a TCP transfer into memory and decodes the messages.
+    fn run(t: &Transfers, store: &Store, req: &Request) -> Vec<Message> {
+        frames(t, store, req)
+            .iter()
+            .map(|m| Message::from_vec(m).expect("decodable message"))
+            .collect()
+    }
+
+    fn allow_loopback() -> Transfers {
+        Transfers::new(vec!["127.0.0.0/8".parse().expect("prefix")], None)
+    }
+
+    fn texts(msgs: &[Message]) -> Vec<String> {
+        msgs.iter()
+            .flat_map(|m| &m.answers)
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r.name.to_lowercase(),
+                    r.ttl,
+                    r.record_type(),
+                    r.data
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transfer_carries_the_zone_as_cellns_answers_it() {
+        let snap = load_example(7).expect("example");
+        let store = Store::new(snap);
+        let msgs = run(
+            &allow_loopback(),
+            &store,
+            &request(
+                &axfr(RecordType::AXFR, "CELLS.example.com."),
+                "127.0.0.1:4000",
+            ),
+        );
+        let snap = store.load();
+        let rrs = texts(&msgs);
+        let soa = rrs[0].clone();
+        assert!(
+            soa.starts_with("cells.example.com. 3600 SOA ns1.cells.example.com."),
+            "{soa}"
+        );
+        assert_eq!(rrs.last(), Some(&soa), "closing SOA");
+        assert_eq!(rrs.iter().filter(|r| r.contains(" SOA ")).count(), 2);
+        for want in [
+            "cells.example.com. 3600 NS ns1.cells.example.com.",
+            "ns1.cells.example.com. 3600 A 192.0.2.53",
+            "use1-a.cells.example.com. 30 A 192.0.2.10",
+            // A down cell's own name keeps its addresses...
+            "usw2-a.cells.example.com. 30 A 203.0.113.10",
+            "acme.cells.example.com. 30 A 192.0.2.10",
+            "acme.cells.example.com. 30 A 192.0.2.11",
+            "acme.cells.example.com. 30 AAAA 2001:db8::10",
+            // ...but its tenants get the failover cell.
+            "hooli.cells.example.com. 30 A 192.0.2.20",
+            "umbrella.cells.example.com. 30 CNAME apse1-a.lb.example.net.",
+        ] {
+            assert!(rrs.iter().any(|r| r == want), "missing {want}:\n{rrs:#?}");
+        }
+        assert!(
+            !rrs.iter()
+                .any(|r| r.starts_with("hooli.") && r.contains("203.0.113."))
+        );
+        // Every tenant, and for each one exactly the records of `answer`.
+        for (tenant, _) in snap.tenants.iter() {
+            let name = format!("{tenant}.cells.example.com.");
+            let mut want = Vec::new();
+            for t in [RecordType::A, RecordType::AAAA] {
+                let q = Name::from_ascii(&name).expect("name");
+                let a =
+                    super::super::answer::answer(&snap, &q, &LowerName::new(&q), t, DNSClass::IN);
+                want.extend(a.answers.iter().map(|r| {
+                    format!(
+                        "{} {} {} {}",
+                        r.name.to_lowercase(),
+                        r.ttl,
+                        r.record_type(),
+                        r.data
+                    )
+                }));
+            }
+            want.dedup();
+            let got: Vec<&String> = rrs
+                .iter()
+                .filter(|r| r.starts_with(&format!("{name} ")))
+                .collect();
+            assert_eq!(got.len(), want.len(), "{name}: {got:?} vs {want:?}");
+            for w in &want {
+                assert!(got.contains(&w), "{name}: {w} not in {got:?}");
+            }
+        }
+        // Header rules: AA, NOERROR, ID echoed, question in each message.
+        for m in &msgs {
+            assert_eq!(m.metadata.id, 7);
+            assert!(m.metadata.authoritative);
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(m.queries.len(), 1);
+        }
+    }
+
+    #[test]
+    fn large_zone_is_split_into_messages_under_the_limit() {
+        let text = crate::map::generate::generate(5000, 7, Format::Json);
+        let snap = load_str(
+            Source {
+                text: &text,
+                format: Format::Json,
+                name: "gen.json",
+            },
+            9,
+        )
+        .expect("generated map");
+        let store = Store::new(snap);
+        let wire = frames(
+            &allow_loopback(),
+            &store,
+            &request(
+                &axfr(RecordType::AXFR, crate::map::generate::ORIGIN),
+                "127.0.0.1:4000",
+            ),
+        );
+        for m in &wire {
+            assert!(
+                m.len() <= MESSAGE_TARGET + 512,
+                "message of {} bytes",
+                m.len()
+            );
+        }
+        let msgs: Vec<Message> = wire
+            .iter()
+            .map(|m| Message::from_vec(m).expect("decodable"))
+            .collect();
+        assert!(msgs.len() > 5, "{} messages", msgs.len());
+        let rrs = texts(&msgs);
+        // 3 records per tenant and per (in-zone) cell hostname, SOA twice,
+        // NS, glue.
+        assert_eq!(rrs.len(), 5000 * 3 + 7 * 3 + 4);
+        assert!(
+            rrs.iter()
+                .any(|r| r.starts_with("t005000.cells.example.test. 30 AAAA"))
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let store = Store::new(load_example(7).expect("example"));
+        let t = allow_loopback();
+        let cases = [
+            (
+                axfr(RecordType::AXFR, "cells.example.com."),
+                "192.0.2.1:53",
+                ResponseCode::Refused,
+            ),
+            (
+                axfr(RecordType::AXFR, "example.com."),
+                "127.0.0.1:53",
+                ResponseCode::Refused,
+            ),
+            (
+                axfr(RecordType::AXFR, "acme.cells.example.com."),
+                "127.0.0.1:53",
+                ResponseCode::Refused,
+            ),
+        ];
+        for (m, src, rcode) in cases {
+            let msgs = run(&t, &store, &request(&m, src));
+            assert_eq!(msgs.len(), 1);
+            assert_eq!(
+                msgs[0].metadata.response_code, rcode,
+                "{src} {:?}",
+                m.queries
+            );
+            assert!(msgs[0].answers.is_empty());
+        }
+        // Nothing allowed by default.
+        let msgs = run(
+            &Transfers::default(),
+            &store,
+            &request(
+                &axfr(RecordType::AXFR, "cells.example.com."),
+                "127.0.0.1:53",
+            ),
+        );
+        assert_eq!(msgs[0].metadata.response_code, ResponseCode::Refused);
+        // A key configured: unsigned is refused, another key is NOTAUTH.
+        let key =
+            Key::parse("k. hmac-sha256 c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=").expect("key");
+        let t = Transfers::new(vec!["127.0.0.1".parse().expect("prefix")], Some(key));
+        let msgs = run(
+            &t,
+            &store,
+            &request(
+                &axfr(RecordType::AXFR, "cells.example.com."),
+                "127.0.0.1:53",
+            ),
+        );
+        assert_eq!(msgs[0].metadata.response_code, ResponseCode::Refused);
+        let other =
+            Key::parse("k. hmac-sha256 b3RoZXItb3RoZXItb3RoZXItb3RoZXItb3RoZXI=").expect("key");
+        let mut m = axfr(RecordType::AXFR, "cells.example.com.");
+        m.finalize(other.signer(), tsig::now()).expect("sign");
+        let msgs = run(&t, &store, &request(&m, "127.0.0.1:53"));
+        assert_eq!(msgs[0].metadata.response_code, ResponseCode::NotAuth);
+        assert!(msgs[0].answers.is_empty());
+    }
+
+    #[test]
+    fn signed_transfer_verifies_message_by_message() {
+        let text = crate::map::generate::generate(2000, 3, Format::Json);
+        let snap = load_str(
+            Source {
+                text: &text,
+                format: Format::Json,
+                name: "gen.json",
+            },
+            9,
+        )
+        .expect("generated map");
+        let store = Store::new(snap);
+        let key = Key::parse("xfr. hmac-sha256 c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=")
+            .expect("key");
+        let t = Transfers::new(
+            vec!["127.0.0.1".parse().expect("prefix")],
+            Some(key.clone()),
+        );
+        let mut m = axfr(RecordType::AXFR, crate::map::generate::ORIGIN);
+        let mut verifier = m
+            .finalize(key.signer(), tsig::now())
+            .expect("sign")
+            .expect("verifier");
+        let req = request(&m, "127.0.0.1:53");
+        let mut out = Vec::new();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+            .block_on(t.serve_tcp(&store, &req, &mut out))
+            .expect("transfer");
+        let mut rest = &out[..];
+        let mut n = 0;
+        while !rest.is_empty() {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            verifier
+                .verify(&rest[2..2 + len])
+                .unwrap_or_else(|e| panic!("message {n}: {e}"));
+            rest = &rest[2 + len..];
+            n += 1;
+        }
+        assert!(n > 3, "{n} messages");
+    }
+
+    #[test]
+    fn ixfr_from_a_current_client_is_the_soa_alone() {
+        let store = Store::new(load_example(7).expect("example"));
+        let mut m = axfr(RecordType::IXFR, "cells.example.com.");
+        let mut soa = store.load().zone.soa.clone();
+        if let RData::SOA(s) = &mut soa.data {
+            s.serial = 7;
+        }
+        m.add_authority(soa.clone());
+        let msgs = run(&allow_loopback(), &store, &request(&m, "127.0.0.1:53"));
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(texts(&msgs).len(), 1);
+        // An older client gets the whole zone.
+        if let RData::SOA(s) = &mut soa.data {
+            s.serial = 6;
+        }
+        let mut m = axfr(RecordType::IXFR, "cells.example.com.");
+        m.add_authority(soa);
+        let msgs = run(&allow_loopback(), &store, &request(&m, "127.0.0.1:53"));
+        assert!(texts(&msgs).len() > 10);
+    }
+}

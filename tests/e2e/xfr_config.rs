@@ -1,0 +1,106 @@
+//! Start-up checks of the secondary settings: a bad `--axfr-allow` or
+//! `--tsig-key` stops cellns with a message naming the value, and hash
+//! placement with secondaries configured is warned about (secondaries
+//! cannot carry hashed tenants).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{self, Server, wait_until};
+use crate::xfr_support as x;
+
+/// Runs `cellns serve` with `extra`, expecting it to exit by itself;
+/// returns (exit code, stderr).
+fn serve_fails(extra: &[&str]) -> (i32, String) {
+    let mut child = Command::new(common::bin())
+        .args([
+            "serve",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cellns");
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cellns {extra:?} kept running; it should refuse to start");
+    }
+    let out = child.wait_with_output().expect("collect output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_axfr_allow_values_stop_start_up_with_a_clear_error() {
+    for (value, why) in [
+        (
+            "10.0.0.1/8",
+            "host bits are set (the network is 10.0.0.0/8)",
+        ),
+        ("192.0.2.0/33", "prefix length"),
+        ("ns1.example.com", "not an IP address"),
+    ] {
+        let (code, err) = serve_fails(&["--axfr-allow", value]);
+        assert_ne!(code, 0, "{value}: {err}");
+        assert!(
+            err.contains(&format!("invalid --axfr-allow value `{value}`")) && err.contains(why),
+            "{value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_tsig_key_files_stop_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.key");
+    let (code, err) = serve_fails(&["--tsig-key", missing.to_str().expect("utf-8")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read the TSIG key file"), "{err}");
+    for (text, why) in [
+        (
+            "k. hmac-md5 c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=",
+            "only hmac-sha256",
+        ),
+        ("k. hmac-sha256 not*base64", "not base64"),
+        ("just-a-name", "expected 3"),
+    ] {
+        let path = dir.path().join("bad.key");
+        std::fs::write(&path, text).expect("write key");
+        let (code, err) = serve_fails(&["--tsig-key", path.to_str().expect("utf-8")]);
+        assert_ne!(code, 0, "{text}");
+        assert!(err.contains(why), "{text}: {err}");
+    }
+}
+
+#[test]
+fn hash_placement_with_secondaries_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let map = dir.path().join("map.toml");
+    let text = x::map("v1", 'a');
+    std::fs::write(&map, format!("{text}\n[placement]\nunknown = \"hash\"\n")).expect("write");
+    let srv = Server::start(&[
+        "--map",
+        map.to_str().expect("utf-8"),
+        "--axfr-allow",
+        "127.0.0.1",
+    ]);
+    assert!(
+        srv.logged("zone transfers cannot carry"),
+        "no warning about hash placement:\n{}",
+        srv.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    );
+    // Without secondaries there is nothing to warn about.
+    let plain = Server::start(&["--map", map.to_str().expect("utf-8")]);
+    assert!(!plain.logged("zone transfers cannot carry"));
+}

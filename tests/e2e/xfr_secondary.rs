@@ -1,0 +1,217 @@
+//! cellns as the primary of real secondaries: NSD and Knot, configured
+//! from the examples in deploy/secondaries/, transfer the zone, answer
+//! exactly as cellns does (a failed-over tenant, a CNAME tenant, unknown
+//! names, NODATA, cell hostnames, the apex), and follow a map change within
+//! seconds through NOTIFY: the SOA refresh and retry are an hour, so
+//! nothing else can explain it.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::common::{Server, wait_until};
+use crate::xfr_support::{self as x, Kind, Secondary};
+
+/// Time allowed for the first transfer (start-up of both servers included).
+const FIRST_TRANSFER: Duration = Duration::from_secs(20);
+/// Time allowed between cellns serving a change and the secondary serving it.
+const VIA_NOTIFY: Duration = Duration::from_secs(5);
+
+/// Questions whose answers must be the same on cellns and the secondary.
+fn sample() -> Vec<(String, RecordType)> {
+    let mut q = Vec::new();
+    for tenant in ["acme", "downco", "cnameco", "f00", "f17", "nobody"] {
+        for t in [RecordType::A, RecordType::AAAA, RecordType::TXT] {
+            q.push((format!("{tenant}.{}", x::ORIGIN), t));
+        }
+    }
+    for (name, t) in [
+        (format!("a.{}", x::ORIGIN), RecordType::A),
+        (format!("a.{}", x::ORIGIN), RecordType::AAAA),
+        (format!("c.{}", x::ORIGIN), RecordType::A),
+        (format!("ns1.{}", x::ORIGIN), RecordType::A),
+        (x::ORIGIN.to_owned(), RecordType::NS),
+        (format!("x.acme.{}", x::ORIGIN), RecordType::A),
+    ] {
+        q.push((name, t));
+    }
+    q
+}
+
+fn follows_through_notify(kind: Kind, tsig: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let map = dir.path().join("map.toml");
+    std::fs::write(&map, x::map("v1", 'a')).expect("write map");
+    let port = x::free_port();
+    let notify = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--map".to_owned(),
+        map.display().to_string(),
+        "--axfr-allow".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--notify".to_owned(),
+        notify,
+    ];
+    if tsig {
+        args.push("--tsig-key".to_owned());
+        args.push(x::key_file(dir.path()).display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cellns = Server::start(&args);
+    let secondary = Secondary::start(kind, tsig, dir.path(), port, cellns.dns);
+    let context = |what: &str| {
+        format!(
+            "{kind:?} (tsig: {tsig}): {what}\n--- secondary log:\n{}\n--- cellns log:\n{}",
+            secondary.log_text(),
+            cellns.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+        )
+    };
+
+    // The first transfer.
+    let first = x::serial(cellns.dns).expect("cellns answers its SOA");
+    assert!(
+        wait_until(FIRST_TRANSFER, || x::serial(secondary.addr) == Some(first)),
+        "{}",
+        context(&format!(
+            "no transfer of serial {first} within {FIRST_TRANSFER:?}"
+        ))
+    );
+
+    // Same answers, including the cases only cellns's logic produces.
+    for (name, qtype) in sample() {
+        let ours = x::try_query(cellns.dns, &name, qtype).expect("cellns answers");
+        let theirs = x::try_query(secondary.addr, &name, qtype)
+            .unwrap_or_else(|| panic!("{}", context(&format!("no answer to {name} {qtype}"))));
+        assert_eq!(
+            x::essence(&theirs),
+            x::essence(&ours),
+            "{}",
+            context(&format!("{name} {qtype} differs"))
+        );
+    }
+    let downco = x::try_query(
+        secondary.addr,
+        &format!("downco.{}", x::ORIGIN),
+        RecordType::A,
+    )
+    .expect("answer");
+    assert_eq!(
+        downco
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect::<Vec<_>>(),
+        ["192.0.2.20"],
+        "the down cell's tenant is served by its failover cell"
+    );
+    let cname = x::try_query(
+        secondary.addr,
+        &format!("cnameco.{}", x::ORIGIN),
+        RecordType::A,
+    )
+    .expect("answer");
+    assert!(
+        matches!(cname.answers.first().map(|r| &r.data), Some(RData::CNAME(c)) if c.0.to_ascii() == "d.lb.example.net."),
+        "{:?}",
+        cname.answers
+    );
+    let nobody = x::try_query(
+        secondary.addr,
+        &format!("nobody.{}", x::ORIGIN),
+        RecordType::A,
+    )
+    .expect("answer");
+    assert_eq!(nobody.metadata.response_code, ResponseCode::NXDomain);
+
+    // Move acme from a to b: cellns reloads, NOTIFYs, the secondary
+    // transfers and answers the new cell.
+    x::replace_file(&map, &x::map("v2", 'b'));
+    let acme = format!("acme.{}", x::ORIGIN);
+    let moved = |server| {
+        x::try_query(server, &acme, RecordType::A)
+            .is_some_and(|m| m.answers.len() == 1 && m.answers[0].data.to_string() == "192.0.2.20")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || moved(cellns.dns)),
+        "{}",
+        context("cellns did not reload the map")
+    );
+    let reloaded = Instant::now();
+    let second = x::serial(cellns.dns).expect("cellns SOA");
+    assert_ne!(second, first, "a reload changes the serial");
+    assert!(
+        wait_until(VIA_NOTIFY, || moved(secondary.addr)
+            && x::serial(secondary.addr) == Some(second)),
+        "{}",
+        context(&format!(
+            "the secondary did not follow within {VIA_NOTIFY:?} (SOA refresh is 3600 s: only NOTIFY can do it)"
+        ))
+    );
+    let lag = reloaded.elapsed();
+    assert!(
+        cellns.logged("sending NOTIFY"),
+        "{}",
+        context("no NOTIFY logged")
+    );
+    // And still the same answers everywhere.
+    for (name, qtype) in sample() {
+        let ours = x::try_query(cellns.dns, &name, qtype).expect("cellns answers");
+        let theirs = x::try_query(secondary.addr, &name, qtype).expect("secondary answers");
+        assert_eq!(
+            x::essence(&theirs),
+            x::essence(&ours),
+            "{}",
+            context(&format!("{name} {qtype} differs after the change"))
+        );
+    }
+    eprintln!("{kind:?} (tsig: {tsig}) served the change {lag:?} after cellns");
+}
+
+#[test]
+fn nsd_with_tsig_follows_cellns_through_notify() {
+    follows_through_notify(Kind::Nsd, true);
+}
+
+#[test]
+fn nsd_by_address_follows_cellns_through_notify() {
+    follows_through_notify(Kind::Nsd, false);
+}
+
+#[test]
+fn knot_with_tsig_follows_cellns_through_notify() {
+    follows_through_notify(Kind::Knot, true);
+}
+
+#[test]
+fn knot_by_address_follows_cellns_through_notify() {
+    follows_through_notify(Kind::Knot, false);
+}
+
+/// The examples as shipped are valid for the servers' own checkers.
+#[test]
+fn secondary_examples_pass_the_servers_config_checks() {
+    let dir = crate::common::repo().join("deploy/secondaries");
+    let nsd = crate::common::require_tool("nsd-checkconf");
+    let knotc = crate::common::require_tool("knotc");
+    for (tool, args, file) in [
+        (&nsd, vec![], "nsd.conf"),
+        (&nsd, vec![], "nsd-tsig.conf"),
+        (&knotc, vec!["-c"], "knot.conf"),
+        (&knotc, vec!["-c"], "knot-tsig.conf"),
+    ] {
+        let path = dir.join(file);
+        let mut cmd = std::process::Command::new(tool);
+        cmd.args(&args).arg(&path);
+        if tool == &knotc {
+            cmd.arg("conf-check");
+        }
+        let out = cmd.output().expect("run the config checker");
+        assert!(
+            out.status.success(),
+            "{file}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
