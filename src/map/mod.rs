@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod diff;
+pub mod generate;
 pub(crate) mod index;
 mod locate;
 pub mod schema;
