@@ -141,11 +141,11 @@ pub fn parse(src: Source<'_>) -> Result<MapFile, MapError> {
             if let Some(split) = tenants_toml::split(src.text) {
                 // Only when the rest holds no tenants of its own (an inline
                 // `tenants = {...}` would be a duplicate key for toml).
-                if let Ok(mut file) = toml::from_str::<MapFile>(&split.rest) {
-                    if file.tenants.is_empty() {
-                        file.tenants = split.tenants;
-                        return Ok(file);
-                    }
+                if let Ok(mut file) = toml::from_str::<MapFile>(&split.rest)
+                    && file.tenants.is_empty()
+                {
+                    file.tenants = split.tenants;
+                    return Ok(file);
                 }
             }
             parse_toml_fully(src)

@@ -194,10 +194,10 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
     let mut issues = Issues(Vec::new());
     let z = &map.zone;
 
-    if let Some(v) = &map.version {
-        if v.is_empty() || v.len() > 128 || v.chars().any(|c| c.is_control()) {
-            issues.push(&["version"], "must be 1..=128 printable characters");
-        }
+    if let Some(v) = &map.version
+        && (v.is_empty() || v.len() > 128 || v.chars().any(|c| c.is_control()))
+    {
+        issues.push(&["version"], "must be 1..=128 printable characters");
     }
 
     // Zone.
@@ -472,27 +472,32 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
     // The index is built straight from the parsed list (no intermediate
     // copy: a million tenants must not cost twice their memory at reload).
     let mut label = [0u8; 63];
-    let valid = map.tenants.iter().enumerate().filter_map(|(i, (name, cell))| {
-        let path = ["tenants", name];
-        if let Some(problem) = label_problem(name) {
-            issues.push(&path, format!("tenant id `{name}` {problem}"));
-            return None;
-        }
-        let lower = &mut label[..name.len()];
-        lower.copy_from_slice(name.as_bytes());
-        lower.make_ascii_lowercase();
-        if let Some(what) = taken.get(&*lower) {
-            issues.push(&path, format!("tenant `{name}` collides with {what}"));
-        }
-        match ids.get(cell) {
-            Some(&cid) => Some((i, name, cid)),
-            None => {
-                issues.push(&path, format!("unknown cell `{cell}`"));
-                None
+    let valid = map
+        .tenants
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, cell))| {
+            let path = ["tenants", name];
+            if let Some(problem) = label_problem(name) {
+                issues.push(&path, format!("tenant id `{name}` {problem}"));
+                return None;
             }
-        }
-    });
-    let (tenants, duplicates) = TenantIndex::build(map.tenants.len(), map.tenants.arena.len(), valid);
+            let lower = &mut label[..name.len()];
+            lower.copy_from_slice(name.as_bytes());
+            lower.make_ascii_lowercase();
+            if let Some(what) = taken.get(&*lower) {
+                issues.push(&path, format!("tenant `{name}` collides with {what}"));
+            }
+            match ids.get(cell) {
+                Some(&cid) => Some((i, name, cid)),
+                None => {
+                    issues.push(&path, format!("unknown cell `{cell}`"));
+                    None
+                }
+            }
+        });
+    let (tenants, duplicates) =
+        TenantIndex::build(map.tenants.len(), map.tenants.arena.len(), valid);
     for i in duplicates {
         let name = map.tenants.name(&map.tenants.entries[i]);
         issues.push(
@@ -537,13 +542,13 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
             );
         }
     }
-    if let Some(o) = &s.allow_mass_change {
-        if o.trim().is_empty() {
-            issues.push(
-                &["safety", "allow_mass_change"],
-                "must say why (a non-empty reason)",
-            );
-        }
+    if let Some(o) = &s.allow_mass_change
+        && o.trim().is_empty()
+    {
+        issues.push(
+            &["safety", "allow_mass_change"],
+            "must say why (a non-empty reason)",
+        );
     }
 
     if !issues.0.is_empty() {
