@@ -144,10 +144,10 @@ pub fn cell_answer_counters(cell_ids: impl Iterator<Item = String>) -> Vec<Count
 
 /// Sets the map gauges for the snapshot now in force.
 pub fn publish_map(snap: &Snapshot, previous_version: Option<&str>) {
-    if let Some(old) = previous_version {
-        if old != snap.version {
-            gauge!(MAP_VERSION, "version" => old.to_owned()).set(0.0);
-        }
+    if let Some(old) = previous_version
+        && old != snap.version
+    {
+        gauge!(MAP_VERSION, "version" => old.to_owned()).set(0.0);
     }
     gauge!(MAP_VERSION, "version" => snap.version.clone()).set(1.0);
     gauge!(MAP_SERIAL).set(f64::from(snap.serial));

@@ -214,6 +214,12 @@ impl Transfers {
                  (allow the secondaries' addresses, or 0.0.0.0/0 and ::/0 to rely on TSIG alone)"
             );
         }
+        if !args.notify.is_empty() && allow.is_empty() {
+            tracing::warn!(
+                "--notify is set but --axfr-allow is not: the secondaries are notified but every \
+                 transfer they ask for is refused"
+            );
+        }
         Ok(Self::new(allow, key))
     }
 

@@ -158,7 +158,10 @@ mod tests {
         let (idx, dups) = TenantIndex::build(
             3,
             16,
-            names.iter().enumerate().map(|(i, n)| (i, *n, CellId(i as u16))),
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i, *n, CellId(i as u16))),
         );
         assert!(dups.is_empty());
         assert_eq!(idx.get(b"ACME"), Some(CellId(0)));
@@ -175,7 +178,10 @@ mod tests {
         let (idx, _) = TenantIndex::build(
             names.len(),
             80_000,
-            names.iter().enumerate().map(|(i, n)| (i, n.as_str(), CellId((n.len() % 3) as u16))),
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i, n.as_str(), CellId((n.len() % 3) as u16))),
         );
         for n in &names {
             assert!(idx.get(n.to_uppercase().as_bytes()).is_some(), "{n}");
@@ -193,7 +199,11 @@ mod tests {
     #[test]
     fn duplicates_are_reported_case_insensitively() {
         let names = ["acme", "b", "ACME", "Acme"];
-        let (idx, dups) = TenantIndex::build(4, 16, names.iter().enumerate().map(|(i, n)| (i, *n, CellId(0))));
+        let (idx, dups) = TenantIndex::build(
+            4,
+            16,
+            names.iter().enumerate().map(|(i, n)| (i, *n, CellId(0))),
+        );
         assert_eq!(dups, vec![2, 3]);
         assert_eq!(idx.len(), 2);
     }
