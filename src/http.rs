@@ -7,12 +7,17 @@
 //!
 //! Adding a route: add one `.add(...)` line to [`routes`] and document the
 //! path in `openapi/cellns.yaml`; a test fails when the two disagree. State
-//! a handler needs goes into [`App`].
+//! a handler needs goes into [`App`]. The probes, `/metrics` and the admin
+//! views live in [`crate::admin`].
+//!
+//! Start-up: [`HttpServer::bind`] binds before the map is loaded, so that
+//! `/healthz` and `/readyz` (503) answer while a large map loads; the full
+//! API is switched on by [`Gate::attach`] once there is a snapshot.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -29,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Readiness};
 use crate::config::ServeArgs;
 use crate::reload::Store;
 use crate::token::issue::IssueError;
@@ -351,6 +357,8 @@ pub struct App {
     /// Token requests must come over a connection that presented a client
     /// certificate verified against `--client-ca` (in addition to the API key).
     pub require_client_cert: bool,
+    /// Start-up progress, for `/readyz`.
+    pub readiness: Arc<Readiness>,
 }
 
 /// Per-connection fact inserted into each request's extensions by the TLS
@@ -415,6 +423,12 @@ pub fn routes() -> Routes<Arc<App>> {
         .add(Method::POST, "/v1/tokens", issue_token)
         .add(Method::GET, "/.well-known/jwks.json", jwks)
         .add(Method::GET, "/openapi.yaml", openapi)
+        .add(Method::GET, "/healthz", admin::healthz)
+        .add(Method::GET, "/readyz", admin::readyz)
+        .add(Method::GET, "/metrics", admin::metrics)
+        .add(Method::GET, "/v1/map", admin::map_info)
+        .add(Method::GET, "/v1/cells", admin::cells)
+        .add(Method::GET, "/v1/tenants/{tenant}", admin::tenant)
 }
 
 /// The routes as `(method, path)`, for documentation checks.
@@ -422,12 +436,14 @@ pub fn route_table() -> Vec<RouteInfo> {
     routes().table
 }
 
-/// The router over `app`, with JSON 404/405 answers.
+/// The router over `app`, with JSON 404/405 answers; every request's
+/// latency is recorded (by route template and status).
 pub fn router(app: Arc<App>) -> Router {
     routes()
         .router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(admin::track))
         .with_state(app)
 }
 
@@ -479,24 +495,22 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     (!key.is_empty()).then_some(key)
 }
 
-/// `POST /v1/tokens`. Checks run in this order: caller (401), rate (429),
-/// content type (415), size (413), JSON (400), then the request itself
-/// (400/404/503), so nothing about tenants or the map is revealed to an
-/// unauthenticated caller.
-async fn issue_token(
-    State(app): State<Arc<App>>,
-    req: axum::extract::Request,
-) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    if app.require_client_cert && parts.extensions.get::<ClientCertVerified>().is_none() {
+/// The caller of a request to a `/v1/` route: a client certificate when
+/// `--client-ca` requires one (401), a known API key (401), and a token
+/// left in the caller's bucket (429).
+pub fn authorize<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Result<&'a Caller, ApiError> {
+    if app.require_client_cert && extensions.get::<ClientCertVerified>().is_none() {
         return Err(ApiError::unauthorized(
             "client_certificate_required",
-            "token requests need a client certificate issued by the configured CA (mTLS)",
+            "requests to /v1/ need a client certificate issued by the configured CA (mTLS)",
             r#"Bearer realm="cellns""#,
         ));
     }
-    let Some(key) = bearer(&headers) else {
+    let Some(key) = bearer(headers) else {
         return Err(ApiError::unauthorized(
             "unauthenticated",
             "send the caller's API key as `Authorization: Bearer KEY`",
@@ -521,6 +535,30 @@ async fn issue_token(
             )
         });
     }
+    Ok(caller)
+}
+
+/// `POST /v1/tokens`: [`mint`], counted (tokens issued per cell, errors by
+/// code). Per-request logs are at debug level, for throughput.
+async fn issue_token(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let result = mint(&app, req).await;
+    if let Err(e) = &result {
+        crate::metrics::token_error(e.code);
+    }
+    result
+}
+
+/// Issues a token. Checks run in this order: caller (401), rate (429),
+/// content type (415), size (413), JSON (400), then the request itself
+/// (400/404/503), so nothing about tenants or the map is revealed to an
+/// unauthenticated caller.
+async fn mint(app: &App, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let caller = authorize(app, &headers, &parts.extensions)?;
     if !is_json(&headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -542,6 +580,10 @@ async fn issue_token(
         ApiError::from(e)
     })?;
     tracing::debug!(caller = %caller.name, tenant = %req.tenant, cell = %issued.cell, "token issued");
+    // The same decision `issue` made, on the same snapshot (no allocation).
+    if let Some(cell) = crate::route::lookup(&snap, req.tenant.as_bytes()) {
+        crate::metrics::token_issued(&snap.cell(cell).id);
+    }
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -605,14 +647,70 @@ pub struct HttpServer {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    app: Arc<App>,
+    keys: Arc<KeyRing>,
+    gate: Arc<Gate>,
+}
+
+/// Switches the HTTP API from its start-up answers (probes and metrics
+/// only, see [`admin::starting`]) to the full API once a map is loaded.
+#[derive(Debug)]
+pub struct Gate {
+    /// What the [`App`] is made of, until [`Gate::attach`] takes it.
+    pending: Mutex<Option<Pending>>,
+    router: OnceLock<Router>,
+    readiness: Arc<Readiness>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    issuer: Issuer,
+    callers: Callers,
+    require_client_cert: bool,
+}
+
+impl Gate {
+    /// Serves the full API over `store` from now on, and marks the map
+    /// loaded. The first call wins; later ones return `None`.
+    pub fn attach(&self, store: Arc<Store>) -> Option<Arc<App>> {
+        let p = self.pending.lock().ok()?.take()?;
+        let app = Arc::new(App {
+            store,
+            issuer: p.issuer,
+            callers: p.callers,
+            require_client_cert: p.require_client_cert,
+            readiness: self.readiness.clone(),
+        });
+        let _ = self.router.set(router(app.clone()));
+        self.readiness.set_map_loaded();
+        Some(app)
+    }
+
+    /// Start-up progress (`/readyz`).
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+}
+
+/// The service the listener runs: the full router once attached, the
+/// start-up answers before.
+async fn dispatch(State(gate): State<Arc<Gate>>, req: axum::extract::Request) -> Response {
+    use tower::Service as _;
+    match gate.router.get() {
+        // A Router is always ready; `call` needs no `poll_ready`.
+        Some(r) => match r.clone().call(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        },
+        None => admin::starting(&gate.readiness, req).await,
+    }
 }
 
 impl HttpServer {
     /// Loads keys and callers from the serve flags and binds the listen
-    /// address. Development mode (no `--signing-keys`) refuses a
-    /// non-loopback address unless `--allow-dev-key`.
-    pub async fn bind(args: &ServeArgs, store: Arc<Store>) -> Result<Self, HttpError> {
+    /// address; needs no map (attach one with [`Gate::attach`]).
+    /// Development mode (no `--signing-keys`) refuses a non-loopback address
+    /// unless `--allow-dev-key`.
+    pub async fn bind(args: &ServeArgs) -> Result<Self, HttpError> {
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, args.client_ca.as_deref())?),
             (None, None) if args.client_ca.is_none() => None,
@@ -705,11 +803,15 @@ impl HttpServer {
             listener,
             addr,
             tls,
-            app: Arc::new(App {
-                store,
-                issuer,
-                callers,
-                require_client_cert: args.client_ca.is_some(),
+            keys: issuer.keys().clone(),
+            gate: Arc::new(Gate {
+                pending: Mutex::new(Some(Pending {
+                    issuer,
+                    callers,
+                    require_client_cert: args.client_ca.is_some(),
+                })),
+                router: OnceLock::new(),
+                readiness: Arc::new(Readiness::new()),
             }),
         })
     }
@@ -724,15 +826,15 @@ impl HttpServer {
         self.addr
     }
 
-    /// The shared state (for wiring more routes or metrics).
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+    /// The switch to the full API, and the readiness it reports.
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
     }
 
     /// Serves until `cancel` fires, then lets in-flight requests finish
     /// (at most a few seconds). Also rescans the key directory each second.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), HttpError> {
-        let ring = self.app.issuer.keys().clone();
+        let ring = self.keys.clone();
         if ring.dir().is_some() {
             let cancel = cancel.clone();
             tokio::spawn(async move {
@@ -749,7 +851,7 @@ impl HttpServer {
                 }
             });
         }
-        let app = router(self.app);
+        let app = Router::new().fallback(dispatch).with_state(self.gate);
         if let Some(acceptor) = self.tls {
             return tls::serve(self.listener, acceptor, app, cancel).await;
         }

@@ -12,6 +12,7 @@
 //!                                                                          └─▶ token (JWTs)
 //! ```
 //!
+//! - [`admin`]: health, readiness, metrics and map views of the HTTP API.
 //! - [`config`]: the command line and environment.
 //! - [`map`]: the map file schema, validation, compilation, diff.
 //! - [`route`]: tenant → cell decisions over a snapshot.
@@ -24,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dns;

@@ -2,30 +2,41 @@
 //! path can bump without a lock or an allocation.
 //!
 //! Label cardinality is bounded: per cell, per rcode, per query-type class
-//! (A, AAAA, other), per transport; never per tenant. Handles are resolved
-//! once (DNS counters at first use, per-cell counters when a snapshot is
-//! compiled), so counting is one relaxed atomic add.
+//! (A, AAAA, other), per transport, per HTTP route template and status,
+//! per token error code; never per tenant. DNS handles are resolved once
+//! (at [`install`]; per-cell answer counters when a snapshot is compiled),
+//! so counting a query is one relaxed atomic add. Token and HTTP metrics are
+//! looked up in the registry per request: a hash lookup, negligible next to
+//! signing a token or serving an HTTP request.
+//!
+//! Who records what: the DNS transports count queries ([`dns`]), the
+//! snapshot counts per-cell answers, [`crate::reload::Store`] publishes the
+//! map gauges and reload results, [`crate::http`] counts tokens and HTTP
+//! latency. `GET /metrics` renders the registry ([`render`]).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use metrics::{Counter, counter, gauge};
+use metrics::{Counter, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::map::{Snapshot, Status};
 
 /// DNS queries answered, by `rcode`, `qtype` (A, AAAA, other) and `transport`.
 pub const DNS_QUERIES: &str = "cellns_dns_queries_total";
-/// Tenant answers, by serving `cell`.
+/// Tenant answers (including NODATA for a tenant), by serving `cell`.
 pub const DNS_ANSWERS: &str = "cellns_dns_answers_total";
 /// NXDOMAIN answers for names inside the zone (unknown tenants).
 pub const DNS_UNKNOWN_TENANT: &str = "cellns_dns_unknown_tenant_total";
-/// Always 1, labelled with the map `version` in force.
+/// 1 for the map `version` in force; 0 for versions served earlier.
 pub const MAP_VERSION: &str = "cellns_map_version_info";
 /// SOA serial of the map in force.
 pub const MAP_SERIAL: &str = "cellns_map_serial";
 /// Unix time the map in force was loaded.
 pub const MAP_LOADED: &str = "cellns_map_loaded_timestamp_seconds";
-/// 1 when the last reload attempt succeeded, 0 when it failed.
+/// 1 when the last reload attempt succeeded (or none failed since start),
+/// 0 when it failed and the last good map is still served.
 pub const MAP_LAST_RELOAD_SUCCESS: &str = "cellns_map_last_reload_success";
 /// Reload attempts, by `result` (success, failure).
 pub const RELOADS: &str = "cellns_reload_total";
@@ -33,19 +44,45 @@ pub const RELOADS: &str = "cellns_reload_total";
 pub const TENANTS: &str = "cellns_tenants";
 /// Cells, by `status`.
 pub const CELLS: &str = "cellns_cells";
-/// Tokens issued, by `cell`.
+/// Tokens issued, by serving `cell` (the cell id).
 pub const TOKENS_ISSUED: &str = "cellns_tokens_issued_total";
-/// Token requests refused, by `reason` (a stable error code).
+/// Token requests refused, by `reason` (the stable error code of the API).
 pub const TOKEN_ERRORS: &str = "cellns_token_errors_total";
-/// HTTP request latency, by `route` and `status`.
+/// HTTP request latency, by `route` (the route template) and `status`.
 pub const HTTP_DURATION: &str = "cellns_http_request_duration_seconds";
 
+/// Every metric name, for documentation checks.
+pub const ALL: [&str; 13] = [
+    DNS_QUERIES,
+    DNS_ANSWERS,
+    DNS_UNKNOWN_TENANT,
+    MAP_VERSION,
+    MAP_SERIAL,
+    MAP_LOADED,
+    MAP_LAST_RELOAD_SUCCESS,
+    RELOADS,
+    TENANTS,
+    CELLS,
+    TOKENS_ISSUED,
+    TOKEN_ERRORS,
+    HTTP_DURATION,
+];
+
+/// The `route` label of requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// How often histogram samples are folded into the registry between
+/// scrapes (bounds their memory when nobody scrapes).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
 /// Installs the global Prometheus recorder (once; later calls return the
-/// same handle). Call before the first snapshot is compiled, so that
+/// same handle) and registers the DNS counters, so every series exists
+/// from the start. Call before the first snapshot is compiled, so that
 /// per-cell handles are live.
 pub fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
+    let handle = HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
@@ -61,9 +98,79 @@ pub fn install() -> PrometheusHandle {
             // several servers in one process): then this handle renders an
             // empty registry, which is harmless.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
-        .clone()
+        .clone();
+    dns();
+    handle
+}
+
+/// The `# HELP` lines.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        DNS_QUERIES,
+        "DNS responses sent, by rcode, query type (A, AAAA, other) and transport"
+    );
+    describe_counter!(
+        DNS_ANSWERS,
+        "Answers for tenants (addresses, CNAME or NODATA), by serving cell"
+    );
+    describe_counter!(
+        DNS_UNKNOWN_TENANT,
+        "NXDOMAIN answers: names in the zone that are no tenant"
+    );
+    describe_gauge!(
+        MAP_VERSION,
+        "1 for the map version in force, 0 for versions served before"
+    );
+    describe_gauge!(MAP_SERIAL, "SOA serial of the map in force");
+    describe_gauge!(
+        MAP_LOADED,
+        Unit::Seconds,
+        "Unix time the map in force was loaded"
+    );
+    describe_gauge!(
+        MAP_LAST_RELOAD_SUCCESS,
+        "1 unless the last reload attempt failed (then the last good map serves)"
+    );
+    describe_counter!(RELOADS, "Map reload attempts, by result");
+    describe_gauge!(TENANTS, "Tenants listed in the map, by assigned cell");
+    describe_gauge!(CELLS, "Cells in the map, by status");
+    describe_counter!(TOKENS_ISSUED, "Tokens issued, by serving cell");
+    describe_counter!(
+        TOKEN_ERRORS,
+        "Token requests refused, by reason (the API error code)"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency, by route template and status"
+    );
+}
+
+/// The Prometheus text exposition of every metric; empty before
+/// [`install`].
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// Folds recorded histogram samples into the registry every few seconds
+/// until `cancel` fires (scrapes do it too; this bounds memory between them).
+pub async fn upkeep(cancel: CancellationToken) {
+    let Some(handle) = HANDLE.get() else { return };
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 /// The transport a query came over.
@@ -94,13 +201,18 @@ impl DnsCounters {
         for rcode in RCODES {
             for qtype in QTYPES {
                 for transport in TRANSPORTS {
-                    queries.push(counter!(DNS_QUERIES, "rcode" => rcode, "qtype" => qtype, "transport" => transport));
+                    let c = counter!(DNS_QUERIES, "rcode" => rcode, "qtype" => qtype, "transport" => transport);
+                    // Registered at zero, so rates and ratios have a series.
+                    c.increment(0);
+                    queries.push(c);
                 }
             }
         }
+        let unknown_tenant = counter!(DNS_UNKNOWN_TENANT);
+        unknown_tenant.increment(0);
         Self {
             queries,
-            unknown_tenant: counter!(DNS_UNKNOWN_TENANT),
+            unknown_tenant,
         }
     }
 
@@ -142,12 +254,19 @@ pub fn cell_answer_counters(cell_ids: impl Iterator<Item = String>) -> Vec<Count
         .collect()
 }
 
-/// Sets the map gauges for the snapshot now in force.
-pub fn publish_map(snap: &Snapshot, previous_version: Option<&str>) {
-    if let Some(old) = previous_version
-        && old != snap.version
-    {
-        gauge!(MAP_VERSION, "version" => old.to_owned()).set(0.0);
+/// Sets the map gauges for `snap`, now in force, replacing `previous`:
+/// the previous version's info gauge drops to 0, and cells the new map no
+/// longer has report 0 tenants.
+pub fn publish_map(snap: &Snapshot, previous: Option<&Snapshot>) {
+    if let Some(old) = previous {
+        if old.version != snap.version {
+            gauge!(MAP_VERSION, "version" => old.version.clone()).set(0.0);
+        }
+        for cell in &old.cells {
+            if snap.cell_by_id(&cell.id).is_none() {
+                gauge!(TENANTS, "cell" => cell.id.clone()).set(0.0);
+            }
+        }
     }
     gauge!(MAP_VERSION, "version" => snap.version.clone()).set(1.0);
     gauge!(MAP_SERIAL).set(f64::from(snap.serial));
@@ -158,10 +277,23 @@ pub fn publish_map(snap: &Snapshot, previous_version: Option<&str>) {
     gauge!(MAP_LOADED).set(loaded);
     for cell in &snap.cells {
         gauge!(TENANTS, "cell" => cell.id.clone()).set(cell.listed_tenants as f64);
+        // Every cell has a token series from the start (at 0).
+        counter!(TOKENS_ISSUED, "cell" => cell.id.clone()).increment(0);
     }
     for status in Status::ALL {
         gauge!(CELLS, "status" => status.as_str()).set(snap.cells_with_status(status) as f64);
     }
+}
+
+/// The map gauges for the map loaded at start: [`publish_map`], the
+/// last-reload gauge at 1 (the start-up load succeeded) and both reload
+/// counters at 0.
+pub fn initial_map(snap: &Snapshot) {
+    publish_map(snap, None);
+    for result in ["success", "failure"] {
+        counter!(RELOADS, "result" => result).increment(0);
+    }
+    gauge!(MAP_LAST_RELOAD_SUCCESS).set(1.0);
 }
 
 /// Records a reload attempt.
@@ -169,4 +301,43 @@ pub fn reload_result(success: bool) {
     let result = if success { "success" } else { "failure" };
     counter!(RELOADS, "result" => result).increment(1);
     gauge!(MAP_LAST_RELOAD_SUCCESS).set(if success { 1.0 } else { 0.0 });
+}
+
+/// The map file is back to the content in force after a failed reload:
+/// nothing was reloaded, but nothing is failing any more.
+pub fn reload_recovered() {
+    gauge!(MAP_LAST_RELOAD_SUCCESS).set(1.0);
+}
+
+/// Counts a token issued for a tenant served by the cell `cell_id`.
+pub fn token_issued(cell_id: &str) {
+    counter!(TOKENS_ISSUED, "cell" => cell_id.to_owned()).increment(1);
+}
+
+/// Counts a refused token request; `reason` is the API error code.
+pub fn token_error(reason: &'static str) {
+    counter!(TOKEN_ERRORS, "reason" => reason).increment(1);
+}
+
+/// Records one HTTP request: `route` is the route template (or
+/// [`UNMATCHED_ROUTE`]), never the raw path.
+pub fn http_request(route: String, status: u16, elapsed: Duration) {
+    histogram!(HTTP_DURATION, "route" => route, "status" => status.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_counters_cover_every_label_combination() {
+        let d = DnsCounters::new();
+        assert_eq!(
+            d.queries.len(),
+            RCODES.len() * QTYPES.len() * TRANSPORTS.len()
+        );
+        // The highest index is in range.
+        d.query(Transport::Tcp, 255, 4095);
+    }
 }

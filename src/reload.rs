@@ -78,7 +78,8 @@ pub struct ReloadStatus {
     pub last_error_at: Option<SystemTime>,
 }
 
-/// Holds the snapshot every query reads, and the reload status.
+/// Holds the snapshot every query reads, and the reload status. The map
+/// gauges and reload counters of [`crate::metrics`] follow both.
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Snapshot>,
@@ -90,6 +91,7 @@ pub struct Store {
 impl Store {
     /// A store serving `initial`.
     pub fn new(initial: Snapshot) -> Self {
+        crate::metrics::initial_map(&initial);
         let (serial, _) = tokio::sync::watch::channel(initial.serial);
         Self {
             current: ArcSwap::from_pointee(initial),
@@ -117,7 +119,9 @@ impl Store {
     /// Publishes a new snapshot and returns the one it replaced.
     pub fn publish(&self, next: Snapshot) -> Arc<Snapshot> {
         let serial = next.serial;
-        let old = self.current.swap(Arc::new(next));
+        let next = Arc::new(next);
+        let old = self.current.swap(next.clone());
+        crate::metrics::publish_map(&next, Some(&old));
         self.serial.send_replace(serial);
         old
     }
@@ -129,6 +133,7 @@ impl Store {
 
     /// Records a successful reload.
     pub fn record_success(&self) {
+        crate::metrics::reload_result(true);
         if let Ok(mut s) = self.status.lock() {
             s.successes += 1;
             s.last_error = None;
@@ -138,6 +143,7 @@ impl Store {
 
     /// Records a failed reload; the snapshot in force is unchanged.
     pub fn record_failure(&self, message: String) {
+        crate::metrics::reload_result(false);
         if let Ok(mut s) = self.status.lock() {
             s.failures += 1;
             s.last_error = Some(message);
@@ -148,6 +154,7 @@ impl Store {
     /// Clears the last failure without counting a reload: the map file is
     /// back to the content already in force.
     pub fn clear_failure(&self) {
+        crate::metrics::reload_recovered();
         if let Ok(mut s) = self.status.lock() {
             s.last_error = None;
             s.last_error_at = None;

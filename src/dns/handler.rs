@@ -11,8 +11,9 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use super::answer::{Answer, answer};
+use super::answer::{Answer, Outcome, answer};
 use super::xfr::Transfers;
+use crate::metrics::{self, Transport};
 use crate::reload::Store;
 
 /// Largest UDP response we send, whatever the client advertises: the
@@ -132,6 +133,13 @@ impl RequestHandler for Handler {
                             }
                             _ => (&a.answers, &a.authority, &a.additional),
                         };
+                    // A truncated reply is no answer: the client asks again
+                    // over TCP, and that one counts.
+                    if let (Outcome::Tenant(cell) | Outcome::TenantNodata(cell), false) =
+                        (a.outcome, meta.truncation)
+                    {
+                        snap.count_answer(cell);
+                    }
                     let msg = builder.build(
                         meta,
                         answers.iter(),
@@ -143,7 +151,7 @@ impl RequestHandler for Handler {
                 }
             }
         };
-        result.unwrap_or_else(|e| {
+        let info: ResponseInfo = result.unwrap_or_else(|e| {
             tracing::debug!(error = %e, "cannot send DNS response");
             meta.response_code = ResponseCode::ServFail;
             Header {
@@ -151,8 +159,25 @@ impl RequestHandler for Handler {
                 counts: Default::default(),
             }
             .into()
-        })
+        });
+        count(request, &info);
+        info
     }
+}
+
+/// Counts a response of this handler (once per request; the fast UDP path
+/// counts its own, and never hands a query it answered to the handler).
+fn count(request: &Request, info: &ResponseInfo) {
+    let transport = match request.protocol() {
+        Protocol::Udp => Transport::Udp,
+        _ => Transport::Tcp,
+    };
+    let qtype = request
+        .queries
+        .queries()
+        .first()
+        .map_or(0, |q| u16::from(q.query_type()));
+    metrics::dns().query(transport, qtype, u16::from(info.response_code));
 }
 
 /// Whether the full response to `request` fits in `limit` bytes. A cheap

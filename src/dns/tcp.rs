@@ -132,7 +132,15 @@ async fn respond(
     let head = [msg[0], msg[1], msg[2], msg[3]];
     let request = match Request::from_bytes(msg, src, Protocol::Tcp) {
         Ok(r) => r,
-        Err(_) => return write(stream, &formerr(head)).await,
+        Err(_) => {
+            // The handler never sees these, so they are counted here.
+            crate::metrics::dns().query(
+                crate::metrics::Transport::Tcp,
+                0,
+                u16::from(ResponseCode::FormErr),
+            );
+            return write(stream, &formerr(head)).await;
+        }
     };
     if xfr::is_transfer(&request) {
         return ctx.transfers.serve_tcp(&ctx.store, &request, stream).await;

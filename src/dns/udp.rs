@@ -297,7 +297,8 @@ pub fn general(
 
 /// FORMERR for a datagram whose header is readable but the rest is not:
 /// the request's header echoed as a response (ID, opcode, RD, CD), no
-/// sections, no EDNS, as hickory-server sends it.
+/// sections, no EDNS, as hickory-server sends it. Counted here: the handler
+/// never sees these.
 fn general_formerr(query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Option<usize> {
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return None;
@@ -307,6 +308,8 @@ fn general_formerr(query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Option<usize> 
     out[1] = query[1];
     out[2] = 0x80 | (query[2] & 0x78) | (query[2] & 0x01);
     out[3] = (query[3] & 0x10) | 1;
+    // The question is unreadable, so its type is "other".
+    crate::metrics::dns().query(Transport::Udp, 0, u16::from(ResponseCode::FormErr));
     Some(12)
 }
 

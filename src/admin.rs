@@ -1,0 +1,461 @@
+//! The operating side of the HTTP API: liveness (`GET /healthz`),
+//! readiness (`GET /readyz`), Prometheus metrics (`GET /metrics`), the
+//! read-only views of the map in force (`GET /v1/map`, `/v1/cells`,
+//! `/v1/tenants/{tenant}`), and the middleware that times every request.
+//!
+//! Owns: [`Readiness`] (flipped by `serve` as start-up progresses), the JSON
+//! documents of these routes, and what the API answers while the map is
+//! still loading ([`starting`]).
+//!
+//! Access: `/healthz`, `/readyz` and `/metrics` need no credentials, as
+//! probes and scrapers expect; they reveal no tenant. The `/v1/` views show
+//! where tenants live and what the map file says, so they need a caller API
+//! key, like token requests (see [`crate::http::authorize`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::http::{ApiError, App, authorize};
+use crate::map::{Snapshot, Status};
+use crate::metrics;
+use crate::reload::Store;
+use crate::route::{self, NoRoute, Via};
+
+/// Start-up progress, as `/readyz` reports it. Ready means: a map is loaded
+/// and the DNS sockets are bound (so queries sent now are answered), and
+/// the server is not shutting down. A failed reload does not make the
+/// server unready: it keeps serving its last good map.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    map_loaded: AtomicBool,
+    dns_listening: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Readiness {
+    /// Not ready: no map, no DNS sockets.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A map snapshot is in force.
+    pub fn set_map_loaded(&self) {
+        self.map_loaded.store(true, Ordering::Release);
+    }
+
+    /// Every DNS socket is bound.
+    pub fn set_dns_listening(&self) {
+        self.dns_listening.store(true, Ordering::Release);
+    }
+
+    /// Shutdown has begun: report unready so load balancers stop sending.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether a map is loaded.
+    pub fn map_loaded(&self) -> bool {
+        self.map_loaded.load(Ordering::Acquire)
+    }
+
+    /// Whether the DNS sockets are bound.
+    pub fn dns_listening(&self) -> bool {
+        self.dns_listening.load(Ordering::Acquire)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Map loaded, DNS bound, not stopping.
+    pub fn is_ready(&self) -> bool {
+        self.map_loaded() && self.dns_listening() && !self.stopping()
+    }
+}
+
+/// A JSON response that no cache keeps.
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        serde_json::to_vec(body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// RFC 3339 UTC, to the second.
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+// ---------------------------------------------------------------------------
+// Probes and metrics (no credentials).
+
+/// `GET /healthz`: the process is alive and its HTTP server answers.
+pub async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 when ready, 503 when not; the body says why.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    readiness_response(&app.readiness, Some(&app.store))
+}
+
+#[derive(Serialize)]
+struct ReadyBody<'a> {
+    ready: bool,
+    map_loaded: bool,
+    dns_listening: bool,
+    stopping: bool,
+    map_version: Option<&'a str>,
+    serial: Option<u32>,
+    /// False when the last reload failed (the last good map still serves).
+    last_reload_ok: bool,
+    /// When it failed; the message is at `GET /v1/map` (it may name tenants).
+    last_reload_error_at: Option<String>,
+}
+
+fn readiness_response(readiness: &Readiness, store: Option<&Store>) -> Response {
+    let snap = store.map(Store::load_full);
+    let status = store.map(Store::status).unwrap_or_default();
+    let ready = readiness.is_ready();
+    let body = ReadyBody {
+        ready,
+        map_loaded: readiness.map_loaded(),
+        dns_listening: readiness.dns_listening(),
+        stopping: readiness.stopping(),
+        map_version: snap.as_deref().map(|s| s.version.as_str()),
+        serial: snap.as_deref().map(|s| s.serial),
+        last_reload_ok: status.last_error.is_none(),
+        last_reload_error_at: status.last_error_at.map(rfc3339),
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(code, &body)
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics::render(),
+    )
+        .into_response()
+}
+
+/// Answers a request that arrives before the map is loaded: the probes and
+/// the metrics work, everything else is 503 `starting` (with Retry-After).
+pub async fn starting(readiness: &Readiness, req: Request) -> Response {
+    let started = Instant::now();
+    let get = req.method() == Method::GET;
+    let (route, resp) = match req.uri().path() {
+        "/healthz" if get => ("/healthz", healthz().await),
+        "/readyz" if get => ("/readyz", readiness_response(readiness, None)),
+        "/metrics" if get => ("/metrics", metrics().await),
+        _ => {
+            let mut r = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "the map is still loading; retry shortly",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (metrics::UNMATCHED_ROUTE, r)
+        }
+    };
+    metrics::http_request(route.to_owned(), resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// Middleware: records each request's latency by route template (never the
+/// raw path, which would make a series per tenant) and status.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(
+        || metrics::UNMATCHED_ROUTE.to_owned(),
+        |m| m.as_str().to_owned(),
+    );
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics::http_request(route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+// ---------------------------------------------------------------------------
+// Admin views (caller API key).
+
+#[derive(Serialize)]
+struct ReloadView {
+    successes: u64,
+    failures: u64,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    cells: usize,
+    tenants: usize,
+    cells_by_status: std::collections::BTreeMap<&'static str, usize>,
+}
+
+#[derive(Serialize)]
+struct MapView<'a> {
+    version: &'a str,
+    serial: u32,
+    source: &'a str,
+    loaded_at: String,
+    loaded_at_unix: u64,
+    zone: String,
+    placement: &'static str,
+    counts: Counts,
+    reload: ReloadView,
+}
+
+/// `GET /v1/map`: the map in force and the reload status.
+pub async fn map_info(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    authorize(&app, req.headers(), req.extensions())?;
+    let snap = app.store.load_full();
+    let status = app.store.status();
+    let body = MapView {
+        version: &snap.version,
+        serial: snap.serial,
+        source: &snap.source,
+        loaded_at: rfc3339(snap.loaded_at),
+        loaded_at_unix: unix(snap.loaded_at),
+        zone: snap.zone.origin.to_ascii(),
+        placement: snap.placement.as_str(),
+        counts: Counts {
+            cells: snap.cells.len(),
+            tenants: snap.tenants.len(),
+            cells_by_status: Status::ALL
+                .iter()
+                .map(|&s| (s.as_str(), snap.cells_with_status(s)))
+                .collect(),
+        },
+        reload: ReloadView {
+            successes: status.successes,
+            failures: status.failures,
+            last_error: status.last_error,
+            last_error_at: status.last_error_at.map(rfc3339),
+        },
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+#[derive(Serialize)]
+struct CellView<'a> {
+    id: &'a str,
+    hostname: String,
+    region: &'a str,
+    status: &'static str,
+    weight: u32,
+    /// Tenants listed for this cell in the map.
+    tenants: usize,
+    /// The cell that answers for this cell's tenants (itself unless down).
+    serving: &'a str,
+    failover: Option<&'a str>,
+    ipv4: Vec<String>,
+    ipv6: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct CellsView<'a> {
+    map_version: &'a str,
+    serial: u32,
+    cells: Vec<CellView<'a>>,
+}
+
+/// `GET /v1/cells`: the cell registry of the map in force.
+pub async fn cells(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    authorize(&app, req.headers(), req.extensions())?;
+    let snap = app.store.load_full();
+    let cells = snap
+        .cells
+        .iter()
+        .map(|c| CellView {
+            id: &c.id,
+            hostname: c.hostname.to_ascii(),
+            region: &c.region,
+            status: c.status.as_str(),
+            weight: c.weight,
+            tenants: c.listed_tenants,
+            serving: &snap.cell(c.serving).id,
+            failover: c.failover.map(|f| snap.cell(f).id.as_str()),
+            ipv4: c.ipv4.iter().map(ToString::to_string).collect(),
+            ipv6: c.ipv6.iter().map(ToString::to_string).collect(),
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &CellsView {
+            map_version: &snap.version,
+            serial: snap.serial,
+            cells,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct DnsView {
+    name: String,
+    ttl: u32,
+    a: Vec<String>,
+    aaaa: Vec<String>,
+    cname: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TenantView<'a> {
+    tenant: String,
+    /// The serving cell's id.
+    cell: &'a str,
+    hostname: String,
+    region: &'a str,
+    status: &'static str,
+    /// `listed` or `hashed`.
+    via: &'static str,
+    /// The cell the map (or the hash) assigns; differs from `cell` when it
+    /// is down.
+    assigned: &'a str,
+    /// The down cells passed through, starting with `assigned`.
+    failed_over: Vec<&'a str>,
+    /// Why, in words (as `cellns explain` says it).
+    why: String,
+    /// What a DNS query for the tenant gets.
+    dns: DnsView,
+    map_version: &'a str,
+    serial: u32,
+}
+
+/// `GET /v1/tenants/{tenant}`: the tenant's cell and why, decided by
+/// [`route::explain`] (as `cellns explain`, DNS and tokens do) on the map in
+/// force.
+pub async fn tenant(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    authorize(&app, req.headers(), req.extensions())?;
+    let snap = app.store.load_full();
+    let r = route::explain(&snap, &tenant).map_err(|e| match e {
+        NoRoute::InvalidTenant(..) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string())
+        }
+        NoRoute::Unknown(..) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_tenant", e.to_string())
+        }
+    })?;
+    Ok(json(StatusCode::OK, &tenant_view(&snap, &tenant, &r)))
+}
+
+fn tenant_view<'a>(snap: &'a Snapshot, tenant: &str, r: &route::Route) -> TenantView<'a> {
+    let serving = snap.cell(r.serving);
+    let assigned = snap.cell(r.assigned);
+    let why = match r.via {
+        Via::Listed => format!("listed in [tenants] as `{}`", assigned.id),
+        Via::Hashed => format!(
+            "not listed; placed on `{}` by weighted rendezvous hashing over {} active cell(s)",
+            assigned.id,
+            snap.hash_pool().len()
+        ),
+    };
+    let tenant = tenant.to_ascii_lowercase();
+    let cname = serving.records.cname.is_some();
+    TenantView {
+        cell: &serving.id,
+        hostname: serving.hostname.to_ascii(),
+        region: &serving.region,
+        status: serving.status.as_str(),
+        via: match r.via {
+            Via::Listed => "listed",
+            Via::Hashed => "hashed",
+        },
+        assigned: &assigned.id,
+        failed_over: r
+            .failed_over
+            .iter()
+            .map(|c| snap.cell(*c).id.as_str())
+            .collect(),
+        why,
+        dns: DnsView {
+            name: format!("{tenant}.{}", snap.zone.origin.to_ascii()),
+            ttl: snap.zone.ttl,
+            a: if cname {
+                Vec::new()
+            } else {
+                serving.ipv4.iter().map(ToString::to_string).collect()
+            },
+            aaaa: if cname {
+                Vec::new()
+            } else {
+                serving.ipv6.iter().map(ToString::to_string).collect()
+            },
+            cname: cname.then(|| serving.hostname.to_ascii()),
+        },
+        tenant,
+        map_version: &snap.version,
+        serial: snap.serial,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_map_and_dns_and_not_stopping() {
+        let r = Readiness::new();
+        assert!(!r.is_ready());
+        r.set_map_loaded();
+        assert!(!r.is_ready());
+        r.set_dns_listening();
+        assert!(r.is_ready());
+        r.set_stopping();
+        assert!(!r.is_ready());
+    }
+
+    #[test]
+    fn tenant_view_follows_explain() {
+        let snap = crate::map::load_example(1).expect("example map");
+        let r = route::explain(&snap, "acme").expect("acme is listed");
+        let v = tenant_view(&snap, "ACME", &r);
+        assert_eq!(v.tenant, "acme");
+        assert_eq!(v.cell, snap.cell(r.serving).id);
+        assert_eq!(v.via, "listed");
+        assert!(v.dns.name.starts_with("acme."), "{}", v.dns.name);
+        assert!(v.dns.name.ends_with('.'), "{}", v.dns.name);
+    }
+}

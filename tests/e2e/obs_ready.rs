@@ -1,0 +1,201 @@
+//! Readiness: `/readyz` is 503 while the map is loading (the HTTP API is
+//! up before it) and 200 once the map is loaded and DNS is bound; a failed
+//! reload shows in the body (and in `/v1/map` and the metrics) without
+//! making the server unready.
+//!
+//! "While the map is loading" is made deterministic, not timed: the map
+//! path is a FIFO, so loading blocks until the test writes the map into it.
+
+use std::io::Write as _;
+use std::process::Command;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+
+use super::common::{require_tool, wait_until};
+use super::obs_support::{EarlyServer, get_auth, scrape};
+use super::reload_support::{MapDir, Mode, ORIGIN, Udp, cell_v4, test_map};
+use super::token_support::{self, KEY, TokenServer, api_keys_file, keygen, post_token, token_req};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn obs_readyz_is_unready_until_the_map_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("map.toml");
+    let mkfifo = require_tool("mkfifo");
+    let st = Command::new(mkfifo).arg(&fifo).status().expect("mkfifo");
+    assert!(st.success(), "mkfifo failed");
+    let keys = dir.path().join("keys");
+    keygen(&keys, "EdDSA");
+    let api = api_keys_file(dir.path());
+    let s = EarlyServer::start(&[
+        "--map",
+        fifo.to_str().unwrap(),
+        "--signing-keys",
+        keys.to_str().unwrap(),
+        "--api-keys",
+        api.to_str().unwrap(),
+    ]);
+
+    // The server is blocked reading the map: alive, not ready.
+    let r = token_support::get(s.http, "/healthz");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = token_support::get(s.http, "/readyz");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["map_loaded"], false, "{body}");
+    assert_eq!(body["dns_listening"], false, "{body}");
+    assert!(body["map_version"].is_null(), "{body}");
+    // Other routes say why they cannot answer yet.
+    let r = get_auth(s.http, "/v1/map");
+    assert_eq!((r.status, r.error_code().as_str()), (503, "starting"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let r = post_token(s.http, Some(KEY), &token_req("acme", 60));
+    assert_eq!((r.status, r.error_code().as_str()), (503, "starting"));
+    // Metrics are served (every DNS series at 0).
+    let m = scrape(s.http);
+    assert!(m.nonzero("cellns_dns_queries_total").is_empty());
+    assert!(
+        s.dns().is_none(),
+        "DNS must not be up before the map is loaded"
+    );
+
+    // Hand the map over: loading completes, DNS binds, readiness flips.
+    let text = test_map("ready-1", 'b', "");
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open the FIFO for writing");
+    w.write_all(text.as_bytes()).expect("write the map");
+    drop(w);
+    assert!(
+        wait_until(WAIT, || s
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(r#""message":"serving""#))),
+        "not serving after the map was written; logs:\n{}",
+        s.logs.lock().unwrap().join("\n")
+    );
+    let r = token_support::get(s.http, "/readyz");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body["map_loaded"], true, "{body}");
+    assert_eq!(body["dns_listening"], true, "{body}");
+    assert_eq!(body["map_version"], "ready-1", "{body}");
+    assert_eq!(body["last_reload_ok"], true, "{body}");
+    // And it really serves.
+    let dns = s.dns().expect("DNS address logged");
+    let a = Udp::new(dns)
+        .query(
+            &format!("acme.{ORIGIN}"),
+            RecordType::A,
+            Duration::from_secs(2),
+        )
+        .unwrap();
+    assert_eq!(a.addrs, cell_v4('b'));
+    assert_eq!(body["serial"].as_u64(), Some(u64::from(soa_serial(dns))));
+    let r = post_token(s.http, Some(KEY), &token_req("acme", 60));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The two phases were both probed.
+    let m = scrape(s.http);
+    for status in ["503", "200"] {
+        assert_eq!(
+            m.value(
+                "cellns_http_request_duration_seconds_count",
+                &[("route", "/readyz"), ("status", status)]
+            ),
+            1.0,
+            "/readyz answered {status} once"
+        );
+    }
+}
+
+fn soa_serial(dns: std::net::SocketAddr) -> u32 {
+    Udp::new(dns)
+        .query(ORIGIN, RecordType::SOA, Duration::from_secs(2))
+        .unwrap()
+        .serial
+        .expect("SOA serial")
+}
+
+#[test]
+fn obs_failed_reload_is_reported_but_stays_ready() {
+    let mut map = MapDir::new(&test_map("good-1", 'a', ""), false);
+    let s = TokenServer::start(&["--map", &map.arg()]);
+    let http = s.http();
+    let r = token_support::get(http, "/readyz");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A map that does not parse: rejected, the last good map serves.
+    map.write("this is [not a map\n", Mode::Rename);
+    let mut body = serde_json::Value::Null;
+    assert!(
+        wait_until(WAIT, || {
+            body = token_support::get(http, "/readyz").json();
+            body["last_reload_ok"] == false
+        }),
+        "the failed reload never showed in /readyz: {body}"
+    );
+    let r = token_support::get(http, "/readyz");
+    assert_eq!(r.status, 200, "a failed reload must not make it unready");
+    body = r.json();
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body["map_version"], "good-1", "{body}");
+    assert!(body["last_reload_error_at"].is_string(), "{body}");
+    // The message is in /v1/map (authenticated).
+    let v = get_auth(http, "/v1/map").json();
+    assert_eq!(v["version"], "good-1", "{v}");
+    assert_eq!(v["reload"]["failures"], 1, "{v}");
+    assert_eq!(v["reload"]["successes"], 0, "{v}");
+    let err = v["reload"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("map.toml"), "the error names the file: {v}");
+    let m = scrape(http);
+    assert_eq!(m.value("cellns_map_last_reload_success", &[]), 0.0);
+    assert_eq!(
+        m.value("cellns_reload_total", &[("result", "failure")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("cellns_reload_total", &[("result", "success")]),
+        0.0
+    );
+    assert_eq!(
+        m.value("cellns_map_version_info", &[("version", "good-1")]),
+        1.0
+    );
+
+    // A good map again: reloaded, the failure is cleared.
+    map.write(&test_map("good-2", 'a', ""), Mode::Rename);
+    assert!(
+        wait_until(WAIT, || {
+            body = token_support::get(http, "/readyz").json();
+            body["map_version"] == "good-2"
+        }),
+        "good-2 never showed in /readyz: {body}"
+    );
+    assert_eq!(body["last_reload_ok"], true, "{body}");
+    assert!(body["last_reload_error_at"].is_null(), "{body}");
+    let v = get_auth(http, "/v1/map").json();
+    assert_eq!(v["reload"]["successes"], 1, "{v}");
+    assert!(v["reload"]["last_error"].is_null(), "{v}");
+    let m = scrape(http);
+    assert_eq!(m.value("cellns_map_last_reload_success", &[]), 1.0);
+    assert_eq!(
+        m.value("cellns_reload_total", &[("result", "success")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("cellns_map_version_info", &[("version", "good-1")]),
+        0.0
+    );
+    assert_eq!(
+        m.value("cellns_map_version_info", &[("version", "good-2")]),
+        1.0
+    );
+    assert_eq!(m.value("cellns_tenants", &[("cell", "a")]), 21.0);
+}
