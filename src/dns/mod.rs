@@ -9,6 +9,7 @@
 //! The server listens on UDP and TCP on every `--dns-listen` address.
 
 pub mod answer;
+mod capture;
 pub mod fast;
 pub mod handler;
 pub mod notify;

@@ -14,17 +14,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Header, Metadata, ResponseCode};
-use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder};
-use hickory_server::net::NetError;
+use hickory_proto::op::ResponseCode;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::{Request, RequestHandler};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -32,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::TCP_IDLE_TIMEOUT;
+use super::capture::{self, Capture};
 use super::handler::Handler;
 use super::xfr::{self, Transfers};
 use crate::reload::Store;
@@ -129,7 +126,7 @@ async fn respond(
     if msg.len() < 12 || msg[2] & 0x80 != 0 {
         return Ok(());
     }
-    let head = [msg[0], msg[1], msg[2], msg[3]];
+    let head = capture::formerr(&msg);
     let request = match Request::from_bytes(msg, src, Protocol::Tcp) {
         Ok(r) => r,
         Err(_) => {
@@ -139,18 +136,20 @@ async fn respond(
                 0,
                 u16::from(ResponseCode::FormErr),
             );
-            return write(stream, &formerr(head)).await;
+            return match head {
+                Some(head) => write(stream, &head).await,
+                None => Ok(()),
+            };
         }
     };
     if xfr::is_transfer(&request) {
         return ctx.transfers.serve_tcp(&ctx.store, &request, stream).await;
     }
-    let capture = Capture::default();
+    let capture = Capture::new(Protocol::Tcp);
     ctx.handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
         .await;
-    let bytes = capture.0.lock().ok().and_then(|mut s| s.take());
-    match bytes {
+    match capture.take() {
         Some(bytes) => write(stream, &bytes).await,
         None => Ok(()),
     }
@@ -168,67 +167,5 @@ async fn write(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
             io::ErrorKind::TimedOut,
             "the client did not read its response",
         )),
-    }
-}
-
-/// FORMERR for a message whose header is readable but the rest is not: the
-/// header echoed as a response (ID, opcode, RD, CD), no sections.
-fn formerr(head: [u8; 4]) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[0] = head[0];
-    out[1] = head[1];
-    out[2] = 0x80 | (head[2] & 0x78) | (head[2] & 0x01);
-    out[3] = (head[3] & 0x10) | u16::from(ResponseCode::FormErr) as u8;
-    out
-}
-
-/// A response handler that keeps the encoded response (TCP: up to 64 KiB).
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
-
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let metadata = *response.metadata();
-        let mut bytes = Vec::with_capacity(512);
-        let mut enc = BinEncoder::new(&mut bytes);
-        enc.set_max_size(u16::MAX);
-        let header = match response.destructive_emit(&mut enc) {
-            Ok(info) => Header {
-                metadata: *info,
-                counts: info.counts(),
-            },
-            Err(e) => {
-                // As hickory-server: a response that cannot be encoded
-                // becomes a bare SERVFAIL.
-                tracing::debug!(error = %e, "cannot encode a TCP response");
-                let mut m = Metadata::response_from_request(&metadata);
-                m.response_code = ResponseCode::ServFail;
-                let header = Header {
-                    metadata: m,
-                    counts: Default::default(),
-                };
-                bytes.clear();
-                let mut enc = BinEncoder::new(&mut bytes);
-                header
-                    .emit(&mut enc)
-                    .map_err(|e| NetError::from(e.to_string()))?;
-                header
-            }
-        };
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(bytes);
-        }
-        Ok(header.into())
     }
 }

@@ -9,23 +9,21 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Header, ResponseCode};
-use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
-use hickory_server::net::NetError;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::{Request, RequestHandler};
 use socket2::{Domain, Socket, Type};
 
 use super::answer::Outcome;
+use super::capture::{self, Capture};
 use super::fast::{self, Fast, RESPONSE_BUF};
 use super::handler::Handler;
 use crate::map::Snapshot;
@@ -277,7 +275,7 @@ pub fn general(
         Ok(r) => r,
         Err(_) => return general_formerr(query, out),
     };
-    let capture = Capture::default();
+    let capture = Capture::new(Protocol::Udp);
     let fut = handler.handle_request::<_, TokioTime>(&request, capture.clone());
     // The handler never waits on I/O: `Capture` completes at once and the
     // snapshot read is lock-free, so one poll finishes it.
@@ -287,7 +285,7 @@ pub fn general(
         Poll::Ready(_) => {}
         Poll::Pending => return None,
     }
-    let bytes = capture.0.lock().ok()?.take()?;
+    let bytes = capture.take()?;
     if bytes.len() > out.len() {
         return None;
     }
@@ -295,90 +293,12 @@ pub fn general(
     Some(bytes.len())
 }
 
-/// FORMERR for a datagram whose header is readable but the rest is not:
-/// the request's header echoed as a response (ID, opcode, RD, CD), no
-/// sections, no EDNS, as hickory-server sends it. Counted here: the handler
-/// never sees these.
+/// FORMERR for a datagram whose header is readable but the rest is not
+/// (see [`capture::formerr`]). Counted here: the handler never sees these.
 fn general_formerr(query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Option<usize> {
-    if query.len() < 12 || query[2] & 0x80 != 0 {
-        return None;
-    }
-    out[..12].fill(0);
-    out[0] = query[0];
-    out[1] = query[1];
-    out[2] = 0x80 | (query[2] & 0x78) | (query[2] & 0x01);
-    out[3] = (query[3] & 0x10) | 1;
+    let head = capture::formerr(query)?;
+    out[..12].copy_from_slice(&head);
     // The question is unreadable, so its type is "other".
     crate::metrics::dns().query(Transport::Udp, 0, u16::from(ResponseCode::FormErr));
     Some(12)
-}
-
-/// Encodes a response with hickory-server's UDP size rule: the response
-/// EDNS payload size, or 512 without EDNS. A response that cannot be
-/// encoded becomes a bare SERVFAIL, as in hickory-server.
-fn encode_udp<'a>(
-    response: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> Result<Vec<u8>, hickory_proto::ProtoError> {
-    let metadata = *response.metadata();
-    let max = response.edns().map_or(512, |e| e.max_payload());
-    let mut bytes = Vec::with_capacity(512);
-    let mut enc = BinEncoder::new(&mut bytes);
-    enc.set_max_size(max);
-    if response.destructive_emit(&mut enc).is_ok() {
-        return Ok(bytes);
-    }
-    bytes.clear();
-    let mut enc = BinEncoder::new(&mut bytes);
-    enc.set_max_size(512);
-    let mut m = hickory_proto::op::Metadata::new(
-        metadata.id,
-        hickory_proto::op::MessageType::Response,
-        hickory_proto::op::OpCode::Query,
-    );
-    m.response_code = ResponseCode::ServFail;
-    hickory_proto::serialize::binary::BinEncodable::emit(
-        &Header {
-            metadata: m,
-            counts: Default::default(),
-        },
-        &mut enc,
-    )?;
-    Ok(bytes)
-}
-
-/// A response handler that keeps the encoded response.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
-
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let metadata = *response.metadata();
-        let bytes = encode_udp(response).map_err(|e| NetError::from(e.to_string()))?;
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(bytes);
-        }
-        Ok(Header {
-            metadata,
-            counts: Default::default(),
-        }
-        .into())
-    }
 }

@@ -1,0 +1,123 @@
+//! Running the hickory-server handler outside hickory-server's own
+//! transports: a [`ResponseHandler`] that encodes the response into bytes
+//! with hickory-server's size rules, and the FORMERR sent for messages whose
+//! header is readable but whose body is not. Used by [`super::udp`] and
+//! [`super::tcp`].
+
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+
+/// A response handler that keeps the encoded response for its caller.
+#[derive(Clone)]
+pub(crate) struct Capture {
+    protocol: Protocol,
+    slot: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl Capture {
+    /// A capture for a request that came over `protocol` (UDP responses are
+    /// limited to the response's EDNS payload size, or 512 bytes).
+    pub(crate) fn new(protocol: Protocol) -> Self {
+        Self {
+            protocol,
+            slot: Arc::default(),
+        }
+    }
+
+    /// The encoded response, if the handler sent one.
+    pub(crate) fn take(&self) -> Option<Vec<u8>> {
+        self.slot.lock().ok()?.take()
+    }
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let (bytes, header) =
+            encode(response, self.protocol).map_err(|e| NetError::from(e.to_string()))?;
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(bytes);
+        }
+        Ok(header.into())
+    }
+}
+
+/// Encodes as hickory-server does (`MessageResponse::encode`): UDP limited
+/// to the response EDNS payload size or 512 bytes, TCP to 64 KiB; a response
+/// that cannot be encoded becomes a bare SERVFAIL.
+fn encode<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    protocol: Protocol,
+) -> Result<(Vec<u8>, Header), hickory_proto::ProtoError> {
+    let id = response.metadata().id;
+    let max = match protocol {
+        Protocol::Udp => response.edns().map_or(512, |e| e.max_payload()),
+        _ => u16::MAX,
+    };
+    let mut bytes = Vec::with_capacity(512);
+    let mut enc = BinEncoder::new(&mut bytes);
+    enc.set_max_size(max);
+    match response.destructive_emit(&mut enc) {
+        Ok(info) => {
+            let header = Header {
+                metadata: *info,
+                counts: info.counts(),
+            };
+            Ok((bytes, header))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot encode a DNS response");
+            let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+            metadata.response_code = ResponseCode::ServFail;
+            let header = Header {
+                metadata,
+                counts: Default::default(),
+            };
+            bytes.clear();
+            let mut enc = BinEncoder::new(&mut bytes);
+            enc.set_max_size(512);
+            header.emit(&mut enc)?;
+            Ok((bytes, header))
+        }
+    }
+}
+
+/// FORMERR for a message whose header is readable but the rest is not: the
+/// request's header echoed as a response (ID, opcode, RD, CD), no sections,
+/// no EDNS, as hickory-server sends it. `None` when the message is shorter
+/// than a header or is itself a response (never answered).
+pub(crate) fn formerr(msg: &[u8]) -> Option<[u8; 12]> {
+    if msg.len() < 12 || msg[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = [0u8; 12];
+    out[0] = msg[0];
+    out[1] = msg[1];
+    out[2] = 0x80 | (msg[2] & 0x78) | (msg[2] & 0x01);
+    out[3] = (msg[3] & 0x10) | u16::from(ResponseCode::FormErr) as u8;
+    Some(out)
+}
