@@ -384,14 +384,7 @@ pub async fn tenant(
 fn tenant_view<'a>(snap: &'a Snapshot, tenant: &str, r: &route::Route) -> TenantView<'a> {
     let serving = snap.cell(r.serving);
     let assigned = snap.cell(r.assigned);
-    let why = match r.via {
-        Via::Listed => format!("listed in [tenants] as `{}`", assigned.id),
-        Via::Hashed => format!(
-            "not listed; placed on `{}` by weighted rendezvous hashing over {} active cell(s)",
-            assigned.id,
-            snap.hash_pool().len()
-        ),
-    };
+    let why = r.reason(snap);
     let tenant = tenant.to_ascii_lowercase();
     let cname = serving.records.cname.is_some();
     TenantView {

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::config::Command;
 use crate::map::{self, MapError, Snapshot, Status};
-use crate::route::{self, Via};
+use crate::route;
 
 /// Runs one command; the returned code is the process's exit code.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -132,14 +132,7 @@ fn explain(path: &Path, tenant: &str) -> anyhow::Result<ExitCode> {
             let assigned = snap.cell(r.assigned);
             println!("tenant:   {tenant}");
             println!("cell:     {} ({})", serving.id, serving.hostname);
-            let why = match r.via {
-                Via::Listed => format!("listed in [tenants] as `{}`", assigned.id),
-                Via::Hashed => format!(
-                    "not listed; placed on `{}` by weighted rendezvous hashing over {} active cell(s)",
-                    assigned.id,
-                    snap.hash_pool().len()
-                ),
-            };
+            let why = r.reason(&snap);
             println!("why:      {why}");
             if !r.failed_over.is_empty() {
                 let chain: Vec<&str> = r

@@ -29,6 +29,21 @@ pub struct Route {
     pub failed_over: Vec<CellId>,
 }
 
+impl Route {
+    /// Why the tenant got its cell, in one sentence (for `cellns explain`
+    /// and `/v1/tenants`).
+    pub fn reason(&self, snap: &Snapshot) -> String {
+        let assigned = &snap.cell(self.assigned).id;
+        match self.via {
+            Via::Listed => format!("listed in [tenants] as `{assigned}`"),
+            Via::Hashed => format!(
+                "not listed; placed on `{assigned}` by weighted rendezvous hashing over {} active cell(s)",
+                snap.hash_pool().len()
+            ),
+        }
+    }
+}
+
 /// Why a name gets no cell.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoRoute {
