@@ -12,7 +12,6 @@
 //!                                                                          └─▶ token (JWTs)
 //! ```
 //!
-//! - [`admin`]: health, readiness, metrics and map views of the HTTP API.
 //! - [`config`]: the command line and environment.
 //! - [`map`]: the map file schema, validation, compilation, diff.
 //! - [`route`]: tenant → cell decisions over a snapshot.
@@ -20,6 +19,9 @@
 //! - [`dns`]: DNS request handling and answer building.
 //! - [`token`]: JWT issue, signing keys, JWKS, verification.
 //! - [`http`]: the token and admin HTTP API, metrics endpoint.
+//! - [`admin`]: health, readiness, metrics and map views of the HTTP API.
+//! - [`client`]: the client side for SDK authors: token claims, DNS, the
+//!   wrong-cell signal, the refresh rule (docs/sdk.md).
 //! - [`cli`]: the one-shot commands (`check`, `explain`, `diff`, ...).
 //! - [`serve`]: wires everything together for `cellns serve`.
 
@@ -27,6 +29,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dns;
 pub mod http;
