@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
@@ -87,7 +87,7 @@ fn encode<'a>(
                 metadata: *info,
                 counts: info.counts(),
             };
-            Ok((bytes, header))
+            Ok((compress(bytes), header))
         }
         Err(e) => {
             tracing::debug!(error = %e, "cannot encode a DNS response");
@@ -103,6 +103,25 @@ fn encode<'a>(
             header.emit(&mut enc)?;
             Ok((bytes, header))
         }
+    }
+}
+
+/// Re-encodes a response so that names are compressed against the question.
+///
+/// hickory-server writes the question section as raw bytes and registers
+/// them as one compression target that no later name can match, so a
+/// tenant answer repeats the query name in full (102 bytes where Knot and
+/// NSD send 76). Decoding and re-encoding with hickory-proto's `Message`
+/// compresses as RFC 1035 §4.1.4 intends; the result is only ever shorter,
+/// so it still fits the size limit the first encoding respected. Signed
+/// messages (TSIG) are left as they are: their MAC covers the exact bytes.
+fn compress(bytes: Vec<u8>) -> Vec<u8> {
+    match Message::from_vec(&bytes) {
+        Ok(m) if m.signature.is_none() => match m.to_vec() {
+            Ok(shorter) if shorter.len() <= bytes.len() => shorter,
+            _ => bytes,
+        },
+        _ => bytes,
     }
 }
 

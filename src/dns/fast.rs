@@ -125,6 +125,10 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
 
     let wire = &snap.wire;
     let origin = &wire.origin_lower[..];
+    if origin.is_empty() {
+        // Nothing was prepared for this snapshot: everything is general.
+        return Fast::General;
+    }
     let in_zone = name_end >= 12 + origin.len()
         && starts[..labels].contains(&((name_end - origin.len()) as u16))
         && q[name_end - origin.len()..name_end].eq_ignore_ascii_case(origin);
@@ -154,7 +158,12 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
         return Fast::General;
     }
 
+    // The SOA of a negative answer is compressed against the question's
+    // suffix only when it is the origin byte for byte (as the map writes
+    // it); other cases (0x20-randomised queries) take the general path.
+    let exact_suffix = q[name_end - origin.len()..name_end] == wire.origin_exact[..];
     let (header, body, outcome) = match route::lookup(snap, label) {
+        None if !exact_suffix => return Fast::General,
         None => (
             Header {
                 aa: true,
@@ -178,6 +187,9 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
                 Kind::Other => &EMPTY,
             };
             if body.records == 0 {
+                if !exact_suffix {
+                    return Fast::General;
+                }
                 (
                     Header {
                         aa: true,
@@ -224,10 +236,7 @@ fn finish(
     payload: Option<(u16, u8)>,
     limit: usize,
 ) -> Option<usize> {
-    let name_len = question_end - 4 - 12;
-    let body_len = body.map_or(0, |b| {
-        b.rest.len() + if b.owner_first { name_len } else { 0 }
-    });
+    let body_len = body.map_or(0, |b| b.bytes.len());
     let total = question_end + body_len + if payload.is_some() { 11 } else { 0 };
     if total > limit {
         return None;
@@ -243,19 +252,14 @@ fn finish(
     out[12..question_end].copy_from_slice(&q[12..question_end]);
     let mut at = question_end;
     if let Some(b) = body {
-        let start = at;
-        if b.owner_first {
-            out[at..at + name_len].copy_from_slice(&q[12..12 + name_len]);
-            at += name_len;
+        out[at..at + b.bytes.len()].copy_from_slice(&b.bytes);
+        // Bodies were encoded after a one-byte first label.
+        let shift = u16::from(q[12]) - 1;
+        for &(pos, target) in &b.shifts {
+            let p = at + usize::from(pos);
+            out[p..p + 2].copy_from_slice(&(0xC000 | (target + shift)).to_be_bytes());
         }
-        let rest_at = at;
-        out[at..at + b.rest.len()].copy_from_slice(&b.rest);
-        at += b.rest.len();
-        for &(pos, rel) in &b.ptrs {
-            let p = rest_at + usize::from(pos);
-            let target = (start + usize::from(rel)) as u16;
-            out[p..p + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
-        }
+        at += b.bytes.len();
     }
     if let Some((size, dnssec_ok)) = payload {
         out[at..at + 11].copy_from_slice(&[

@@ -1,34 +1,32 @@
 //! Wire-format answers prepared once per snapshot, for the fast UDP path.
 //!
 //! A tenant answer differs between queries only in the header ID and flags,
-//! the question (copied verbatim, so its case is kept), the owner name of
-//! the first record, and the compression pointers that point back to it.
-//! So each possible answer body is encoded once, by hickory's own encoder
-//! (the same bytes the hickory-server path sends), and per query it is
-//! copied and patched: no allocation, no name compression work.
-//!
-//! hickory-server writes the question section as raw bytes that later names
-//! never compress against, so the first answer owner is written in full and
-//! later names point to it; the bodies here reproduce exactly that, and
-//! `tests` compare both paths byte for byte.
+//! the question (copied verbatim, so its case is kept) and the compression
+//! pointers into it, which move with the length of the tenant label. So each
+//! possible answer body is encoded once, by hickory's encoder exactly as the
+//! general path encodes a response (see `capture`: names compressed against
+//! the question, so a tenant answer's owner is the 2-byte pointer to it),
+//! and per query it is copied and its pointers patched: no allocation, no
+//! name compression work. `fast::tests` compare both paths byte for byte.
 
-use hickory_proto::rr::{Name, RData, Record};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use std::str::FromStr;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::map::Snapshot;
 
-/// Response section bytes that follow the question, with the positions of
-/// the compression pointers whose targets move with the question's length.
+/// Response sections that follow the question, with the compression
+/// pointers whose targets move with the length of the query's first label.
 #[derive(Debug, Clone, Default)]
 pub struct Body {
-    /// True when the body starts with the owner name of the first record,
-    /// which is the query name and is copied from the question.
-    pub owner_first: bool,
-    /// Bytes after the owner name (or the whole body).
-    pub rest: Vec<u8>,
-    /// `(position in rest, offset relative to the body's start)` of each
-    /// compression pointer into the body itself.
-    pub ptrs: Vec<(u16, u16)>,
+    /// The bytes, as encoded after a question whose first label is one byte.
+    pub bytes: Vec<u8>,
+    /// `(position in bytes, target for a one-byte first label)` of each
+    /// pointer into the question's suffix or into the body itself: for a
+    /// first label of `L` bytes the target is `target - 1 + L`. Pointers to
+    /// the start of the question (offset 12) never move and are not listed.
+    pub shifts: Vec<(u16, u16)>,
     /// Number of records (ANCOUNT or NSCOUNT).
     pub records: u16,
 }
@@ -36,9 +34,8 @@ pub struct Body {
 impl Body {
     /// A body with no records.
     pub const EMPTY: Body = Body {
-        owner_first: false,
-        rest: Vec::new(),
-        ptrs: Vec::new(),
+        bytes: Vec::new(),
+        shifts: Vec::new(),
         records: 0,
     };
 }
@@ -57,6 +54,10 @@ pub struct CellWire {
 /// Everything the fast path needs from a snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
+    /// The origin in wire format, as the map writes it: negative answers
+    /// compress the SOA owner against the question only when the question's
+    /// suffix is these exact bytes (hickory compares names bytewise).
+    pub origin_exact: Vec<u8>,
     /// The origin in wire format, lowercased (e.g. `\x05cells\x07example\x03com\x00`).
     pub origin_lower: Vec<u8>,
     /// Number of labels of the origin.
@@ -71,60 +72,105 @@ pub struct Prepared {
     pub negative: Body,
 }
 
-/// Two different offsets at which bodies are encoded; pointers are the
-/// bytes that differ between the two.
-const AT: [usize; 2] = [0x100, 0x200];
-
-/// Encodes `records` as hickory would right after a question it cannot
-/// compress against, with the body starting at offset `at`.
-fn encode_at(records: &[Record], at: usize) -> Option<Vec<u8>> {
-    let mut buf = Vec::with_capacity(at + 256);
-    let mut enc = BinEncoder::new(&mut buf);
-    enc.emit_vec(&vec![0u8; at]).ok()?;
-    for r in records {
-        r.emit(&mut enc).ok()?;
+/// Encodes a response to a query for `label.<origin>` carrying the records
+/// `make(query name)` in the answer or authority section, as the general
+/// path would, and returns the bytes after the question.
+fn encode_after_question(
+    origin: &Name,
+    label: &str,
+    make: &impl Fn(&Name) -> Vec<Record>,
+    authority: bool,
+) -> Option<Vec<u8>> {
+    let qname = Name::from_str(label).ok()?.append_domain(origin).ok()?;
+    let records = make(&qname);
+    let mut m = Message::new(0, MessageType::Response, OpCode::Query);
+    m.add_query(Query::query(qname.clone(), RecordType::A));
+    if authority {
+        m.add_authorities(records);
+    } else {
+        m.add_answers(records);
     }
-    Some(buf.split_off(at))
+    let bytes = m.to_vec().ok()?;
+    // Skip the header and the question (uncompressed labels, then type
+    // and class).
+    let mut i = 12;
+    while *bytes.get(i)? != 0 {
+        i += 1 + usize::from(bytes[i]);
+    }
+    bytes.get(i + 1 + 4..).map(<[u8]>::to_vec)
 }
 
-/// Builds a body from records encoded at two offsets.
-fn body(records: &[Record], owner_first: Option<usize>) -> Option<Body> {
-    let x = encode_at(records, AT[0])?;
-    let y = encode_at(records, AT[1])?;
-    if x.len() != y.len() || x.len() > u16::MAX as usize {
+/// Builds a body from encodings after a 1-byte and a 5-byte first label:
+/// the pointers whose targets differ are those that move with the label.
+fn body(origin: &Name, make: impl Fn(&Name) -> Vec<Record>, authority: bool) -> Option<Body> {
+    const DELTA: u16 = 4;
+    let records = make(origin);
+    let x = encode_after_question(origin, "x", &make, authority)?;
+    let y = encode_after_question(origin, "xxxxx", &make, authority)?;
+    if x.len() != y.len() || x.len() > usize::from(u16::MAX) {
         return None;
     }
-    let skip = owner_first.unwrap_or(0);
-    let mut ptrs = Vec::new();
-    let mut i = skip;
-    while i < x.len() {
-        if x[i] != y[i] {
-            // A pointer's high byte differs (0xC1.. vs 0xC2..); its low
-            // byte follows and is equal.
-            let px = u16::from_be_bytes([x[i], *x.get(i + 1)?]);
-            let py = u16::from_be_bytes([y[i], *y.get(i + 1)?]);
-            let (tx, ty) = (usize::from(px & 0x3FFF), usize::from(py & 0x3FFF));
-            if px & 0xC000 != 0xC000 || tx.checked_sub(AT[0])? != ty.checked_sub(AT[1])? {
-                return None;
-            }
-            let rel = tx - AT[0];
-            // The owner is copied from the question and its length varies,
-            // so only pointers to its start can be patched.
-            if owner_first.is_some() && rel != 0 {
-                return None;
-            }
-            ptrs.push(((i - skip) as u16, rel as u16));
-            i += 2;
-        } else {
-            i += 1;
+    let mut shifts = Vec::new();
+    for at in pointer_positions(&x, &records)? {
+        let px = u16::from_be_bytes([x[at], x[at + 1]]) & 0x3FFF;
+        let py = u16::from_be_bytes([*y.get(at)?, *y.get(at + 1)?]) & 0x3FFF;
+        if py == px + DELTA {
+            shifts.push((at as u16, px));
+        } else if py != px {
+            return None;
         }
     }
-    Some(Body {
-        owner_first: owner_first.is_some(),
-        rest: x[skip..].to_vec(),
-        ptrs,
+    // Everything but the pointers must be the same in both encodings.
+    let mut same = x.clone();
+    let mut other = y;
+    for &(at, _) in &shifts {
+        let at = usize::from(at);
+        same[at..at + 2].fill(0);
+        other[at..at + 2].fill(0);
+    }
+    (same == other).then_some(Body {
+        bytes: x,
+        shifts,
         records: records.len() as u16,
     })
+}
+
+/// Positions of the compression pointers in encoded `records`: in owner
+/// names, and in the RDATA names of the types bodies carry (SOA; A and
+/// AAAA have none). `None` for anything else.
+fn pointer_positions(b: &[u8], records: &[Record]) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    for r in records {
+        i = skip_name(b, i, &mut out)?;
+        let rdlen = usize::from(u16::from_be_bytes([*b.get(i + 8)?, *b.get(i + 9)?]));
+        let rdata = i + 10;
+        match r.record_type() {
+            RecordType::A | RecordType::AAAA => {}
+            RecordType::SOA => {
+                let j = skip_name(b, rdata, &mut out)?;
+                skip_name(b, j, &mut out)?;
+            }
+            _ => return None,
+        }
+        i = rdata + rdlen;
+    }
+    (i == b.len()).then_some(out)
+}
+
+/// Skips a name starting at `i`, noting a pointer's position.
+fn skip_name(b: &[u8], mut i: usize, pointers: &mut Vec<usize>) -> Option<usize> {
+    loop {
+        let len = *b.get(i)?;
+        match len {
+            0 => return Some(i + 1),
+            l if l & 0xC0 == 0xC0 => {
+                pointers.push(i);
+                return Some(i + 2);
+            }
+            l => i += 1 + usize::from(l),
+        }
+    }
 }
 
 impl Prepared {
@@ -154,16 +200,7 @@ impl Prepared {
         reserved_labels.sort();
         reserved_labels.dedup();
 
-        // A stand-in owner one label below the apex; its bytes never matter,
-        // only that later owners equal it.
-        let owner = Name::from_ascii("x").ok()?.append_domain(origin).ok()?;
-        let owner_len = owner.len() + 1;
-        let records = |rdata: &[RData]| -> Vec<Record> {
-            rdata
-                .iter()
-                .map(|rd| Record::from_rdata(owner.clone(), snap.zone.ttl, rd.clone()))
-                .collect()
-        };
+        let ttl = snap.zone.ttl;
         let mut cells = Vec::with_capacity(snap.cells.len());
         for cell in &snap.cells {
             let r = &cell.records;
@@ -171,7 +208,13 @@ impl Prepared {
                 if rd.is_empty() {
                     return Some(Body::default());
                 }
-                body(&records(rd), Some(owner_len))
+                // Tenant answers are owned by the query name.
+                let make = |qname: &Name| -> Vec<Record> {
+                    rd.iter()
+                        .map(|r| Record::from_rdata(qname.clone(), ttl, r.clone()))
+                        .collect()
+                };
+                body(origin, make, false)
             };
             cells.push(CellWire {
                 a: prepared(&r.a)?,
@@ -179,8 +222,19 @@ impl Prepared {
                 cname: r.cname.is_some(),
             });
         }
-        let negative = body(std::slice::from_ref(&snap.zone.negative_soa), None)?;
+        let negative = body(
+            origin,
+            |_: &Name| vec![snap.zone.negative_soa.clone()],
+            true,
+        )?;
+        let mut origin_exact = Vec::with_capacity(origin.len() + 1);
+        for label in origin.iter() {
+            origin_exact.push(label.len() as u8);
+            origin_exact.extend_from_slice(label);
+        }
+        origin_exact.push(0);
         Some(Self {
+            origin_exact,
             origin_lower,
             origin_labels: origin.num_labels() as usize,
             reserved_labels,
