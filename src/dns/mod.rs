@@ -7,6 +7,17 @@
 //!   to them after each reload.
 //!
 //! The server listens on UDP and TCP on every `--dns-listen` address.
+//!
+//! ```text
+//! UDP datagram ─▶ udp worker ─▶ fast::respond ──(tenant A/AAAA, NODATA, NXDOMAIN, REFUSED)──▶ reply
+//!                                   └─ anything else ─▶ handler (hickory-server) ─▶ capture ─▶ reply
+//! TCP message  ─▶ tcp connection ─▶ AXFR/IXFR? ─▶ xfr (streamed)
+//!                                   └─ else ─▶ handler ─▶ capture ─▶ reply
+//! ```
+//!
+//! Why our own transports around hickory-server's handler: its UDP loop
+//! spawns a task per datagram without bound, and its TCP loop queues a
+//! whole zone transfer before writing it (see `udp` and `tcp`).
 
 pub mod answer;
 mod capture;
