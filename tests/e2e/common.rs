@@ -15,6 +15,44 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cellns"))
 }
 
+/// `cellns [--log-format json] serve` on ephemeral loopback ports with
+/// `extra` args; stdin and stdout closed, stderr piped.
+pub fn serve_command(json_logs: bool, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    if json_logs {
+        cmd.args(["--log-format", "json"]);
+    }
+    cmd.args([
+        "serve",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ])
+    .args(extra)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// Collects a child's stderr lines on a thread: every line is kept in the
+/// returned log and also sent on the channel, as it arrives.
+pub fn read_logs(
+    stderr: std::process::ChildStderr,
+) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel::<String>();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    (logs, rx)
+}
+
 /// A running `cellns serve`, killed on drop.
 pub struct Server {
     child: Child,
@@ -35,35 +73,13 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables.
     pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(bin());
-        cmd.args([
-            "--log-format",
-            "json",
-            "serve",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "info,hickory_server=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        let mut cmd = serve_command(true, extra);
+        cmd.env("RUST_LOG", "info,hickory_server=warn");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn cellns");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
+        let (logs, rx) = read_logs(child.stderr.take().expect("stderr"));
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut dns, mut http) = (None, None);
         while dns.is_none() || http.is_none() {

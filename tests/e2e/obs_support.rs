@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -250,33 +250,11 @@ impl EarlyServer {
     /// Starts `cellns --log-format json serve` on ephemeral loopback ports
     /// with `extra` args; returns once "HTTP listening" is logged.
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(common::bin())
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--dns-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
+        let mut child = common::serve_command(true, extra)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn cellns");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
+        let (logs, rx) = common::read_logs(child.stderr.take().expect("stderr"));
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut http = None;
         while http.is_none() {

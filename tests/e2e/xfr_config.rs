@@ -3,7 +3,6 @@
 //! placement with secondaries configured is warned about (secondaries
 //! cannot carry hashed tenants).
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{self, Server, wait_until};
@@ -12,18 +11,7 @@ use crate::xfr_support as x;
 /// Runs `cellns serve` with `extra`, expecting it to exit by itself;
 /// returns (exit code, stderr).
 fn serve_fails(extra: &[&str]) -> (i32, String) {
-    let mut child = Command::new(common::bin())
-        .args([
-            "serve",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    let mut child = common::serve_command(false, extra)
         .spawn()
         .expect("spawn cellns");
     let exited = wait_until(Duration::from_secs(10), || {
