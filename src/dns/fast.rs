@@ -150,11 +150,7 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
         return Fast::General;
     }
     let label = &q[13..13 + usize::from(q[12])];
-    if wire
-        .reserved_labels
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(label))
-    {
+    if wire.reserved_labels.get(label).is_some() {
         return Fast::General;
     }
 

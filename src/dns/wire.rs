@@ -14,7 +14,7 @@ use std::str::FromStr;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::map::Snapshot;
+use crate::map::{CellId, Snapshot, TenantIndex};
 
 /// Response sections that follow the question, with the compression
 /// pointers whose targets move with the length of the query's first label.
@@ -65,7 +65,7 @@ pub struct Prepared {
     /// Lowercased first labels of in-zone names one below the apex that are
     /// not tenants (nameservers, cell hostnames, empty non-terminals): such
     /// queries go to the general path.
-    pub reserved_labels: Vec<Vec<u8>>,
+    pub reserved_labels: TenantIndex,
     /// Per cell, indexed by `CellId`.
     pub cells: Vec<CellWire>,
     /// The negative-answer body (the SOA in the authority section).
@@ -190,15 +190,29 @@ impl Prepared {
         }
         origin_lower.push(0);
         let depth = origin.num_labels() + 1;
-        let mut reserved_labels: Vec<Vec<u8>> = snap
+        let mut labels: Vec<String> = snap
             .static_names
             .keys()
             .map(|n| Name::from(n.clone()))
             .filter(|n| n.num_labels() == depth)
-            .filter_map(|n| n.iter().next().map(|l| l.to_ascii_lowercase()))
+            .filter_map(|n| {
+                n.iter()
+                    .next()
+                    .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+            })
             .collect();
-        reserved_labels.sort();
-        reserved_labels.dedup();
+        labels.sort();
+        labels.dedup();
+        // A hash lookup, not a scan: a map may have thousands of in-zone
+        // cell hostnames, and every fast query asks.
+        let (reserved_labels, _) = TenantIndex::build(
+            labels.len(),
+            labels.iter().map(String::len).sum(),
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i, l.as_str(), CellId(0))),
+        );
 
         let ttl = snap.zone.ttl;
         let mut cells = Vec::with_capacity(snap.cells.len());

@@ -9,7 +9,7 @@ use super::snapshot::CellId;
 const EMPTY: u32 = u32::MAX;
 
 /// Listed tenants → assigned cell.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TenantIndex {
     /// Lowercased tenant names, back to back.
     arena: Box<[u8]>,
