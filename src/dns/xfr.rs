@@ -936,19 +936,20 @@ mod tests {
         }
     }
 
+    /// A store serving a generated map of `tenants` tenants over `cells` cells.
+    fn generated_store(tenants: usize, cells: usize) -> Store {
+        let text = crate::map::generate::generate(tenants, cells, Format::Json);
+        let source = Source {
+            text: &text,
+            format: Format::Json,
+            name: "gen.json",
+        };
+        Store::new(load_str(source, 9).expect("generated map"))
+    }
+
     #[test]
     fn large_zone_is_split_into_messages_under_the_limit() {
-        let text = crate::map::generate::generate(5000, 7, Format::Json);
-        let snap = load_str(
-            Source {
-                text: &text,
-                format: Format::Json,
-                name: "gen.json",
-            },
-            9,
-        )
-        .expect("generated map");
-        let store = Store::new(snap);
+        let store = generated_store(5000, 7);
         let wire = frames(
             &allow_loopback(),
             &store,
@@ -1044,17 +1045,7 @@ mod tests {
 
     #[test]
     fn signed_transfer_verifies_message_by_message() {
-        let text = crate::map::generate::generate(2000, 3, Format::Json);
-        let snap = load_str(
-            Source {
-                text: &text,
-                format: Format::Json,
-                name: "gen.json",
-            },
-            9,
-        )
-        .expect("generated map");
-        let store = Store::new(snap);
+        let store = generated_store(2000, 3);
         let key = Key::parse("xfr. hmac-sha256 c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=")
             .expect("key");
         let t = Transfers::new(
