@@ -53,6 +53,25 @@ pub fn read_logs(
     (logs, rx)
 }
 
+/// Runs `cellns serve` with `extra`, expecting it to exit by itself;
+/// returns (exit code, stderr).
+pub fn serve_fails(extra: &[&str]) -> (i32, String) {
+    let mut child = serve_command(false, extra).spawn().expect("spawn cellns");
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cellns {extra:?} kept running; it should refuse to start");
+    }
+    let out = child.wait_with_output().expect("collect output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running `cellns serve`, killed on drop.
 pub struct Server {
     child: Child,

@@ -423,30 +423,14 @@ fn token_startup_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("api-keys");
     std::fs::write(&bad, "# ok\nauth sha256:1234\n").unwrap();
-    let (code, _, err) = common::run_cli(&[
-        "serve",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--api-keys",
-        bad.to_str().unwrap(),
-    ]);
+    let (code, err) = common::serve_fails(&["--api-keys", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
 
     // An empty key directory.
     let empty = dir.path().join("keys");
     std::fs::create_dir(&empty).unwrap();
-    let (code, _, err) = common::run_cli(&[
-        "serve",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--signing-keys",
-        empty.to_str().unwrap(),
-    ]);
+    let (code, err) = common::serve_fails(&["--signing-keys", empty.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("no signing keys") && err.contains("cellns keygen"),

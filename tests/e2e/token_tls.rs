@@ -256,12 +256,7 @@ fn token_mtls_requires_a_client_certificate_from_the_ca() {
 #[test]
 fn token_tls_flag_errors() {
     let pki = Pki::new();
-    let (code, _, err) = common::run_cli(&[
-        "serve",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
+    let (code, err) = common::serve_fails(&[
         "--tls-cert",
         &pki.p("server.pem"),
         "--tls-key",

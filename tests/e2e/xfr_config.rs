@@ -3,31 +3,8 @@
 //! placement with secondaries configured is warned about (secondaries
 //! cannot carry hashed tenants).
 
-use std::time::Duration;
-
-use crate::common::{self, Server, wait_until};
+use crate::common::{self, Server};
 use crate::xfr_support as x;
-
-/// Runs `cellns serve` with `extra`, expecting it to exit by itself;
-/// returns (exit code, stderr).
-fn serve_fails(extra: &[&str]) -> (i32, String) {
-    let mut child = common::serve_command(false, extra)
-        .spawn()
-        .expect("spawn cellns");
-    let exited = wait_until(Duration::from_secs(10), || {
-        child.try_wait().ok().flatten().is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("cellns {extra:?} kept running; it should refuse to start");
-    }
-    let out = child.wait_with_output().expect("collect output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn bad_axfr_allow_values_stop_start_up_with_a_clear_error() {
@@ -39,7 +16,7 @@ fn bad_axfr_allow_values_stop_start_up_with_a_clear_error() {
         ("192.0.2.0/33", "prefix length"),
         ("ns1.example.com", "not an IP address"),
     ] {
-        let (code, err) = serve_fails(&["--axfr-allow", value]);
+        let (code, err) = common::serve_fails(&["--axfr-allow", value]);
         assert_ne!(code, 0, "{value}: {err}");
         assert!(
             err.contains(&format!("invalid --axfr-allow value `{value}`")) && err.contains(why),
@@ -52,7 +29,7 @@ fn bad_axfr_allow_values_stop_start_up_with_a_clear_error() {
 fn bad_tsig_key_files_stop_start_up_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.key");
-    let (code, err) = serve_fails(&["--tsig-key", missing.to_str().expect("utf-8")]);
+    let (code, err) = common::serve_fails(&["--tsig-key", missing.to_str().expect("utf-8")]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot read the TSIG key file"), "{err}");
     for (text, why) in [
@@ -65,7 +42,7 @@ fn bad_tsig_key_files_stop_start_up_with_a_clear_error() {
     ] {
         let path = dir.path().join("bad.key");
         std::fs::write(&path, text).expect("write key");
-        let (code, err) = serve_fails(&["--tsig-key", path.to_str().expect("utf-8")]);
+        let (code, err) = common::serve_fails(&["--tsig-key", path.to_str().expect("utf-8")]);
         assert_ne!(code, 0, "{text}");
         assert!(err.contains(why), "{text}: {err}");
     }
