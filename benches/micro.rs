@@ -31,8 +31,8 @@ use std::time::Duration;
 use cellns::dns::fast::{self, Fast, RESPONSE_BUF};
 use cellns::dns::handler::Handler;
 use cellns::dns::udp;
-use cellns::map::{Format, Snapshot, Source, load_str};
-use cellns::reload::Store;
+use cellns::dns::{Live, Store};
+use cellns::map::{Format, Source, load_str};
 use criterion::{BatchSize, Criterion, Throughput};
 
 const ORIGIN: &str = "cells.example.test.";
@@ -76,16 +76,15 @@ fn map_json(n: usize, cells: usize) -> String {
     s
 }
 
-fn load(text: &str) -> Snapshot {
-    load_str(
-        Source {
+fn load(text: &str) -> Store {
+    cellns::dns::prepared::store_of(
+        load_str(Source {
             text,
             format: Format::Json,
             name: "micro.json",
-        },
-        1,
+        })
+        .expect("generated benchmark map is valid"),
     )
-    .expect("generated benchmark map is valid")
 }
 
 /// A query in wire format: no EDNS, RD clear (as dnsperf sends them).
@@ -174,7 +173,8 @@ impl<'a, T> Cycle<'a, T> {
     }
 }
 
-fn bench_lookup(c: &mut Criterion, snap: &Snapshot, corpus: &Corpus, n: usize) {
+fn bench_lookup(c: &mut Criterion, live: &Live, corpus: &Corpus, n: usize) {
+    let snap = &*live.view;
     let mut g = c.benchmark_group(format!("lookup/{n}"));
     g.throughput(Throughput::Elements(1));
     let mut hits = Cycle::new(&corpus.hit_labels);
@@ -188,7 +188,7 @@ fn bench_lookup(c: &mut Criterion, snap: &Snapshot, corpus: &Corpus, n: usize) {
     g.finish();
 }
 
-fn bench_fast(c: &mut Criterion, snap: &Snapshot, corpus: &Corpus, group: &str) {
+fn bench_fast(c: &mut Criterion, snap: &Live, corpus: &Corpus, group: &str) {
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     let mut out = Box::new([0u8; RESPONSE_BUF]);
@@ -288,17 +288,18 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 1_000_000 } else { 1_000 };
     let text = map_json(n, CELLS);
-    let snap = load(&text);
+    let store = Arc::new(load(&text));
     let corpus = corpus(n);
     let mut c = Criterion::default().configure_from_args();
-    bench_lookup(&mut c, &snap, &corpus, n);
-    bench_fast(&mut c, &snap, &corpus, &format!("fast/{n}"));
+    let live = store.load_full();
+    bench_lookup(&mut c, &live, &corpus, n);
+    bench_fast(&mut c, &live, &corpus, &format!("fast/{n}"));
+    drop(live);
     // The same tenants over 10 cells: what the number of cells (each an
     // in-zone hostname the fast path must not answer as a tenant) costs.
     let few = load(&map_json(n, 10));
-    bench_fast(&mut c, &few, &corpus, &format!("fast/{n}/10-cells"));
+    bench_fast(&mut c, &few.load(), &corpus, &format!("fast/{n}/10-cells"));
     drop(few);
-    let store = Arc::new(Store::new(snap));
     bench_general(&mut c, &store, &corpus, n);
     bench_roundtrip(&mut c, &store, &corpus, n);
     bench_load(&mut c, &text, n);

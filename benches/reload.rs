@@ -123,7 +123,7 @@ fn bench_format(format: Format, tenants: usize, cells: usize, rounds: usize, ste
         println!("in-process steps:");
         let mut old = None;
         step("load_str (old map)", &mut || {
-            old = Some(load_str(src(&texts[0]), 1).unwrap_or_else(|e| panic!("{e}")));
+            old = Some(load_str(src(&texts[0])).unwrap_or_else(|e| panic!("{e}")));
         });
         let mut file = None;
         step("parse (new map)", &mut || {
@@ -140,7 +140,7 @@ fn bench_format(format: Format, tenants: usize, cells: usize, rounds: usize, ste
         step("compile", &mut || {
             new = checked
                 .take()
-                .map(|c| compile(c, "new".into(), "bench".into(), 2));
+                .map(|c| compile(c, "new".into(), "bench".into()));
         });
         let (old, new) = (old.expect("old"), new.expect("new"));
         step("diff", &mut || {

@@ -13,7 +13,8 @@ use cellns::token::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
-    let snap = cellns::map::load_example(1).expect("example map");
+    let snap =
+        cellns::live::View::of_map(Arc::new(cellns::map::load_example().expect("example map")));
     let req = TokenRequest {
         tenant: "acme".into(),
         subject: "user-42".into(),

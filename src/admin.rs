@@ -23,9 +23,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::http::{ApiError, App, authorize};
-use crate::map::{Snapshot, Status};
+use crate::live::{Current, View};
+use crate::map::Status;
 use crate::metrics;
-use crate::reload::Store;
 use crate::route::{self, NoRoute, Via};
 
 /// Start-up progress, as `/readyz` reports it. Ready means: a map is loaded
@@ -121,7 +121,7 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: 200 when ready, 503 when not; the body says why.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    readiness_response(&app.readiness, Some(&app.store))
+    readiness_response(&app.readiness, Some(&*app.store))
 }
 
 #[derive(Serialize)]
@@ -138,17 +138,17 @@ struct ReadyBody<'a> {
     last_reload_error_at: Option<String>,
 }
 
-fn readiness_response(readiness: &Readiness, store: Option<&Store>) -> Response {
-    let snap = store.map(Store::load_full);
-    let status = store.map(Store::status).unwrap_or_default();
+fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Response {
+    let view = store.map(Current::view);
+    let status = store.map(Current::reload_status).unwrap_or_default();
     let ready = readiness.is_ready();
     let body = ReadyBody {
         ready,
         map_loaded: readiness.map_loaded(),
         dns_listening: readiness.dns_listening(),
         stopping: readiness.stopping(),
-        map_version: snap.as_deref().map(|s| s.version.as_str()),
-        serial: snap.as_deref().map(|s| s.serial),
+        map_version: view.as_deref().map(|v| v.map().version.as_str()),
+        serial: view.as_deref().map(View::serial),
         last_reload_ok: status.last_error.is_none(),
         last_reload_error_at: status.last_error_at.map(rfc3339),
     };
@@ -247,11 +247,12 @@ struct MapView<'a> {
 /// `GET /v1/map`: the map in force and the reload status.
 pub async fn map_info(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     authorize(&app, req.headers(), req.extensions())?;
-    let snap = app.store.load_full();
-    let status = app.store.status();
+    let view = app.store.view();
+    let snap = view.map();
+    let status = app.store.reload_status();
     let body = MapView {
         version: &snap.version,
-        serial: snap.serial,
+        serial: view.serial(),
         source: &snap.source,
         loaded_at: rfc3339(snap.loaded_at),
         loaded_at_unix: unix(snap.loaded_at),
@@ -262,7 +263,7 @@ pub async fn map_info(State(app): State<Arc<App>>, req: Request) -> Result<Respo
             tenants: snap.tenants.len(),
             cells_by_status: Status::ALL
                 .iter()
-                .map(|&s| (s.as_str(), snap.cells_with_status(s)))
+                .map(|&s| (s.as_str(), view.cells_with_status(s)))
                 .collect(),
         },
         reload: ReloadView {
@@ -280,13 +281,21 @@ struct CellView<'a> {
     id: &'a str,
     hostname: String,
     region: &'a str,
+    /// The effective status: what answers and tokens follow.
     status: &'static str,
+    /// What decided it: `map` or `override`.
+    status_source: &'static str,
+    /// The status the map gives.
+    map_status: &'static str,
     weight: u32,
     /// Tenants listed for this cell in the map.
     tenants: usize,
     /// The cell that answers for this cell's tenants (itself unless down).
     serving: &'a str,
+    /// Down with no serving cell on its failover chain: its tenants stay.
+    stranded: bool,
     failover: Option<&'a str>,
+    /// The endpoints answered for it.
     ipv4: Vec<String>,
     ipv6: Vec<String>,
 }
@@ -298,31 +307,38 @@ struct CellsView<'a> {
     cells: Vec<CellView<'a>>,
 }
 
-/// `GET /v1/cells`: the cell registry of the map in force.
+/// `GET /v1/cells`: the cell registry of the zone version in force, with
+/// each cell's effective status.
 pub async fn cells(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     authorize(&app, req.headers(), req.extensions())?;
-    let snap = app.store.load_full();
-    let cells = snap
-        .cells
-        .iter()
-        .map(|c| CellView {
-            id: &c.id,
-            hostname: c.hostname.to_ascii(),
-            region: &c.region,
-            status: c.status.as_str(),
-            weight: c.weight,
-            tenants: c.listed_tenants,
-            serving: &snap.cell(c.serving).id,
-            failover: c.failover.map(|f| snap.cell(f).id.as_str()),
-            ipv4: c.ipv4.iter().map(ToString::to_string).collect(),
-            ipv6: c.ipv6.iter().map(ToString::to_string).collect(),
+    let view = app.store.view();
+    let cells = view
+        .map()
+        .cell_ids()
+        .map(|id| {
+            let (c, st) = (view.cell(id), view.state(id));
+            CellView {
+                id: &c.id,
+                hostname: c.hostname.to_ascii(),
+                region: &c.region,
+                status: st.status.as_str(),
+                status_source: st.source.as_str(),
+                map_status: c.status.as_str(),
+                weight: c.weight,
+                tenants: c.listed_tenants,
+                serving: &view.cell(st.serving).id,
+                stranded: st.stranded,
+                failover: c.failover.map(|f| view.cell(f).id.as_str()),
+                ipv4: st.ipv4.iter().map(ToString::to_string).collect(),
+                ipv6: st.ipv6.iter().map(ToString::to_string).collect(),
+            }
         })
         .collect();
     Ok(json(
         StatusCode::OK,
         &CellsView {
-            map_version: &snap.version,
-            serial: snap.serial,
+            map_version: &view.map().version,
+            serial: view.serial(),
             cells,
         },
     ))
@@ -344,6 +360,7 @@ struct TenantView<'a> {
     cell: &'a str,
     hostname: String,
     region: &'a str,
+    /// The serving cell's effective status.
     status: &'static str,
     /// `listed` or `hashed`.
     via: &'static str,
@@ -361,16 +378,16 @@ struct TenantView<'a> {
 }
 
 /// `GET /v1/tenants/{tenant}`: the tenant's cell and why, decided by
-/// [`route::explain`] (as `cellns explain`, DNS and tokens do) on the map in
-/// force.
+/// [`route::explain`] (as `cellns explain`, DNS and tokens do) on the view
+/// in force.
 pub async fn tenant(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     authorize(&app, req.headers(), req.extensions())?;
-    let snap = app.store.load_full();
-    let r = route::explain(&snap, &tenant).map_err(|e| match e {
+    let view = app.store.view();
+    let r = route::explain(&view, &tenant).map_err(|e| match e {
         NoRoute::InvalidTenant(..) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_tenant", e.to_string())
         }
@@ -378,20 +395,22 @@ pub async fn tenant(
             ApiError::new(StatusCode::NOT_FOUND, "unknown_tenant", e.to_string())
         }
     })?;
-    Ok(json(StatusCode::OK, &tenant_view(&snap, &tenant, &r)))
+    Ok(json(StatusCode::OK, &tenant_view(&view, &tenant, &r)))
 }
 
-fn tenant_view<'a>(snap: &'a Snapshot, tenant: &str, r: &route::Route) -> TenantView<'a> {
-    let serving = snap.cell(r.serving);
-    let assigned = snap.cell(r.assigned);
-    let why = r.reason(snap);
+fn tenant_view<'a>(view: &'a View, tenant: &str, r: &route::Route) -> TenantView<'a> {
+    let snap = view.map();
+    let serving = view.cell(r.serving);
+    let state = view.state(r.serving);
+    let assigned = view.cell(r.assigned);
+    let why = r.reason(view);
     let tenant = tenant.to_ascii_lowercase();
-    let cname = serving.records.cname.is_some();
+    let cname = serving.by_name_only();
     TenantView {
         cell: &serving.id,
         hostname: serving.hostname.to_ascii(),
         region: &serving.region,
-        status: serving.status.as_str(),
+        status: state.status.as_str(),
         via: match r.via {
             Via::Listed => "listed",
             Via::Hashed => "hashed",
@@ -400,27 +419,19 @@ fn tenant_view<'a>(snap: &'a Snapshot, tenant: &str, r: &route::Route) -> Tenant
         failed_over: r
             .failed_over
             .iter()
-            .map(|c| snap.cell(*c).id.as_str())
+            .map(|c| view.cell(*c).id.as_str())
             .collect(),
         why,
         dns: DnsView {
             name: format!("{tenant}.{}", snap.zone.origin.to_ascii()),
             ttl: snap.zone.ttl,
-            a: if cname {
-                Vec::new()
-            } else {
-                serving.ipv4.iter().map(ToString::to_string).collect()
-            },
-            aaaa: if cname {
-                Vec::new()
-            } else {
-                serving.ipv6.iter().map(ToString::to_string).collect()
-            },
+            a: state.ipv4.iter().map(ToString::to_string).collect(),
+            aaaa: state.ipv6.iter().map(ToString::to_string).collect(),
             cname: cname.then(|| serving.hostname.to_ascii()),
         },
         tenant,
         map_version: &snap.version,
-        serial: snap.serial,
+        serial: view.serial(),
     }
 }
 
@@ -442,11 +453,11 @@ mod tests {
 
     #[test]
     fn tenant_view_follows_explain() {
-        let snap = crate::map::load_example(1).expect("example map");
-        let r = route::explain(&snap, "acme").expect("acme is listed");
-        let v = tenant_view(&snap, "ACME", &r);
+        let view = View::of_map(Arc::new(crate::map::load_example().expect("example map")));
+        let r = route::explain(&view, "acme").expect("acme is listed");
+        let v = tenant_view(&view, "ACME", &r);
         assert_eq!(v.tenant, "acme");
-        assert_eq!(v.cell, snap.cell(r.serving).id);
+        assert_eq!(v.cell, view.cell(r.serving).id);
         assert_eq!(v.via, "listed");
         assert!(v.dns.name.starts_with("acme."), "{}", v.dns.name);
         assert!(v.dns.name.ends_with('.'), "{}", v.dns.name);

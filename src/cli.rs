@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::config::Command;
+use crate::live::View;
 use crate::map::{self, MapError, Snapshot, Status};
 use crate::route;
 
@@ -68,7 +69,7 @@ fn gen_map(args: &crate::config::GenMapArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load(path: &Path) -> Result<Snapshot, MapError> {
-    map::load_file(path, crate::reload::next_serial(None))
+    map::load_file(path)
 }
 
 /// `cellns check`: exit 0 and a summary when valid; 1 and every error when not.
@@ -122,17 +123,19 @@ pub fn summary(snap: &Snapshot) -> String {
     out
 }
 
-/// `cellns explain`: the cell a tenant gets and why. Exit 1 when the tenant
-/// gets no cell.
+/// `cellns explain`: the cell a tenant gets and why, by the map alone (no
+/// overrides or health: those live in a running server, see
+/// `/v1/tenants/{tenant}`). Exit 1 when the tenant gets no cell.
 fn explain(path: &Path, tenant: &str) -> anyhow::Result<ExitCode> {
-    let snap = load(path)?;
-    match route::explain(&snap, tenant) {
+    let view = View::of_map(std::sync::Arc::new(load(path)?));
+    let snap = view.map();
+    match route::explain(&view, tenant) {
         Ok(r) => {
             let serving = snap.cell(r.serving);
             let assigned = snap.cell(r.assigned);
             println!("tenant:   {tenant}");
             println!("cell:     {} ({})", serving.id, serving.hostname);
-            let why = r.reason(&snap);
+            let why = r.reason(&view);
             println!("why:      {why}");
             if !r.failed_over.is_empty() {
                 let chain: Vec<&str> = r

@@ -860,7 +860,8 @@ mod tests {
             },
             std::sync::Arc::new(KeyRing::fixed(vec![key])),
         );
-        let snap = crate::map::load_example(1).unwrap();
+        let snap =
+            crate::live::View::of_map(std::sync::Arc::new(crate::map::load_example().unwrap()));
         let req = TokenRequest {
             tenant: "ACME".into(),
             subject: "user-42".into(),

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
 use crate::config::ServeArgs;
-use crate::reload::Store;
+use crate::live::Current;
 use crate::token::issue::IssueError;
 use crate::token::keys::{Alg, KeyError, KeyRing};
 use crate::token::{Issuer, IssuerConfig, TokenRequest};
@@ -348,8 +348,8 @@ impl From<IssueError> for ApiError {
 /// What the handlers share.
 #[derive(Debug)]
 pub struct App {
-    /// The map snapshot in force.
-    pub store: Arc<Store>,
+    /// The effective view in force (what DNS answers from).
+    pub store: Arc<dyn Current>,
     /// Token minting (holds the key ring).
     pub issuer: Issuer,
     /// Who may request tokens.
@@ -573,16 +573,17 @@ async fn mint(app: &App, req: axum::extract::Request) -> Result<Response, ApiErr
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    // One snapshot for the whole decision: cell, region and map version agree.
-    let snap = app.store.load();
-    let issued = app.issuer.issue(&snap, &req, now).map_err(|e| {
+    // One view for the whole decision: cell, region and map version agree,
+    // and agree with what DNS answers from the same view.
+    let view = app.store.view();
+    let issued = app.issuer.issue(&view, &req, now).map_err(|e| {
         tracing::debug!(caller = %caller.name, tenant = %req.tenant, error = %e, "token refused");
         ApiError::from(e)
     })?;
     tracing::debug!(caller = %caller.name, tenant = %req.tenant, cell = %issued.cell, "token issued");
-    // The same decision `issue` made, on the same snapshot (no allocation).
-    if let Some(cell) = crate::route::lookup(&snap, req.tenant.as_bytes()) {
-        crate::metrics::token_issued(&snap.cell(cell).id);
+    // The same decision `issue` made, on the same view (no allocation).
+    if let Some(cell) = crate::route::lookup(&view, req.tenant.as_bytes()) {
+        crate::metrics::token_issued(&view.cell(cell).id);
     }
     Ok((
         [
@@ -671,7 +672,7 @@ struct Pending {
 impl Gate {
     /// Serves the full API over `store` from now on, and marks the map
     /// loaded. The first call wins; later ones return `None`.
-    pub fn attach(&self, store: Arc<Store>) -> Option<Arc<App>> {
+    pub fn attach(&self, store: Arc<dyn Current>) -> Option<Arc<App>> {
         let p = self.pending.lock().ok()?.take()?;
         let app = Arc::new(App {
             store,

@@ -9,13 +9,14 @@
 //! looked up in the registry per request: a hash lookup, negligible next to
 //! signing a token or serving an HTTP request.
 //!
-//! Who records what: the DNS transports count queries ([`dns`]), the
-//! snapshot counts per-cell answers, [`crate::reload::Store`] publishes the
-//! map gauges and reload results, [`crate::http`] counts tokens and HTTP
-//! latency. `GET /metrics` renders the registry ([`render`]).
+//! Who records what: the DNS transports count queries ([`dns`]), the DNS
+//! answers of each zone version count per-cell answers, `crate::live`
+//! publishes the zone gauges ([`zone_published`]) and reload results,
+//! `crate::http` counts tokens and HTTP latency. `GET /metrics` renders the
+//! registry ([`render`]).
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use metrics::{Counter, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -29,7 +30,8 @@ pub const DNS_QUERIES: &str = "cellns_dns_queries_total";
 pub const DNS_ANSWERS: &str = "cellns_dns_answers_total";
 /// NXDOMAIN answers for names inside the zone (unknown tenants).
 pub const DNS_UNKNOWN_TENANT: &str = "cellns_dns_unknown_tenant_total";
-/// 1 for the map `version` in force; 0 for versions served earlier.
+/// 1, labelled with the map `version` in force (one series: the versions
+/// served before are not kept).
 pub const MAP_VERSION: &str = "cellns_map_version_info";
 /// SOA serial of the map in force.
 pub const MAP_SERIAL: &str = "cellns_map_serial";
@@ -42,7 +44,7 @@ pub const MAP_LAST_RELOAD_SUCCESS: &str = "cellns_map_last_reload_success";
 pub const RELOADS: &str = "cellns_reload_total";
 /// Listed tenants, by assigned `cell`.
 pub const TENANTS: &str = "cellns_tenants";
-/// Cells, by `status`.
+/// Cells, by effective `status`.
 pub const CELLS: &str = "cellns_cells";
 /// Tokens issued, by serving `cell` (the cell id).
 pub const TOKENS_ISSUED: &str = "cellns_tokens_issued_total";
@@ -121,11 +123,7 @@ fn describe() {
         DNS_UNKNOWN_TENANT,
         "NXDOMAIN answers: names in the zone that are no tenant"
     );
-    describe_gauge!(
-        MAP_VERSION,
-        "1 for the map version in force, 0 for versions served before"
-    );
-    describe_gauge!(MAP_SERIAL, "SOA serial of the map in force");
+    describe_gauge!(MAP_SERIAL, "SOA serial of the zone version in force");
     describe_gauge!(
         MAP_LOADED,
         Unit::Seconds,
@@ -137,7 +135,7 @@ fn describe() {
     );
     describe_counter!(RELOADS, "Map reload attempts, by result");
     describe_gauge!(TENANTS, "Tenants listed in the map, by assigned cell");
-    describe_gauge!(CELLS, "Cells in the map, by status");
+    describe_gauge!(CELLS, "Cells in the map, by effective status");
     describe_counter!(TOKENS_ISSUED, "Tokens issued, by serving cell");
     describe_counter!(
         TOKEN_ERRORS,
@@ -150,13 +148,39 @@ fn describe() {
     );
 }
 
+/// The map version in force, for [`MAP_VERSION`].
+static MAP_VERSION_IN_FORCE: Mutex<String> = Mutex::new(String::new());
+
 /// The Prometheus text exposition of every metric; empty before
 /// [`install`].
 pub fn render() -> String {
-    HANDLE
-        .get()
-        .map(PrometheusHandle::render)
-        .unwrap_or_default()
+    let Some(handle) = HANDLE.get() else {
+        return String::new();
+    };
+    let mut out = handle.render();
+    // The version info is written here rather than registered: a registry
+    // gauge per version would grow one series per version ever served.
+    let version = MAP_VERSION_IN_FORCE
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    if !version.is_empty() {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "# HELP {MAP_VERSION} The map version in force (value 1)\n# TYPE {MAP_VERSION} gauge\n{MAP_VERSION}{{version=\"{}\"}} 1\n",
+            escape_label(&version)
+        );
+    }
+    out
+}
+
+/// A label value in the Prometheus text format: backslash, quote and
+/// newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Folds recorded histogram samples into the registry every few seconds
@@ -247,49 +271,58 @@ pub fn dns() -> &'static DnsCounters {
     DNS.get_or_init(DnsCounters::new)
 }
 
-/// Per-cell answer counters of one snapshot, indexed by `CellId`.
-pub fn cell_answer_counters(cell_ids: impl Iterator<Item = String>) -> Vec<Counter> {
+/// Per-cell answer counters of one zone version, indexed by `CellId`.
+pub fn cell_answer_counters<'a>(cell_ids: impl Iterator<Item = &'a str>) -> Vec<Counter> {
     cell_ids
-        .map(|id| counter!(DNS_ANSWERS, "cell" => id))
+        .map(|id| counter!(DNS_ANSWERS, "cell" => id.to_owned()))
         .collect()
 }
 
-/// Sets the map gauges for `snap`, now in force, replacing `previous`:
-/// the previous version's info gauge drops to 0, and cells the new map no
-/// longer has report 0 tenants.
-pub fn publish_map(snap: &Snapshot, previous: Option<&Snapshot>) {
+/// Sets the zone gauges for the version now in force: `map` with `serial`
+/// and each cell's effective status (indexed by `CellId`), replacing the
+/// version on `previous` (cells it had that `map` lacks report 0 tenants).
+pub fn zone_published(
+    map: &Snapshot,
+    serial: u32,
+    statuses: &[Status],
+    previous: Option<&Snapshot>,
+) {
     if let Some(old) = previous {
-        if old.version != snap.version {
-            gauge!(MAP_VERSION, "version" => old.version.clone()).set(0.0);
-        }
         for cell in &old.cells {
-            if snap.cell_by_id(&cell.id).is_none() {
+            if map.cell_by_id(&cell.id).is_none() {
                 gauge!(TENANTS, "cell" => cell.id.clone()).set(0.0);
             }
         }
     }
-    gauge!(MAP_VERSION, "version" => snap.version.clone()).set(1.0);
-    gauge!(MAP_SERIAL).set(f64::from(snap.serial));
-    let loaded = snap
+    if let Ok(mut v) = MAP_VERSION_IN_FORCE.lock()
+        && *v != map.version
+    {
+        v.clone_from(&map.version);
+    }
+    gauge!(MAP_SERIAL).set(f64::from(serial));
+    let loaded = map
         .loaded_at
-        .duration_since(std::time::UNIX_EPOCH)
+        .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     gauge!(MAP_LOADED).set(loaded);
-    for cell in &snap.cells {
-        gauge!(TENANTS, "cell" => cell.id.clone()).set(cell.listed_tenants as f64);
-        // Every cell has a token series from the start (at 0).
-        counter!(TOKENS_ISSUED, "cell" => cell.id.clone()).increment(0);
+    if previous.is_some_and(|old| std::ptr::eq(old, map)) {
+        // Same map: only statuses changed.
+    } else {
+        for cell in &map.cells {
+            gauge!(TENANTS, "cell" => cell.id.clone()).set(cell.listed_tenants as f64);
+            // Every cell has a token series from the start (at 0).
+            counter!(TOKENS_ISSUED, "cell" => cell.id.clone()).increment(0);
+        }
     }
     for status in Status::ALL {
-        gauge!(CELLS, "status" => status.as_str()).set(snap.cells_with_status(status) as f64);
+        let n = statuses.iter().filter(|&&s| s == status).count();
+        gauge!(CELLS, "status" => status.as_str()).set(n as f64);
     }
 }
 
-/// The map gauges for the map loaded at start: [`publish_map`], the
-/// last-reload gauge at 1 (the start-up load succeeded) and both reload
-/// counters at 0.
-pub fn initial_map(snap: &Snapshot) {
-    publish_map(snap, None);
+/// The reload metrics at start: both counters at 0, the last-reload gauge
+/// at 1 (the start-up load succeeded).
+pub fn reloads_start() {
     for result in ["success", "failure"] {
         counter!(RELOADS, "result" => result).increment(0);
     }

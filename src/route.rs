@@ -1,10 +1,12 @@
-//! Tenant → cell decisions: pure functions over a [`Snapshot`].
+//! Tenant → cell decisions: pure functions over the effective
+//! [`View`](crate::live::View).
 //!
 //! [`lookup`] is the query path (no allocation); [`explain`] gives the same
 //! decision with the reasons, for `cellns explain`, `/v1/tenants` and tokens.
 
+use crate::live::View;
 use crate::map::index::{label_hash, mix64};
-use crate::map::{CellId, Placement, Snapshot};
+use crate::map::{CellId, Placement};
 
 /// How a tenant got its cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +34,13 @@ pub struct Route {
 impl Route {
     /// Why the tenant got its cell, in one sentence (for `cellns explain`
     /// and `/v1/tenants`).
-    pub fn reason(&self, snap: &Snapshot) -> String {
-        let assigned = &snap.cell(self.assigned).id;
+    pub fn reason(&self, view: &View) -> String {
+        let assigned = &view.cell(self.assigned).id;
         match self.via {
             Via::Listed => format!("listed in [tenants] as `{assigned}`"),
             Via::Hashed => format!(
                 "not listed; placed on `{assigned}` by weighted rendezvous hashing over {} active cell(s)",
-                snap.hash_pool().len()
+                view.hash_pool().len()
             ),
         }
     }
@@ -58,15 +60,16 @@ pub enum NoRoute {
 /// The serving cell of the tenant whose id is `label` (compared
 /// case-insensitively), or `None` for NXDOMAIN. Allocation-free.
 #[inline]
-pub fn lookup(snap: &Snapshot, label: &[u8]) -> Option<CellId> {
-    if let Some(cell) = snap.tenants.get(label) {
-        return Some(snap.cell(cell).serving);
+pub fn lookup(view: &View, label: &[u8]) -> Option<CellId> {
+    let map = view.map();
+    if let Some(cell) = map.tenants.get(label) {
+        return Some(view.serving(cell));
     }
-    match snap.placement {
+    match map.placement {
         Placement::Nxdomain => None,
         // Only what could be a tenant id is hashed: `_dmarc` or `*` are not
         // tenants, and tokens (through `explain`) refuse them too.
-        Placement::Hash if is_tenant_label(label) => rendezvous(snap, label),
+        Placement::Hash if is_tenant_label(label) => rendezvous(view, label),
         Placement::Hash => None,
     }
 }
@@ -86,49 +89,87 @@ pub fn is_tenant_label(label: &[u8]) -> bool {
 }
 
 /// The full decision for `tenant`, with reasons.
-pub fn explain(snap: &Snapshot, tenant: &str) -> Result<Route, NoRoute> {
+pub fn explain(view: &View, tenant: &str) -> Result<Route, NoRoute> {
     if let Some(problem) = crate::map::validate::label_problem(tenant) {
         return Err(NoRoute::InvalidTenant(tenant.to_owned(), problem));
     }
-    let (assigned, via) = match snap.tenants.get(tenant.as_bytes()) {
+    let map = view.map();
+    let (assigned, via) = match map.tenants.get(tenant.as_bytes()) {
         Some(c) => (c, Via::Listed),
-        None => match snap.placement {
+        None => match map.placement {
             Placement::Hash => (
-                rendezvous(snap, tenant.as_bytes())
+                rendezvous(view, tenant.as_bytes())
                     .ok_or_else(|| NoRoute::Unknown(tenant.to_owned()))?,
                 Via::Hashed,
             ),
             Placement::Nxdomain => return Err(NoRoute::Unknown(tenant.to_owned())),
         },
     };
-    let cell = snap.cell(assigned);
+    let state = view.state(assigned);
     Ok(Route {
         assigned,
-        serving: cell.serving,
+        serving: state.serving,
         via,
-        failed_over: cell.failover_path.clone(),
+        failed_over: state.failover_path.clone(),
     })
 }
 
-/// Weighted rendezvous (highest random weight) hashing: each active cell
-/// scores `-weight / ln(u)` with `u` uniform in (0, 1) drawn from a hash of
-/// (tenant, cell id); the highest score wins. A tenant moves only when the
-/// cell it is on leaves the pool or a new cell outscores it, so adding an
-/// unrelated cell moves only the tenants the new cell wins.
-pub fn rendezvous(snap: &Snapshot, label: &[u8]) -> Option<CellId> {
+/// Weighted rendezvous (highest random weight) hashing over the view's
+/// hash pool: each cell scores `weight / -log2(u)` with `u` uniform in
+/// (0, 1) drawn from a hash of (tenant, cell id); the highest score wins
+/// (the first in map order on a tie). A tenant moves only when the cell it
+/// is on leaves the pool or a new cell outscores it, so adding an unrelated
+/// cell moves only the tenants the new cell wins.
+///
+/// The arithmetic is integer ([`neg_log2_q32`]), so placement is
+/// bit-identical on every platform and compiler: `docs/placement.md` gives
+/// the algorithm step by step, and `tests/placement/placement.py` is an
+/// independent implementation the tests compare against.
+pub fn rendezvous(view: &View, label: &[u8]) -> Option<CellId> {
     let h = label_hash(label);
-    let mut best: Option<(f64, CellId)> = None;
-    for &id in snap.hash_pool() {
-        let cell = snap.cell(id);
-        let x = mix64(h ^ cell.hash_seed);
-        // 53 random bits → u in (0, 1), never 0 or 1.
-        let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let score = f64::from(cell.weight) / -u.ln();
-        if best.is_none_or(|(b, _)| score > b) {
-            best = Some((score, id));
+    let mut best: Option<(u64, u64, CellId)> = None;
+    for &id in view.hash_pool() {
+        let cell = view.cell(id);
+        let weight = u64::from(cell.weight);
+        let denominator = neg_log2_q32(mix64(h ^ cell.hash_seed));
+        // weight / denominator > best_w / best_d, without division: both
+        // products stay below 2^58 (weight < 2^20, denominator < 2^38).
+        let better = match best {
+            None => true,
+            Some((bw, bd, _)) => {
+                u128::from(weight) * u128::from(bd) > u128::from(bw) * u128::from(denominator)
+            }
+        };
+        if better {
+            best = Some((weight, denominator, id));
         }
     }
-    best.map(|(_, id)| id)
+    best.map(|(_, _, id)| id)
+}
+
+/// `-log2(u)` in unsigned Q32 fixed point (32 fractional bits), where `u`
+/// is `x`'s top 53 bits as a uniform number in (0, 1), never 0 or 1:
+/// `u = (2·(x >> 11) + 1) / 2^54`. Then `-log2(u) = 54 - log2(v)` with
+/// `v = 2·(x >> 11) + 1` in `[1, 2^54)`; `log2(v)` is its bit length minus
+/// one (the integer part) plus 32 fraction bits found by repeated squaring
+/// of the mantissa (each squaring doubles the logarithm: a result of 2 or
+/// more is the next bit 1). The result is in `(0, 54·2^32]`.
+pub fn neg_log2_q32(x: u64) -> u64 {
+    const ONE: u128 = 1 << 62;
+    let v = ((x >> 11) << 1) | 1;
+    let int = u64::from(63 - v.leading_zeros());
+    // The mantissa v / 2^int in [1, 2), as Q62.
+    let mut y = u128::from(v) << (62 - int);
+    let mut frac = 0u64;
+    for _ in 0..32 {
+        y = (y * y) >> 62;
+        frac <<= 1;
+        if y >= 2 * ONE {
+            y >>= 1;
+            frac |= 1;
+        }
+    }
+    (54 << 32) - ((int << 32) | frac)
 }
 
 #[cfg(test)]
@@ -136,20 +177,18 @@ mod tests {
     use super::*;
     use crate::map::{Format, Source, load_str};
 
-    fn map(cells: &str, tenants: &str, placement: &str) -> Snapshot {
+    fn map(cells: &str, tenants: &str, placement: &str) -> View {
         let text = format!(
             "[zone]\norigin = \"c.example.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n\
              {cells}\n[tenants]\n{tenants}\n[placement]\nunknown = \"{placement}\"\n"
         );
-        load_str(
-            Source {
-                text: &text,
-                format: Format::Toml,
-                name: "t.toml",
-            },
-            1,
-        )
-        .expect("valid test map")
+        let snap = load_str(Source {
+            text: &text,
+            format: Format::Toml,
+            name: "t.toml",
+        })
+        .expect("valid test map");
+        View::of_map(std::sync::Arc::new(snap))
     }
 
     fn cell(id: &str, status: &str, weight: u32, failover: Option<&str>) -> String {
@@ -161,8 +200,8 @@ mod tests {
         )
     }
 
-    fn id(s: &Snapshot, cell: &str) -> CellId {
-        s.cell_by_id(cell).expect("cell")
+    fn id(s: &View, cell: &str) -> CellId {
+        s.map().cell_by_id(cell).expect("cell")
     }
 
     #[test]

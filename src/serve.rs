@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
+use crate::live::reload::{self, Reloader};
+use crate::live::{Conditions, Serials};
 use crate::map;
-use crate::reload::{self, Store};
 
 /// Waits for SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
@@ -60,41 +61,43 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let http_task = tokio::spawn(http.run(cancel.clone()));
     let upkeep_task = tokio::spawn(crate::metrics::upkeep(cancel.clone()));
 
-    // Serials stay monotonic across restarts through --state-dir.
-    let serial = reload::initial_serial(args.state_dir.as_deref());
-    let reloader = args
-        .map
-        .as_ref()
-        .map(|path| reload::Reloader::new(path.clone(), args.state_dir.clone()));
+    let reloader = args.map.as_ref().map(|path| Reloader::new(path.clone()));
     // Off the async workers: parsing a million-tenant map takes seconds,
     // and the HTTP probes must keep answering meanwhile.
     let (reloader, snapshot) = tokio::task::spawn_blocking(move || match reloader {
         Some(mut r) => {
-            let snap = r
-                .load_initial(serial)
-                .map_err(|e| anyhow::anyhow!(e.summary()))?;
+            let snap = r.load_initial().map_err(|e| anyhow::anyhow!(e.summary()))?;
             Ok((Some(r), snap))
         }
         None => {
             tracing::warn!(
                 "no --map given: serving the example map embedded from zones/example.toml"
             );
-            let snap = map::load_example(serial).context("the embedded example map is invalid")?;
+            let snap = map::load_example().context("the embedded example map is invalid")?;
             anyhow::Ok((None, snap))
         }
     })
     .await
     .context("loading the map panicked")??;
-    tracing::info!(
-        source = %snapshot.source,
-        version = %snapshot.version,
-        serial = snapshot.serial,
-        cells = snapshot.cells.len(),
-        tenants = snapshot.tenants.len(),
-        "map loaded"
-    );
-    reload::save_serial(args.state_dir.as_deref(), snapshot.serial);
-    let store = Arc::new(Store::new(snapshot));
+    // Serials stay monotonic across restarts through --state-dir.
+    let serials = Serials::open(args.state_dir.clone());
+    let store = Arc::new(crate::dns::prepared::new_store(
+        Arc::new(snapshot),
+        Conditions::default(),
+        serials,
+    ));
+    {
+        let live = store.load();
+        let snapshot = live.view.map();
+        tracing::info!(
+            source = %snapshot.source,
+            version = %snapshot.version,
+            serial = live.view.serial(),
+            cells = snapshot.cells.len(),
+            tenants = snapshot.tenants.len(),
+            "map loaded"
+        );
+    }
     gate.attach(store.clone());
     // Watch the map file (and SIGHUP) before reporting "serving".
     let reload_task = match reloader {
@@ -111,7 +114,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     };
 
-    crate::dns::xfr::warn_unexpressible(&args, &store.load());
+    crate::dns::xfr::warn_unexpressible(&args, store.load().view.map());
     let dns = crate::dns::DnsServer::bind(&args, store.clone(), transfers.clone())
         .await
         .context("cannot start DNS")?;

@@ -45,7 +45,8 @@ fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
 
 #[test]
 fn fast_path_answers_without_allocating() {
-    let snap = cellns::map::load_example(1).unwrap();
+    let store = cellns::dns::prepared::store_of(cellns::map::load_example().unwrap());
+    let snap = store.load();
     let mut queries = Vec::new();
     for name in [
         "acme.cells.example.com.",

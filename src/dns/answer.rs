@@ -1,5 +1,6 @@
 //! What a query gets: the decision table of DESIGN.md ("What a query gets"),
-//! as a pure function of a snapshot and a question. Transport concerns
+//! as a pure function of a zone version (its view and prepared answers) and
+//! a question. Transport concerns
 //! (EDNS, truncation, opcodes, malformed input) live in [`super::handler`].
 
 use std::borrow::Cow;
@@ -7,7 +8,8 @@ use std::borrow::Cow;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
-use crate::map::{CellId, Snapshot, StaticName};
+use super::prepared::{Answers, Live};
+use crate::map::{CellId, StaticName};
 use crate::route;
 
 /// What kind of answer a query got, for metrics and logs.
@@ -65,12 +67,12 @@ impl<'s> Answer<'s> {
         }
     }
 
-    fn negative(snap: &'s Snapshot, rcode: ResponseCode, outcome: Outcome) -> Self {
+    fn negative(answers: &'s Answers, rcode: ResponseCode, outcome: Outcome) -> Self {
         Self {
             rcode,
             authoritative: true,
             answers: Cow::Borrowed(&[]),
-            authority: Cow::Borrowed(std::slice::from_ref(&snap.zone.negative_soa)),
+            authority: Cow::Borrowed(std::slice::from_ref(&answers.negative_soa)),
             additional: Cow::Borrowed(&[]),
             outcome,
         }
@@ -80,12 +82,14 @@ impl<'s> Answer<'s> {
 /// Answers one question. `qname` is the question's name as sent (its case
 /// is kept in owner names); `lower` the same name lowercased.
 pub fn answer<'s>(
-    snap: &'s Snapshot,
+    live: &'s Live,
     qname: &Name,
     lower: &LowerName,
     qtype: RecordType,
     qclass: DNSClass,
 ) -> Answer<'s> {
+    let (view, prepared) = (&*live.view, &live.answers);
+    let snap = view.map();
     let zone = &snap.zone;
     if qclass != DNSClass::IN && qclass != DNSClass::ANY || !zone.origin_lower.zone_of(lower) {
         return Answer::refused();
@@ -96,17 +100,17 @@ pub fn answer<'s>(
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return Answer::refused();
     }
-    let nodata = || Answer::negative(snap, ResponseCode::NoError, Outcome::Zone);
+    let nodata = || Answer::negative(prepared, ResponseCode::NoError, Outcome::Zone);
 
     if *lower == zone.origin_lower {
         return match qtype {
             RecordType::SOA | RecordType::ANY => Answer::positive(
-                Cow::Borrowed(std::slice::from_ref(&zone.soa)),
+                Cow::Borrowed(std::slice::from_ref(&prepared.soa)),
                 Outcome::Zone,
             ),
             RecordType::NS => Answer {
-                additional: Cow::Borrowed(&zone.glue_records),
-                ..Answer::positive(Cow::Borrowed(&zone.ns), Outcome::Zone)
+                additional: Cow::Borrowed(&prepared.glue),
+                ..Answer::positive(Cow::Borrowed(&prepared.ns), Outcome::Zone)
             },
             _ => nodata(),
         };
@@ -116,7 +120,7 @@ pub fn answer<'s>(
         let records: Cow<'s, [Record]> = match *kind {
             StaticName::Nameserver(i) => {
                 let ns = &zone.nameservers[i];
-                let owned = zone.glue_records.iter().filter(|r| &r.name == ns);
+                let owned = prepared.glue.iter().filter(|r| &r.name == ns);
                 let want = |t: RecordType| owned.clone().filter(move |r| r.record_type() == t);
                 // RFC 8482: ANY gets one whole RRset, the first one the name has.
                 let rtype = match qtype {
@@ -130,7 +134,7 @@ pub fn answer<'s>(
                 }
             }
             StaticName::Cell(id) => {
-                let r = &snap.cell(id).records;
+                let r = prepared.cell(id);
                 match qtype {
                     RecordType::A => Cow::Borrowed(&r.host_a[..]),
                     RecordType::AAAA => Cow::Borrowed(&r.host_aaaa[..]),
@@ -151,15 +155,15 @@ pub fn answer<'s>(
 
     // Tenants are exactly one label below the apex.
     if lower.num_labels() != zone.origin_lower.num_labels() + 1 {
-        return Answer::negative(snap, ResponseCode::NXDomain, Outcome::NxDomain);
+        return Answer::negative(prepared, ResponseCode::NXDomain, Outcome::NxDomain);
     }
     let Some(label) = qname.iter().next() else {
-        return Answer::negative(snap, ResponseCode::NXDomain, Outcome::NxDomain);
+        return Answer::negative(prepared, ResponseCode::NXDomain, Outcome::NxDomain);
     };
-    let Some(cell_id) = route::lookup(snap, label) else {
-        return Answer::negative(snap, ResponseCode::NXDomain, Outcome::NxDomain);
+    let Some(cell_id) = route::lookup(view, label) else {
+        return Answer::negative(prepared, ResponseCode::NXDomain, Outcome::NxDomain);
     };
-    let records = &snap.cell(cell_id).records;
+    let records = prepared.cell(cell_id);
     let rdata: &[RData] = if let Some(cname) = &records.cname {
         std::slice::from_ref(cname)
     } else {
@@ -172,7 +176,11 @@ pub fn answer<'s>(
         }
     };
     if rdata.is_empty() {
-        return Answer::negative(snap, ResponseCode::NoError, Outcome::TenantNodata(cell_id));
+        return Answer::negative(
+            prepared,
+            ResponseCode::NoError,
+            Outcome::TenantNodata(cell_id),
+        );
     }
     let answers = rdata
         .iter()
@@ -184,40 +192,57 @@ pub fn answer<'s>(
 #[cfg(test)]
 mod tests {
 
-    use super::*;
-    use crate::map::{Format, Source, load_example, load_str};
+    use std::sync::Arc;
 
-    fn example() -> Snapshot {
-        load_example(1).expect("example map")
+    use super::*;
+    use crate::dns::prepared::store_of;
+    use crate::map::{Format, Snapshot, Source, load_example, load_str};
+
+    /// A zone version to ask; derefs to its map.
+    struct Zone(Arc<Live>);
+
+    impl std::ops::Deref for Zone {
+        type Target = Snapshot;
+        fn deref(&self) -> &Snapshot {
+            self.0.view.map()
+        }
+    }
+
+    impl Zone {
+        fn serial(&self) -> u32 {
+            self.0.view.serial()
+        }
+    }
+
+    fn zone(map: Snapshot) -> Zone {
+        Zone(store_of(map).load_full())
+    }
+
+    fn example() -> Zone {
+        zone(load_example().expect("example map"))
     }
 
     /// The example map with `edit` applied to its text.
-    fn example_with(edit: impl Fn(&str) -> String) -> Snapshot {
+    fn example_with(edit: impl Fn(&str) -> String) -> Zone {
         let text = edit(crate::map::EXAMPLE_MAP);
-        load_str(
-            Source {
+        zone(
+            load_str(Source {
                 text: &text,
                 format: Format::Toml,
                 name: "test.toml",
-            },
-            1,
+            })
+            .expect("test map"),
         )
-        .expect("test map")
     }
 
-    fn ask<'s>(snap: &'s Snapshot, name: &str, qtype: RecordType) -> Answer<'s> {
+    fn ask<'s>(snap: &'s Zone, name: &str, qtype: RecordType) -> Answer<'s> {
         ask_class(snap, name, qtype, DNSClass::IN)
     }
 
-    fn ask_class<'s>(
-        snap: &'s Snapshot,
-        name: &str,
-        qtype: RecordType,
-        class: DNSClass,
-    ) -> Answer<'s> {
+    fn ask_class<'s>(snap: &'s Zone, name: &str, qtype: RecordType, class: DNSClass) -> Answer<'s> {
         let qname = Name::from_ascii(name).expect("name");
         let lower = LowerName::new(&qname);
-        answer(snap, &qname, &lower, qtype, class)
+        answer(&snap.0, &qname, &lower, qtype, class)
     }
 
     /// `owner ttl TYPE rdata`, owner in the case it has.
@@ -236,7 +261,7 @@ mod tests {
             .collect()
     }
 
-    fn cell(snap: &Snapshot, id: &str) -> CellId {
+    fn cell(snap: &Zone, id: &str) -> CellId {
         snap.cell_by_id(id).expect("cell")
     }
 
@@ -252,7 +277,7 @@ mod tests {
 
     /// A negative answer: AA, no answers, the SOA with the RFC 2308 TTL.
     #[track_caller]
-    fn assert_negative(snap: &Snapshot, a: &Answer<'_>, rcode: ResponseCode) {
+    fn assert_negative(snap: &Zone, a: &Answer<'_>, rcode: ResponseCode) {
         assert_eq!(a.rcode, rcode);
         assert!(a.authoritative);
         assert!(a.answers.is_empty(), "answers: {:?}", rrs(&a.answers));
@@ -263,7 +288,7 @@ mod tests {
             [format!(
                 "cells.example.com. {} SOA ns1.cells.example.com. hostmaster.example.com. {} {} {} {} {}",
                 z.apex_ttl.min(z.negative_ttl),
-                snap.serial,
+                snap.serial(),
                 z.refresh,
                 z.retry,
                 z.expire,
@@ -425,7 +450,7 @@ mod tests {
             &a,
             &[format!(
                 "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. {} 3600 600 1209600 30",
-                snap.serial
+                snap.serial()
             )
             .as_str()],
         );
@@ -650,12 +675,12 @@ mod tests {
             let Outcome::Tenant(id) = a.outcome else {
                 panic!("{tenant}: {:?}", a.outcome);
             };
-            assert_eq!(Some(id), route::lookup(&snap, tenant.as_bytes()));
+            assert_eq!(Some(id), route::lookup(&snap.0.view, tenant.as_bytes()));
             let c = snap.cell(id);
             assert_eq!(c.status, crate::map::Status::Active, "{tenant} → {}", c.id);
             assert_eq!(a.rcode, ResponseCode::NoError);
             // The answer is that cell's records (its A set, or a CNAME).
-            let want: Vec<String> = match &c.records.cname {
+            let want: Vec<String> = match &snap.0.answers.cell(id).cname {
                 Some(cname) => vec![format!("{name} 30 CNAME {cname}")],
                 None => c
                     .ipv4

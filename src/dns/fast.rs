@@ -10,8 +10,8 @@
 
 use super::answer::Outcome;
 use super::handler::MAX_UDP_PAYLOAD;
+use super::prepared::Live;
 use super::wire::Body;
-use crate::map::Snapshot;
 use crate::route;
 
 /// Size of response buffers the fast path writes into.
@@ -55,7 +55,7 @@ const RCODE_REFUSED: u8 = 5;
 
 /// Answers `query` into `out` if it is a fast-path query.
 #[inline]
-pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast {
+pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast {
     let q = query;
     if q.len() < 12 {
         return Fast::Drop;
@@ -123,7 +123,7 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
         return Fast::General;
     };
 
-    let wire = &snap.wire;
+    let wire = &live.answers.wire;
     let origin = &wire.origin_lower[..];
     if origin.is_empty() {
         // Nothing was prepared for this snapshot: everything is general.
@@ -158,7 +158,7 @@ pub fn respond(snap: &Snapshot, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> F
     // suffix only when it is the origin byte for byte (as the map writes
     // it); other cases (0x20-randomised queries) take the general path.
     let exact_suffix = q[name_end - origin.len()..name_end] == wire.origin_exact[..];
-    let (header, body, outcome) = match route::lookup(snap, label) {
+    let (header, body, outcome) = match route::lookup(&live.view, label) {
         None if !exact_suffix => return Fast::General,
         None => (
             Header {
@@ -286,9 +286,9 @@ mod tests {
 
     use super::*;
     use crate::dns::handler::Handler;
+    use crate::dns::prepared::{Store, store_of};
     use crate::dns::udp::general;
     use crate::map::{Format, Source, load_str};
-    use crate::reload::Store;
 
     fn query(name: &str, t: RecordType, edns: Option<u16>, rd: bool, cd: bool) -> Vec<u8> {
         query_do(name, t, edns, rd, cd, false)
@@ -333,14 +333,11 @@ mod tests {
 
     fn hash_map() -> crate::map::Snapshot {
         let text = crate::map::EXAMPLE_MAP.replace("unknown = \"nxdomain\"", "unknown = \"hash\"");
-        load_str(
-            Source {
-                text: &text,
-                format: Format::Toml,
-                name: "h.toml",
-            },
-            5,
-        )
+        load_str(Source {
+            text: &text,
+            format: Format::Toml,
+            name: "h.toml",
+        })
         .unwrap()
     }
 
@@ -379,8 +376,8 @@ mod tests {
         ];
         let mut fast_answers = 0;
         let mut compared = 0;
-        for snap in [crate::map::load_example(3).unwrap(), hash_map()] {
-            let store = Arc::new(Store::new(snap));
+        for snap in [crate::map::load_example().unwrap(), hash_map()] {
+            let store = Arc::new(store_of(snap));
             for name in names {
                 for t in types {
                     for edns in [None, Some(100), Some(512), Some(1232), Some(4096)] {
@@ -415,7 +412,7 @@ mod tests {
 
     #[test]
     fn fast_path_takes_the_common_queries() {
-        let store = Arc::new(Store::new(crate::map::load_example(3).unwrap()));
+        let store = Arc::new(store_of(crate::map::load_example().unwrap()));
         for (name, t) in [
             ("acme.cells.example.com.", RecordType::A),
             ("acme.cells.example.com.", RecordType::AAAA),
@@ -441,7 +438,8 @@ mod tests {
 
     #[test]
     fn odd_packets_leave_the_fast_path() {
-        let snap = crate::map::load_example(3).unwrap();
+        let store = store_of(crate::map::load_example().unwrap());
+        let snap = store.load();
         let mut out = [0u8; RESPONSE_BUF];
         let good = query("acme.cells.example.com.", RecordType::A, None, true, false);
         assert_eq!(respond(&snap, &good[..11], &mut out), Fast::Drop);

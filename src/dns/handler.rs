@@ -12,15 +12,15 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::answer::{Answer, Outcome, answer};
+use super::prepared::Store;
 use super::xfr::Transfers;
 use crate::metrics::{self, Transport};
-use crate::reload::Store;
 
 /// Largest UDP response we send, whatever the client advertises: the
 /// DNS Flag Day 2020 value, which avoids IP fragmentation.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// Answers DNS requests from the store's current snapshot.
+/// Answers DNS requests from the zone version in force.
 #[derive(Debug, Clone)]
 pub struct Handler {
     store: Arc<Store>,
@@ -100,10 +100,10 @@ impl RequestHandler for Handler {
                         .await
                 }
                 Ok(info) => {
-                    let snap = self.store.load();
+                    let live = self.store.load();
                     let q = info.query;
                     let a = answer(
-                        &snap,
+                        &live,
                         q.original().name(),
                         q.name(),
                         q.query_type(),
@@ -138,7 +138,7 @@ impl RequestHandler for Handler {
                     if let (Outcome::Tenant(cell) | Outcome::TenantNodata(cell), false) =
                         (a.outcome, meta.truncation)
                     {
-                        snap.count_answer(cell);
+                        live.answers.count_answer(cell);
                     }
                     let msg = builder.build(
                         meta,

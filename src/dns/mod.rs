@@ -1,6 +1,8 @@
 //! DNS: binding the listeners and answering queries.
 //!
-//! - [`answer`]: the answer table, a pure function of snapshot + question.
+//! - [`prepared`]: the answers of a zone version, prepared from its
+//!   effective view when it is published.
+//! - [`answer`]: the answer table, a pure function of zone version + question.
 //! - [`handler`]: the hickory-server handler (protocol rules, EDNS).
 //! - [`udp`] (with [`fast`] and [`wire`]) and [`tcp`]: the transports.
 //! - [`xfr`] and [`tsig`]: zone transfers to secondaries; [`notify`]: NOTIFY
@@ -24,11 +26,14 @@ mod capture;
 pub mod fast;
 pub mod handler;
 pub mod notify;
+pub mod prepared;
 pub mod tcp;
 pub mod tsig;
 pub mod udp;
 pub mod wire;
 pub mod xfr;
+
+pub use prepared::{Answers, Live, Store};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +43,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
-use crate::reload::Store;
 
 /// Idle time after which a TCP connection with no new query is closed
 /// (RFC 7766 §6.2.3 suggests seconds, not minutes).

@@ -21,9 +21,9 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::prepared::{Live, Store};
 use super::tsig::{self, Key};
-use crate::map::{Placement, Snapshot};
-use crate::reload::Store;
+use crate::map::Placement;
 
 /// Time between sends of an unanswered NOTIFY.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
@@ -114,7 +114,7 @@ impl Notifier {
     pub async fn run(self, cancel: CancellationToken) {
         let mut serials = self.store.subscribe_serial();
         serials.mark_unchanged();
-        let mut placement = self.store.load().placement;
+        let mut placement = self.store.load().view.map().placement;
         let mut pending = self.round(&self.store.load_full()).await;
         let mut next = Instant::now() + RETRY_INTERVAL;
         let mut buf4 = vec![0u8; 4096];
@@ -126,15 +126,16 @@ impl Notifier {
                     if changed.is_err() {
                         return;
                     }
-                    let snap = self.store.load_full();
-                    if snap.placement == Placement::Hash && placement != Placement::Hash {
+                    let live = self.store.load_full();
+                    let now = live.view.map().placement;
+                    if now == Placement::Hash && placement != Placement::Hash {
                         tracing::warn!(
                             "the map now places unlisted tenants by hashing, which secondaries \
                              cannot serve: they answer NXDOMAIN for them"
                         );
                     }
-                    placement = snap.placement;
-                    pending = self.round(&snap).await;
+                    placement = now;
+                    pending = self.round(&live).await;
                     next = Instant::now() + RETRY_INTERVAL;
                 }
                 r = recv(self.v4.as_ref(), &mut buf4) => {
@@ -169,21 +170,18 @@ impl Notifier {
         }
     }
 
-    /// Sends a fresh NOTIFY for `snap` to every target.
-    async fn round(&self, snap: &Snapshot) -> Vec<Pending> {
-        tracing::info!(
-            serial = snap.serial,
-            secondaries = self.targets.len(),
-            "sending NOTIFY"
-        );
+    /// Sends a fresh NOTIFY for the zone version `live` to every target.
+    async fn round(&self, live: &Live) -> Vec<Pending> {
+        let serial = live.view.serial();
+        tracing::info!(serial, secondaries = self.targets.len(), "sending NOTIFY");
         let mut pending = Vec::with_capacity(self.targets.len());
         for &target in &self.targets {
-            match self.message(snap) {
+            match self.message(live) {
                 Ok((id, wire, verifier)) => {
                     let mut p = Pending {
                         target,
                         id,
-                        serial: snap.serial,
+                        serial,
                         wire,
                         verifier,
                         sent: 0,
@@ -197,18 +195,21 @@ impl Notifier {
         pending
     }
 
-    /// NOTIFY for `snap`'s SOA: a random ID, opcode NOTIFY, AA, question
-    /// `<origin> IN SOA`, the SOA as answer (RFC 1996 §3.7), signed when a
-    /// key is set.
+    /// NOTIFY for the SOA of `live`: a random ID, opcode NOTIFY, AA,
+    /// question `<origin> IN SOA`, the SOA as answer (RFC 1996 §3.7), signed
+    /// when a key is set.
     fn message(
         &self,
-        snap: &Snapshot,
+        live: &Live,
     ) -> Result<(u16, Vec<u8>, Option<TSigVerifier>), hickory_proto::ProtoError> {
         let id = rand::random::<u16>();
         let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
         m.metadata.authoritative = true;
-        m.add_query(Query::query(snap.zone.origin.clone(), RecordType::SOA));
-        m.add_answer(snap.zone.soa.clone());
+        m.add_query(Query::query(
+            live.view.map().zone.origin.clone(),
+            RecordType::SOA,
+        ));
+        m.add_answer(live.answers.soa.clone());
         let verifier = match &self.key {
             Some(key) => m.finalize(key.signer(), tsig::now())?,
             None => None,
@@ -294,6 +295,7 @@ fn response(pending: &mut Vec<Pending>, bytes: &[u8], from: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::prepared::store_of;
     use crate::map::load_example;
 
     /// A fake secondary: answers each NOTIFY it gets (from the second one
@@ -325,7 +327,8 @@ mod tests {
 
     #[tokio::test]
     async fn notifies_at_start_and_on_change_and_retries_until_answered() {
-        let store = Arc::new(Store::new(load_example(100).expect("example")));
+        let store = Arc::new(store_of(load_example().expect("example")));
+        let first = store.load().view.serial();
         let (target, mut seen) = secondary(true).await;
         let n = Notifier::bind(
             &[target],
@@ -352,10 +355,13 @@ mod tests {
             let hickory_proto::rr::RData::SOA(soa) = &m.answers[0].data else {
                 panic!("SOA answer: {:?}", m.answers);
             };
-            assert_eq!(soa.serial, 100);
+            assert_eq!(soa.serial, first);
         }
         // A new serial is notified at once.
-        store.publish(load_example(101).expect("example"));
+        let next = store
+            .publish_map(Arc::new(load_example().expect("example")))
+            .serial();
+        assert!(next > first);
         let m = tokio::time::timeout(wait, seen.recv())
             .await
             .expect("NOTIFY")
@@ -363,7 +369,7 @@ mod tests {
         let hickory_proto::rr::RData::SOA(soa) = &m.answers[0].data else {
             panic!("SOA answer");
         };
-        assert_eq!(soa.serial, 101);
+        assert_eq!(soa.serial, next);
         cancel.cancel();
         task.await.expect("notifier task");
     }

@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use super::TCP_IDLE_TIMEOUT;
 use super::capture::{self, Capture};
 use super::handler::Handler;
+use super::prepared::Store;
 use super::xfr::{self, Transfers};
-use crate::reload::Store;
 
 /// Open TCP connections per listener; more wait in the kernel's backlog
 /// until one closes (RFC 7766 §6.2.2: servers must bound their resources).
@@ -49,7 +49,7 @@ pub struct Context {
     pub handler: Handler,
     /// Serves zone transfers.
     pub transfers: Arc<Transfers>,
-    /// The snapshot transfers read.
+    /// The zone versions transfers read.
     pub store: Arc<Store>,
 }
 

@@ -26,9 +26,8 @@ use super::answer::Outcome;
 use super::capture::{self, Capture};
 use super::fast::{self, Fast, RESPONSE_BUF};
 use super::handler::Handler;
-use crate::map::Snapshot;
+use super::prepared::{Live, Store};
 use crate::metrics::Transport;
-use crate::reload::Store;
 
 /// Datagrams read per `recvmmsg` call.
 const BATCH: usize = 64;
@@ -164,7 +163,7 @@ impl Worker {
                 // Timeout (EAGAIN) or EINTR: look at the stop flag again.
                 continue;
             }
-            let snap = self.store.load();
+            let live = self.store.load();
             let mut out = 0;
             for i in 0..n as usize {
                 let len = msgs_in[i].msg_len as usize;
@@ -179,9 +178,9 @@ impl Worker {
                 let answer = if truncated {
                     general_formerr(query, &mut self.send[out])
                 } else {
-                    match fast::respond(&snap, query, &mut self.send[out]) {
+                    match fast::respond(&live, query, &mut self.send[out]) {
                         Fast::Answered(n, outcome, qtype) => {
-                            count_fast(&snap, outcome, qtype, self.send[out][3]);
+                            count_fast(&live, outcome, qtype, self.send[out][3]);
                             Some(n)
                         }
                         Fast::Drop => None,
@@ -203,7 +202,7 @@ impl Worker {
                 h.msg_flags = 0;
                 out += 1;
             }
-            drop(snap);
+            drop(live);
             let mut sent = 0;
             while sent < out {
                 // SAFETY: entries [sent, out) point at live buffers.
@@ -223,10 +222,10 @@ impl Worker {
 
 /// Counts a fast-path answer (the general path counts in the handler).
 #[inline]
-fn count_fast(snap: &Snapshot, outcome: Outcome, qtype: u16, flags: u8) {
+fn count_fast(live: &Live, outcome: Outcome, qtype: u16, flags: u8) {
     crate::metrics::dns().query(Transport::Udp, qtype, u16::from(flags & 0x0F));
     if let Outcome::Tenant(cell) | Outcome::TenantNodata(cell) = outcome {
-        snap.count_answer(cell);
+        live.answers.count_answer(cell);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Wire-format answers prepared once per snapshot, for the fast UDP path.
+//! Wire-format answers prepared once per zone version, for the fast UDP path.
 //!
 //! A tenant answer differs between queries only in the header ID and flags,
 //! the question (copied verbatim, so its case is kept) and the compression
@@ -14,7 +14,9 @@ use std::str::FromStr;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::map::{CellId, Snapshot, TenantIndex};
+use super::prepared::Answers;
+use crate::live::View;
+use crate::map::{CellId, TenantIndex};
 
 /// Response sections that follow the question, with the compression
 /// pointers whose targets move with the length of the query's first label.
@@ -51,7 +53,7 @@ pub struct CellWire {
     pub cname: bool,
 }
 
-/// Everything the fast path needs from a snapshot.
+/// Everything the fast path needs from a zone version.
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
     /// The origin in wire format, as the map writes it: negative answers
@@ -174,14 +176,16 @@ fn skip_name(b: &[u8], mut i: usize, pointers: &mut Vec<usize>) -> Option<usize>
 }
 
 impl Prepared {
-    /// Prepares the fast path's answers for `snap`. Anything that cannot be
-    /// prepared is left to the general path (an empty `Prepared` answers
-    /// nothing fast, which is always correct).
-    pub fn build(snap: &Snapshot) -> Self {
-        Self::try_build(snap).unwrap_or_default()
+    /// Prepares the fast path's answers for `view`, whose records are
+    /// `answers`. Anything that cannot be prepared is left to the general
+    /// path (an empty `Prepared` answers nothing fast, which is always
+    /// correct).
+    pub fn build(view: &View, answers: &Answers) -> Self {
+        Self::try_build(view, answers).unwrap_or_default()
     }
 
-    fn try_build(snap: &Snapshot) -> Option<Self> {
+    fn try_build(view: &View, answers: &Answers) -> Option<Self> {
+        let snap = view.map();
         let origin = &snap.zone.origin;
         let mut origin_lower = Vec::with_capacity(origin.len() + 1);
         for label in origin.iter() {
@@ -215,9 +219,8 @@ impl Prepared {
         );
 
         let ttl = snap.zone.ttl;
-        let mut cells = Vec::with_capacity(snap.cells.len());
-        for cell in &snap.cells {
-            let r = &cell.records;
+        let mut cells = Vec::with_capacity(answers.cells.len());
+        for r in &answers.cells {
             let prepared = |rd: &[RData]| -> Option<Body> {
                 if rd.is_empty() {
                     return Some(Body::default());
@@ -236,11 +239,7 @@ impl Prepared {
                 cname: r.cname.is_some(),
             });
         }
-        let negative = body(
-            origin,
-            |_: &Name| vec![snap.zone.negative_soa.clone()],
-            true,
-        )?;
+        let negative = body(origin, |_: &Name| vec![answers.negative_soa.clone()], true)?;
         let mut origin_exact = Vec::with_capacity(origin.len() + 1);
         for label in origin.iter() {
             origin_exact.push(label.len() as u8);

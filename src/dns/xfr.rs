@@ -4,7 +4,7 @@
 //!
 //! # What is transferred
 //!
-//! The zone exactly as cellns answers it from one snapshot: SOA, apex NS,
+//! The zone exactly as cellns answers it from one zone version: SOA, apex NS,
 //! glue, the A/AAAA of in-zone cell hostnames, every listed tenant with the
 //! records of the cell that serves it now (its failover cell when its own
 //! is down; a CNAME for a cell known only by an out-of-zone hostname), and
@@ -22,7 +22,7 @@
 //! transfer would be queued whole in memory, and its idle timer, reset only
 //! by incoming messages, would cut transfers that take longer to write; see
 //! [`super::tcp`].) At most [`MAX_CONCURRENT`] transfers run at once; each
-//! pins the snapshot it started from, so it is a consistent version.
+//! pins the zone version it started from, so it is a consistent one.
 //!
 //! IXFR is answered with the whole zone in AXFR form (RFC 1995 §4), or with
 //! the current SOA alone when the client already has it. Over UDP, IXFR gets
@@ -54,10 +54,10 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
 
+use super::prepared::{Live, Store};
 use super::tsig::{self, Key, KeyFileError, ResponseSigner};
 use crate::config::ServeArgs;
 use crate::map::{Placement, Snapshot};
-use crate::reload::Store;
 
 /// Size at which a transfer message is closed and the next begun. Any
 /// split is valid (RFC 5936 §2.2); 16 KiB amortises headers and TSIG
@@ -67,7 +67,7 @@ const MESSAGE_TARGET: usize = 16 * 1024;
 /// wire limit (only a cell with thousands of addresses gets near it).
 const MESSAGE_HARD: usize = 60 * 1024;
 /// Transfers streamed at the same time. Streaming keeps each one's memory
-/// at one message, but each pins the snapshot it started from and costs a
+/// at one message, but each pins the zone version it started from and costs a
 /// core while it encodes.
 pub const MAX_CONCURRENT: usize = 4;
 /// How long a transfer waits for a free slot before SERVFAIL; less than
@@ -290,13 +290,14 @@ impl Transfers {
         edns: Option<&Edns>,
         response_handle: &mut R,
     ) -> Result<ResponseInfo, NetError> {
-        let snap = store.load_full();
+        let live = store.load_full();
+        let snap = live.view.map();
         let is_axfr = request
             .queries
             .queries()
             .first()
             .is_some_and(|q| q.query_type() == RecordType::AXFR);
-        let (rcode, answer, signer) = match self.decide(&snap, request) {
+        let (rcode, answer, signer) = match self.decide(snap, request) {
             Decision::Deny {
                 rcode: rcode @ ResponseCode::NotAuth,
                 signer,
@@ -316,7 +317,7 @@ impl Transfers {
         // RFC 5936 §2.2.1: AA on NOERROR.
         meta.authoritative = rcode == ResponseCode::NoError;
         let answers: &[Record] = if answer {
-            std::slice::from_ref(&snap.zone.soa)
+            std::slice::from_ref(&live.answers.soa)
         } else {
             &[]
         };
@@ -362,16 +363,18 @@ impl Transfers {
         request: &Request,
         out: &mut W,
     ) -> io::Result<()> {
-        // One snapshot for the whole transfer: a consistent version.
-        let snap = store.load_full();
+        // One zone version for the whole transfer: a consistent one.
+        let live = store.load_full();
+        let snap = live.view.map();
+        let serial = live.view.serial();
         let src = request.src();
         let qtype = request
             .queries
             .queries()
             .first()
             .map_or(RecordType::AXFR, |q| q.query_type());
-        let decision = self.decide(&snap, request);
-        let mut w = Writer::new(request, &snap);
+        let decision = self.decide(snap, request);
+        let mut w = Writer::new(request, snap);
         let signer = match decision {
             Decision::Deny { rcode, signer, why } => {
                 tracing::info!(%src, %qtype, %rcode, why, "zone transfer refused");
@@ -384,12 +387,12 @@ impl Transfers {
         w.signer = signer;
         if qtype == RecordType::IXFR
             && let Some(theirs) = client_serial(request, &snap.zone.origin_lower)
-            && serial_at_least(theirs, snap.serial)
+            && serial_at_least(theirs, serial)
         {
             // RFC 1995 §2: up to date, the answer is our SOA alone.
-            tracing::debug!(%src, serial = snap.serial, "IXFR: the client is up to date");
+            tracing::debug!(%src, serial, "IXFR: the client is up to date");
             w.begin(ResponseCode::NoError);
-            w.record(&snap.zone.soa);
+            w.record(&live.answers.soa);
             return w.flush(out).await;
         }
         let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
@@ -405,13 +408,13 @@ impl Transfers {
             }
         };
         let started = Instant::now();
-        let result = w.transfer(&snap, out).await;
+        let result = w.transfer(&live, out).await;
         let ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(()) => tracing::info!(
                 %src,
                 %qtype,
-                serial = snap.serial,
+                serial,
                 records = w.records,
                 messages = w.messages,
                 bytes = w.bytes,
@@ -422,7 +425,7 @@ impl Transfers {
             Err(e) => tracing::warn!(
                 %src,
                 %qtype,
-                serial = snap.serial,
+                serial,
                 records = w.records,
                 ms,
                 error = %e,
@@ -604,20 +607,22 @@ impl<'a> Writer<'a> {
     /// The whole zone: the module docs list what, in this order.
     async fn transfer<W: AsyncWrite + Unpin>(
         &mut self,
-        snap: &Snapshot,
+        live: &Live,
         out: &mut W,
     ) -> io::Result<()> {
+        let (view, answers) = (&live.view, &live.answers);
+        let snap = view.map();
         let zone = &snap.zone;
         self.begin(ResponseCode::NoError);
-        self.record(&zone.soa);
-        for r in zone.ns.iter().chain(&zone.glue_records) {
+        self.record(&answers.soa);
+        for r in answers.ns.iter().chain(&answers.glue) {
             self.room(out, MESSAGE_TARGET).await?;
             self.record(r);
         }
         // (Plain loops: a closure-built iterator held across an await trips
         // rustc's Send check for the spawned connection task.)
-        for cell in &snap.cells {
-            for r in cell.records.host_a.iter().chain(&cell.records.host_aaaa) {
+        for cell in &answers.cells {
+            for r in cell.host_a.iter().chain(&cell.host_aaaa) {
                 self.room(out, MESSAGE_TARGET).await?;
                 self.record(r);
             }
@@ -626,7 +631,7 @@ impl<'a> Writer<'a> {
             self.room(out, MESSAGE_TARGET).await?;
             // As `route::lookup` answers a listed tenant: its cell's
             // serving cell (the failover when its own is down).
-            let records = &snap.cell(snap.cell(assigned).serving).records;
+            let records = answers.cell(view.serving(assigned));
             let (first, then): (&[RData], &[RData]) = match &records.cname {
                 Some(cname) => (std::slice::from_ref(cname), &[]),
                 None => (&records.a, &records.aaaa),
@@ -640,7 +645,7 @@ impl<'a> Writer<'a> {
             }
         }
         self.room(out, MESSAGE_TARGET).await?;
-        self.record(&zone.soa);
+        self.record(&answers.soa);
         self.flush(out).await
     }
 
@@ -692,7 +697,7 @@ impl<'a> Writer<'a> {
                 }
             }
             other => {
-                // Snapshots hold only the types above; anything else is
+                // Zone versions hold only the types above; anything else is
                 // written by hickory without name compression (RFC 3597).
                 let mut tmp = Vec::new();
                 let mut enc = BinEncoder::new(&mut tmp);
@@ -750,6 +755,7 @@ impl<'a> Writer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::prepared::store_of;
     use crate::map::{Format, Source, load_example, load_str};
     use hickory_proto::op::{Message, MessageType, OpCode, Query};
     use std::net::SocketAddr;
@@ -861,8 +867,7 @@ mod tests {
 
     #[test]
     fn transfer_carries_the_zone_as_cellns_answers_it() {
-        let snap = load_example(7).expect("example");
-        let store = Store::new(snap);
+        let store = store_of(load_example().expect("example"));
         let msgs = run(
             &allow_loopback(),
             &store,
@@ -871,7 +876,8 @@ mod tests {
                 "127.0.0.1:4000",
             ),
         );
-        let snap = store.load();
+        let live = store.load();
+        let snap = live.view.map();
         let rrs = texts(&msgs);
         let soa = rrs[0].clone();
         assert!(
@@ -906,7 +912,7 @@ mod tests {
             for t in [RecordType::A, RecordType::AAAA] {
                 let q = Name::from_ascii(&name).expect("name");
                 let a =
-                    super::super::answer::answer(&snap, &q, &LowerName::new(&q), t, DNSClass::IN);
+                    super::super::answer::answer(&live, &q, &LowerName::new(&q), t, DNSClass::IN);
                 want.extend(a.answers.iter().map(|r| {
                     format!(
                         "{} {} {} {}",
@@ -944,7 +950,7 @@ mod tests {
             format: Format::Json,
             name: "gen.json",
         };
-        Store::new(load_str(source, 9).expect("generated map"))
+        store_of(load_str(source).expect("generated map"))
     }
 
     #[test]
@@ -982,7 +988,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let store = Store::new(load_example(7).expect("example"));
+        let store = store_of(load_example().expect("example"));
         let t = allow_loopback();
         let cases = [
             (
@@ -1080,19 +1086,17 @@ mod tests {
 
     #[test]
     fn ixfr_from_a_current_client_is_the_soa_alone() {
-        let store = Store::new(load_example(7).expect("example"));
+        let store = store_of(load_example().expect("example"));
         let mut m = axfr(RecordType::IXFR, "cells.example.com.");
-        let mut soa = store.load().zone.soa.clone();
-        if let RData::SOA(s) = &mut soa.data {
-            s.serial = 7;
-        }
+        let mut soa = store.load().answers.soa.clone();
+        let serial = store.load().view.serial();
         m.add_authority(soa.clone());
         let msgs = run(&allow_loopback(), &store, &request(&m, "127.0.0.1:53"));
         assert_eq!(msgs.len(), 1);
         assert_eq!(texts(&msgs).len(), 1);
         // An older client gets the whole zone.
         if let RData::SOA(s) = &mut soa.data {
-            s.serial = 6;
+            s.serial = serial - 1;
         }
         let mut m = axfr(RecordType::IXFR, "cells.example.com.");
         m.add_authority(soa);

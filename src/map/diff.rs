@@ -584,7 +584,7 @@ const HUMAN_LIST_LIMIT: usize = 50;
 /// 2 when either map cannot be read or is invalid (errors on stderr, as
 /// `cellns check` prints them).
 pub fn run_cli(old_path: &Path, new_path: &Path, as_json: bool) -> ExitCode {
-    let load = |p: &Path| super::load_file(p, 0);
+    let load = |p: &Path| super::load_file(p);
     let (old, new) = match (load(old_path), load(new_path)) {
         (Ok(o), Ok(n)) => (o, n),
         (o, n) => {
@@ -626,14 +626,11 @@ mod tests {
         for i in 0..n {
             let _ = writeln!(t, "t{i} = \"{}\"", if i < on_b { "b" } else { "a" });
         }
-        load_str(
-            Source {
-                text: &t,
-                format: Format::Toml,
-                name: "test.toml",
-            },
-            1,
-        )
+        load_str(Source {
+            text: &t,
+            format: Format::Toml,
+            name: "test.toml",
+        })
         .unwrap_or_else(|e| panic!("{e}\n{t}"))
     }
 
@@ -736,14 +733,11 @@ mod tests {
             for i in 0..100 {
                 let _ = writeln!(t, "t{i} = \"{}\"", if i < on_b { "b" } else { "a" });
             }
-            load_str(
-                Source {
-                    text: &t,
-                    format: Format::Toml,
-                    name: "down.toml",
-                },
-                1,
-            )
+            load_str(Source {
+                text: &t,
+                format: Format::Toml,
+                name: "down.toml",
+            })
             .unwrap_or_else(|e| panic!("{e}"))
         };
         let up = text("active", 50);
@@ -803,14 +797,11 @@ mod tests {
         for i in (1..100).rev() {
             let _ = writeln!(text, "t{i} = \"{}\"", if i < 30 { "b" } else { "a" });
         }
-        let reversed = load_str(
-            Source {
-                text: &text,
-                format: Format::Toml,
-                name: "rev.toml",
-            },
-            1,
-        )
+        let reversed = load_str(Source {
+            text: &text,
+            format: Format::Toml,
+            name: "rev.toml",
+        })
         .unwrap_or_else(|e| panic!("{e}"));
         let d = diff(&old, &reversed);
         assert_eq!(d.moved.len(), 29);

@@ -196,14 +196,11 @@ mod tests {
     use crate::map::{Source, load_str};
 
     fn load(text: &str, format: Format) -> crate::map::Snapshot {
-        load_str(
-            Source {
-                text,
-                format,
-                name: "generated",
-            },
-            1,
-        )
+        load_str(Source {
+            text,
+            format,
+            name: "generated",
+        })
         .unwrap_or_else(|e| panic!("generated map is invalid: {e}\n{text}"))
     }
 

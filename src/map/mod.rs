@@ -7,10 +7,13 @@
 //! ```
 //!
 //! Every error of a file is collected and reported with its file, line and
-//! field; nothing here touches the live snapshot (that is `reload`'s job).
+//! field. This layer is pure data: it knows no DNS wire format, no metrics
+//! and nothing that is served; `crate::live` turns a snapshot into what
+//! queries read.
 
 pub mod compile;
 pub mod diff;
+pub mod failover;
 pub mod generate;
 pub(crate) mod index;
 mod locate;
@@ -173,7 +176,7 @@ fn parse_toml_fully(src: Source<'_>) -> Result<MapFile, MapError> {
 }
 
 /// Parses, validates and compiles a map's text into a snapshot.
-pub fn load_str(src: Source<'_>, serial: u32) -> Result<Snapshot, MapError> {
+pub fn load_str(src: Source<'_>) -> Result<Snapshot, MapError> {
     let file = parse(src)?;
     let version = file
         .version
@@ -193,37 +196,31 @@ pub fn load_str(src: Source<'_>, serial: u32) -> Result<Snapshot, MapError> {
             });
         }
     };
-    Ok(compile(checked, version, src.name.to_owned(), serial))
+    Ok(compile(checked, version, src.name.to_owned()))
 }
 
 /// Reads, parses, validates and compiles the map at `path`.
-pub fn load_file(path: &Path, serial: u32) -> Result<Snapshot, MapError> {
+pub fn load_file(path: &Path) -> Result<Snapshot, MapError> {
     let name = path.display().to_string();
     let format = Format::from_path(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| MapError::Io {
         file: name.clone(),
         source,
     })?;
-    load_str(
-        Source {
-            text: &text,
-            format,
-            name: &name,
-        },
-        serial,
-    )
+    load_str(Source {
+        text: &text,
+        format,
+        name: &name,
+    })
 }
 
 /// Compiles the embedded example map.
-pub fn load_example(serial: u32) -> Result<Snapshot, MapError> {
-    load_str(
-        Source {
-            text: EXAMPLE_MAP,
-            format: Format::Toml,
-            name: EXAMPLE_MAP_NAME,
-        },
-        serial,
-    )
+pub fn load_example() -> Result<Snapshot, MapError> {
+    load_str(Source {
+        text: EXAMPLE_MAP,
+        format: Format::Toml,
+        name: EXAMPLE_MAP_NAME,
+    })
 }
 
 /// The version of a map that names none: a prefix of its content hash.

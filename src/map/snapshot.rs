@@ -1,13 +1,18 @@
-//! The compiled, validated, immutable form of a map that queries read.
+//! The compiled, validated, immutable form of a map: pure data.
 //!
 //! A `Snapshot` is built once per map version (by [`super::compile`]) and
-//! then only read, through an `Arc`, by the DNS and token paths.
+//! then only read, through an `Arc`. It holds what the map file says (cells,
+//! tenants, zone parameters), indexed for lookups, and nothing derived for a
+//! protocol: no DNS records or wire bytes, no metric handles, no serial.
+//! `crate::live` combines it with what changes between map versions (operator
+//! overrides, health, scheduled moves) into the effective view that DNS and
+//! tokens read; `check`, `diff` and `explain` use it alone.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
-use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_proto::rr::{LowerName, Name};
 
 use super::index::TenantIndex;
 
@@ -65,7 +70,7 @@ impl Placement {
     }
 }
 
-/// One cell, with the records its answers are made of.
+/// One cell, as the map describes it.
 #[derive(Debug, Clone)]
 pub struct Cell {
     /// The cell id (the map's table key).
@@ -86,8 +91,9 @@ pub struct Cell {
     pub weight: u32,
     /// The configured failover cell.
     pub failover: Option<CellId>,
-    /// The cell that actually serves this cell's tenants: itself unless it is
-    /// down, else the end of its failover chain.
+    /// The cell that serves this cell's tenants by the map's statuses alone:
+    /// itself unless it is down, else the end of its failover chain. (The
+    /// effective view may differ: overrides and health change statuses.)
     pub serving: CellId,
     /// The down cells passed through to reach `serving`, starting with this
     /// one (empty unless this cell is down).
@@ -95,28 +101,18 @@ pub struct Cell {
     /// Tenants listed in the map for this cell.
     pub listed_tenants: usize,
     /// Per-cell seed of the rendezvous hash.
-    pub(crate) hash_seed: u64,
-    /// Records answered for this cell.
-    pub records: CellRecords,
+    pub hash_seed: u64,
 }
 
-/// Prepared answer data for a cell. Tenant answers need the query's owner
-/// name, so for them only the RDATA is prepared.
-#[derive(Debug, Clone, Default)]
-pub struct CellRecords {
-    /// A RDATA of the cell's endpoints.
-    pub a: Vec<RData>,
-    /// AAAA RDATA of the cell's endpoints.
-    pub aaaa: Vec<RData>,
-    /// CNAME RDATA when the cell is given only by an out-of-zone hostname.
-    pub cname: Option<RData>,
-    /// A records owned by the cell's hostname (in-zone hostnames only).
-    pub host_a: Vec<Record>,
-    /// AAAA records owned by the cell's hostname (in-zone hostnames only).
-    pub host_aaaa: Vec<Record>,
+impl Cell {
+    /// Whether tenants reach this cell only by name: no addresses of its
+    /// own and a hostname outside the zone (DNS answers with a CNAME).
+    pub fn by_name_only(&self) -> bool {
+        !self.hostname_in_zone && self.ipv4.is_empty() && self.ipv6.is_empty()
+    }
 }
 
-/// The zone cellns is authoritative for, with its apex records.
+/// The zone cellns is authoritative for, as the map configures it.
 #[derive(Debug, Clone)]
 pub struct Zone {
     /// Zone apex, as written.
@@ -141,15 +137,6 @@ pub struct Zone {
     pub hostmaster: Name,
     /// Glue addresses of in-zone nameservers.
     pub glue: Vec<(Name, Vec<IpAddr>)>,
-    /// The SOA record (TTL `apex_ttl`), for SOA queries and transfers.
-    pub soa: Record,
-    /// The SOA record with TTL `min(apex_ttl, negative_ttl)`, for the
-    /// authority section of negative answers (RFC 2308 §3).
-    pub negative_soa: Record,
-    /// The apex NS records.
-    pub ns: Vec<Record>,
-    /// A/AAAA records of in-zone nameservers.
-    pub glue_records: Vec<Record>,
 }
 
 /// What an in-zone name other than a tenant is.
@@ -179,8 +166,6 @@ pub struct Safety {
 pub struct Snapshot {
     /// The map's version (`version` field, or a content hash).
     pub version: String,
-    /// SOA serial of this snapshot.
-    pub serial: u32,
     /// Where the map came from (path or `embedded:...`).
     pub source: String,
     /// When it was compiled.
@@ -193,16 +178,10 @@ pub struct Snapshot {
     pub tenants: TenantIndex,
     /// Placement of unlisted tenants.
     pub placement: Placement,
-    /// Cells unlisted tenants are hashed over (active, weight > 0).
-    pub(crate) hash_pool: Vec<CellId>,
     /// Reload gates.
     pub safety: Safety,
     /// In-zone names other than the apex and tenants (lowercased).
     pub static_names: HashMap<LowerName, StaticName>,
-    /// Wire-format answers for the fast UDP path.
-    pub wire: crate::dns::wire::Prepared,
-    /// Per-cell answer counters (metrics), indexed by `CellId`.
-    pub cell_answers: Vec<metrics::Counter>,
 }
 
 impl Snapshot {
@@ -219,17 +198,9 @@ impl Snapshot {
             .map(|i| CellId(i as u16))
     }
 
-    /// Cells unlisted tenants are hashed over.
-    pub fn hash_pool(&self) -> &[CellId] {
-        &self.hash_pool
-    }
-
-    /// Counts one answer for a tenant served by `cell`.
-    #[inline]
-    pub fn count_answer(&self, cell: CellId) {
-        if let Some(c) = self.cell_answers.get(usize::from(cell.0)) {
-            c.increment(1);
-        }
+    /// The ids of all cells, in map order.
+    pub fn cell_ids(&self) -> impl ExactSizeIterator<Item = CellId> + '_ {
+        (0..self.cells.len()).map(|i| CellId(i as u16))
     }
 
     /// Number of cells with `status`.

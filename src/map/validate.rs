@@ -10,6 +10,7 @@ use std::str::FromStr;
 use hickory_proto::rr::Name;
 
 use super::Source;
+use super::failover::{self, Chain};
 use super::index::TenantIndex;
 use super::locate::Locator;
 use super::schema::MapFile;
@@ -581,56 +582,41 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
 /// cell's chain is checked from its failover target on, so that a broken
 /// chain is caught before the cell goes down.
 fn resolve_failover(cells: &mut [CheckedCell]) -> Vec<(CellId, String)> {
-    let is_down = |cells: &[CheckedCell], i: CellId| cells[i.0 as usize].status == Status::Down;
     let mut errors = Vec::new();
     for i in 0..cells.len() {
-        let start = CellId(i as u16);
-        let Some(mut cur) = (if is_down(cells, start) {
-            Some(start)
-        } else {
-            cells[i].failover
-        }) else {
-            continue;
+        let cell = CellId(i as u16);
+        let is_down = |c: CellId| cells[usize::from(c.0)].status == Status::Down;
+        let start = match (is_down(cell), cells[i].failover) {
+            (true, _) => cell,
+            (false, Some(next)) => next,
+            (false, None) => continue,
         };
-        // Down cells passed through, in order.
-        let mut path: Vec<CellId> = Vec::new();
-        let serving = loop {
-            if !is_down(cells, cur) {
-                break Some(cur);
-            }
-            if path.contains(&cur) {
-                path.push(cur);
-                let names: Vec<&str> = path
-                    .iter()
-                    .map(|c| cells[c.0 as usize].id.as_str())
-                    .collect();
-                errors.push((
-                    start,
-                    format!(
-                        "failover chain loops through down cells: {}",
-                        names.join(" → ")
-                    ),
-                ));
-                break None;
-            }
-            path.push(cur);
-            match cells[cur.0 as usize].failover {
-                Some(next) => cur = next,
-                None => {
-                    errors.push((
-                        start,
-                        format!(
-                            "failover chain ends in down cell `{}`, which has no failover",
-                            cells[cur.0 as usize].id
-                        ),
-                    ));
-                    break None;
+        let names = |path: &[CellId]| {
+            path.iter()
+                .map(|c| cells[usize::from(c.0)].id.as_str())
+                .collect::<Vec<_>>()
+        };
+        match failover::follow(start, |c| cells[usize::from(c.0)].failover, is_down) {
+            Chain::Serves { serving, path } => {
+                if is_down(cell) {
+                    cells[i].serving = serving;
+                    cells[i].failover_path = path;
                 }
             }
-        };
-        if let (Some(serving), true) = (serving, is_down(cells, start)) {
-            cells[i].serving = serving;
-            cells[i].failover_path = path;
+            Chain::Loops { path } => errors.push((
+                cell,
+                format!(
+                    "failover chain loops through down cells: {}",
+                    names(&path).join(" → ")
+                ),
+            )),
+            Chain::DeadEnd { path } => errors.push((
+                cell,
+                format!(
+                    "failover chain ends in down cell `{}`, which has no failover",
+                    names(&path).last().copied().unwrap_or_default()
+                ),
+            )),
         }
     }
     errors

@@ -1,9 +1,9 @@
-//! Minting tokens: a token request + one map snapshot + the signing key in
+//! Minting tokens: a token request + one effective view + the signing key in
 //! force → a signed JWT whose `cell` claim names the tenant's cell.
 //!
 //! The cell, its id and region, and `map_version` all come from the one
-//! snapshot the caller passes in, the same kind of snapshot the DNS answers
-//! from, so a token never mixes two map versions. The hot path does no file
+//! effective view the caller passes in, the same view the DNS answers
+//! from, so a token never mixes two versions and always agrees with DNS. The hot path does no file
 //! I/O: keys are parsed once ([`super::keys`]) and the JWS header is
 //! pre-encoded.
 
@@ -15,7 +15,7 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeyRing;
-use crate::map::Snapshot;
+use crate::live::View;
 use crate::route::{self, NoRoute};
 
 /// Longest accepted `subject`, in bytes.
@@ -100,7 +100,7 @@ pub struct Issuer {
     keys: Arc<KeyRing>,
 }
 
-/// The JWT payload, borrowed from the request and the snapshot.
+/// The JWT payload, borrowed from the request and the view.
 #[derive(Serialize)]
 struct Payload<'a> {
     iss: &'a str,
@@ -135,13 +135,8 @@ impl Issuer {
         &self.keys
     }
 
-    /// Mints a token for `req` from `snap`, valid from `now` (Unix seconds).
-    pub fn issue(
-        &self,
-        snap: &Snapshot,
-        req: &TokenRequest,
-        now: u64,
-    ) -> Result<Issued, IssueError> {
+    /// Mints a token for `req` from `view`, valid from `now` (Unix seconds).
+    pub fn issue(&self, view: &View, req: &TokenRequest, now: u64) -> Result<Issued, IssueError> {
         if req.ttl_seconds == 0 || req.ttl_seconds > self.cfg.max_ttl {
             return Err(IssueError::InvalidTtl {
                 requested: req.ttl_seconds,
@@ -154,14 +149,15 @@ impl Issuer {
         {
             return Err(IssueError::InvalidSubject);
         }
-        let route = route::explain(snap, &req.tenant).map_err(|e| match e {
+        let route = route::explain(view, &req.tenant).map_err(|e| match e {
             NoRoute::InvalidTenant(..) => IssueError::InvalidTenant(e),
             NoRoute::Unknown(..) => IssueError::UnknownTenant(e),
         })?;
         let keys = self.keys.load();
         let key = keys.signing().ok_or(IssueError::NoSigningKey)?;
 
-        let cell = snap.cell(route.serving);
+        let snap = view.map();
+        let cell = view.cell(route.serving);
         let cell_host = hostname_claim(&cell.hostname.to_ascii());
         let tenant = req.tenant.to_ascii_lowercase();
         let exp = now.saturating_add(req.ttl_seconds);
@@ -251,8 +247,8 @@ mod tests {
         }
     }
 
-    fn example() -> Snapshot {
-        crate::map::load_example(1).unwrap()
+    fn example() -> View {
+        View::of_map(std::sync::Arc::new(crate::map::load_example().unwrap()))
     }
 
     #[test]
@@ -262,7 +258,7 @@ mod tests {
             let out = issuer(alg).issue(&snap, &req("ACME", 900), 1_000).unwrap();
             assert_eq!(out.cell, "use1-a.cells.example.com");
             assert_eq!(out.endpoint, "acme.cells.example.com");
-            assert_eq!(out.map_version, snap.version);
+            assert_eq!(out.map_version, snap.map().version);
             assert_eq!(out.expires_at, "1970-01-01T00:31:40Z");
             assert_eq!(out.token.split('.').count(), 3);
         }

@@ -544,7 +544,7 @@ mod tests {
         key: Arc<SigningKey>,
         issuer: Issuer,
         keys: PublicKeySet,
-        snap: crate::map::Snapshot,
+        snap: crate::live::View,
     }
 
     fn fixture(alg: Alg) -> Fixture {
@@ -563,7 +563,7 @@ mod tests {
             key,
             issuer,
             keys,
-            snap: crate::map::load_example(1).unwrap(),
+            snap: crate::live::View::of_map(Arc::new(crate::map::load_example().unwrap())),
         }
     }
 

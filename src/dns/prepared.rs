@@ -1,0 +1,169 @@
+//! The DNS answers of one zone version, prepared once from its effective
+//! [`View`] when it is published (see `crate::live::Store`): the apex
+//! records (the SOA carries the version's serial), each cell's records as
+//! the view says (its effective endpoints), the fast path's wire bodies
+//! ([`super::wire`]) and the per-cell answer counters.
+//!
+//! Tenant answers need the query's owner name, so for them only the RDATA
+//! is prepared; the general path builds the records per query, the fast
+//! path patches prepared bytes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
+use hickory_proto::rr::{RData, Record};
+
+use super::wire;
+use crate::live::{Conditions, Serials, View};
+use crate::map::{CellId, Snapshot};
+
+/// What queries read: a zone version and its prepared answers.
+pub type Live = crate::live::Live<Answers>;
+/// The store DNS and tokens read, with DNS answers.
+pub type Store = crate::live::Store<Answers>;
+
+/// Records of one cell.
+#[derive(Debug, Clone, Default)]
+pub struct CellRecords {
+    /// A RDATA of the cell's effective endpoints.
+    pub a: Vec<RData>,
+    /// AAAA RDATA of the cell's effective endpoints.
+    pub aaaa: Vec<RData>,
+    /// CNAME RDATA when the cell is given only by an out-of-zone hostname.
+    pub cname: Option<RData>,
+    /// A records owned by the cell's hostname (in-zone hostnames only).
+    pub host_a: Vec<Record>,
+    /// AAAA records owned by the cell's hostname (in-zone hostnames only).
+    pub host_aaaa: Vec<Record>,
+}
+
+/// The prepared answers of one zone version.
+#[derive(Debug)]
+pub struct Answers {
+    /// The SOA record (TTL `apex_ttl`), for SOA queries and transfers.
+    pub soa: Record,
+    /// The SOA record with TTL `min(apex_ttl, negative_ttl)`, for the
+    /// authority section of negative answers (RFC 2308 §3).
+    pub negative_soa: Record,
+    /// The apex NS records.
+    pub ns: Vec<Record>,
+    /// A/AAAA records of in-zone nameservers.
+    pub glue: Vec<Record>,
+    /// Per cell, indexed by [`CellId`].
+    pub cells: Vec<CellRecords>,
+    /// Wire-format bodies for the fast UDP path.
+    pub wire: wire::Prepared,
+    /// Per-cell answer counters (metrics), indexed by [`CellId`].
+    counters: Vec<metrics::Counter>,
+}
+
+impl Answers {
+    /// Prepares the answers of `view`.
+    pub fn prepare(view: &View) -> Self {
+        let map = view.map();
+        let z = &map.zone;
+        let soa_rdata = |minimum: u32| {
+            RData::SOA(SOA::new(
+                z.nameservers
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| z.origin.clone()),
+                z.hostmaster.clone(),
+                view.serial(),
+                z.refresh as i32,
+                z.retry as i32,
+                z.expire as i32,
+                minimum,
+            ))
+        };
+        let soa = Record::from_rdata(z.origin.clone(), z.apex_ttl, soa_rdata(z.negative_ttl));
+        let negative_soa = Record::from_rdata(
+            z.origin.clone(),
+            z.apex_ttl.min(z.negative_ttl),
+            soa_rdata(z.negative_ttl),
+        );
+        let ns = z
+            .nameservers
+            .iter()
+            .map(|n| Record::from_rdata(z.origin.clone(), z.apex_ttl, RData::NS(NS(n.clone()))))
+            .collect();
+        let glue = z
+            .glue
+            .iter()
+            .flat_map(|(n, addrs)| {
+                addrs.iter().map(move |ip| {
+                    let rdata = match ip {
+                        IpAddr::V4(v4) => RData::A(A(*v4)),
+                        IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                    };
+                    Record::from_rdata(n.clone(), z.apex_ttl, rdata)
+                })
+            })
+            .collect();
+        let cells: Vec<CellRecords> = map
+            .cell_ids()
+            .map(|id| {
+                let cell = view.cell(id);
+                let state = view.state(id);
+                let a: Vec<RData> = state.ipv4.iter().map(|ip| RData::A(A(*ip))).collect();
+                let aaaa: Vec<RData> = state.ipv6.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect();
+                let cname = cell
+                    .by_name_only()
+                    .then(|| RData::CNAME(CNAME(cell.hostname.clone())));
+                let owned = |rd: &[RData]| -> Vec<Record> {
+                    if !cell.hostname_in_zone {
+                        return Vec::new();
+                    }
+                    rd.iter()
+                        .map(|r| Record::from_rdata(cell.hostname.clone(), z.ttl, r.clone()))
+                        .collect()
+                };
+                CellRecords {
+                    host_a: owned(&a),
+                    host_aaaa: owned(&aaaa),
+                    a,
+                    aaaa,
+                    cname,
+                }
+            })
+            .collect();
+        let counters =
+            crate::metrics::cell_answer_counters(map.cells.iter().map(|c| c.id.as_str()));
+        let mut answers = Self {
+            soa,
+            negative_soa,
+            ns,
+            glue,
+            cells,
+            wire: wire::Prepared::default(),
+            counters,
+        };
+        answers.wire = wire::Prepared::build(view, &answers);
+        answers
+    }
+
+    /// The records of cell `id`.
+    #[inline]
+    pub fn cell(&self, id: CellId) -> &CellRecords {
+        &self.cells[usize::from(id.0)]
+    }
+
+    /// Counts one answer for a tenant served by `cell`.
+    #[inline]
+    pub fn count_answer(&self, cell: CellId) {
+        if let Some(c) = self.counters.get(usize::from(cell.0)) {
+            c.increment(1);
+        }
+    }
+}
+
+/// A store serving `map` under `conditions`, with DNS answers.
+pub fn new_store(map: Arc<Snapshot>, conditions: Conditions, serials: Serials) -> Store {
+    Store::new(map, conditions, serials, Answers::prepare)
+}
+
+/// A store serving `map` alone, serials from the clock (tests, benchmarks).
+pub fn store_of(map: Snapshot) -> Store {
+    new_store(Arc::new(map), Conditions::default(), Serials::open(None))
+}
