@@ -236,7 +236,8 @@ fn bench_roundtrip(c: &mut Criterion, store: &Arc<Store>, corpus: &Corpus, n: us
     let addr = sockets[0]
         .local_addr()
         .expect("bound socket has an address");
-    let workers = udp::Workers::start(sockets, store.clone()).expect("start UDP worker");
+    let workers = udp::Workers::start(sockets, store.clone(), Handler::new(store.clone()))
+        .expect("start UDP worker");
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
     client.connect(addr).expect("connect client");
     client

@@ -37,6 +37,8 @@ pub struct Readiness {
     map_loaded: AtomicBool,
     dns_listening: AtomicBool,
     stopping: AtomicBool,
+    /// The DNS addresses, once listening.
+    dns_addresses: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
 }
 
 impl Readiness {
@@ -50,8 +52,9 @@ impl Readiness {
         self.map_loaded.store(true, Ordering::Release);
     }
 
-    /// Every DNS socket is bound.
-    pub fn set_dns_listening(&self) {
+    /// Every DNS socket is bound and served, on `addrs`.
+    pub fn set_dns_listening(&self, addrs: &[std::net::SocketAddr]) {
+        let _ = self.dns_addresses.set(addrs.to_vec());
         self.dns_listening.store(true, Ordering::Release);
     }
 
@@ -129,6 +132,8 @@ struct ReadyBody<'a> {
     ready: bool,
     map_loaded: bool,
     dns_listening: bool,
+    /// Where DNS answers (UDP and TCP), once it does.
+    dns_addresses: &'a [std::net::SocketAddr],
     stopping: bool,
     map_version: Option<&'a str>,
     serial: Option<u32>,
@@ -146,6 +151,7 @@ fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Res
         ready,
         map_loaded: readiness.map_loaded(),
         dns_listening: readiness.dns_listening(),
+        dns_addresses: readiness.dns_addresses.get().map_or(&[], Vec::as_slice),
         stopping: readiness.stopping(),
         map_version: view.as_deref().map(|v| v.map().version.as_str()),
         serial: view.as_deref().map(View::serial),
@@ -445,7 +451,7 @@ mod tests {
         assert!(!r.is_ready());
         r.set_map_loaded();
         assert!(!r.is_ready());
-        r.set_dns_listening();
+        r.set_dns_listening(&["127.0.0.1:53".parse().expect("addr")]);
         assert!(r.is_ready());
         r.set_stopping();
         assert!(!r.is_ready());

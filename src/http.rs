@@ -35,7 +35,6 @@ use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
-use crate::config::ServeArgs;
 use crate::live::Current;
 use crate::token::issue::IssueError;
 use crate::token::keys::{Alg, KeyError, KeyRing};
@@ -643,6 +642,39 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
 // ---------------------------------------------------------------------------
 // Server.
 
+/// HTTPS settings: the certificate chain and key, and the CA that client
+/// certificates must chain to (mTLS) when given.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// `--tls-cert`.
+    pub cert: PathBuf,
+    /// `--tls-key`.
+    pub key: PathBuf,
+    /// `--client-ca`.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The HTTP API's settings (built by the serve wiring from the flags).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// HTTPS, when set.
+    pub tls: Option<TlsConfig>,
+    /// Directory of PEM signing keys; none: an ephemeral development key.
+    pub signing_keys: Option<PathBuf>,
+    /// Allow the development key on a non-loopback address.
+    pub allow_dev_key: bool,
+    /// The API key file.
+    pub api_keys: Option<PathBuf>,
+    /// What issued tokens carry.
+    pub tokens: IssuerConfig,
+    /// Token requests per second per caller; 0: unlimited.
+    pub rate_limit: u32,
+    /// Token bucket size per caller.
+    pub rate_burst: u32,
+}
+
 /// The HTTP API, bound and ready to run.
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
@@ -707,21 +739,15 @@ async fn dispatch(State(gate): State<Arc<Gate>>, req: axum::extract::Request) ->
 }
 
 impl HttpServer {
-    /// Loads keys and callers from the serve flags and binds the listen
-    /// address; needs no map (attach one with [`Gate::attach`]).
-    /// Development mode (no `--signing-keys`) refuses a non-loopback address
-    /// unless `--allow-dev-key`.
-    pub async fn bind(args: &ServeArgs) -> Result<Self, HttpError> {
-        let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, args.client_ca.as_deref())?),
-            (None, None) if args.client_ca.is_none() => None,
-            _ => {
-                return Err(HttpError::Tls(
-                    "--tls-cert and --tls-key go together, and --client-ca needs both".into(),
-                ));
-            }
+    /// Loads keys and callers and binds the listen address; needs no map
+    /// (attach one with [`Gate::attach`]). Development mode (no signing key
+    /// directory) refuses a non-loopback address unless `allow_dev_key`.
+    pub async fn bind(cfg: &HttpConfig) -> Result<Self, HttpError> {
+        let tls = match &cfg.tls {
+            Some(t) => Some(tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())?),
+            None => None,
         };
-        let keys = match &args.signing_keys {
+        let keys = match &cfg.signing_keys {
             Some(dir) => {
                 let ring = KeyRing::from_dir(dir)?;
                 if let Some(k) = ring.load().signing() {
@@ -737,8 +763,8 @@ impl HttpServer {
                 ring
             }
             None => {
-                if !args.http_listen.ip().is_loopback() && !args.allow_dev_key {
-                    return Err(HttpError::DevKeyNotLoopback(args.http_listen));
+                if !cfg.listen.ip().is_loopback() && !cfg.allow_dev_key {
+                    return Err(HttpError::DevKeyNotLoopback(cfg.listen));
                 }
                 let ring = KeyRing::ephemeral(Alg::EdDSA);
                 tracing::warn!(
@@ -753,13 +779,13 @@ impl HttpServer {
                 ring
             }
         };
-        let burst = NonZeroU32::new(args.rate_burst)
+        let burst = NonZeroU32::new(cfg.rate_burst)
             .ok_or_else(|| HttpError::Config("--rate-burst must be at least 1".into()))?;
         let limit = RateLimit {
-            per_second: NonZeroU32::new(args.rate_limit),
+            per_second: NonZeroU32::new(cfg.rate_limit),
             burst,
         };
-        let callers = match &args.api_keys {
+        let callers = match &cfg.api_keys {
             Some(path) => {
                 let c = Callers::load(path, limit)?;
                 if c.is_empty() {
@@ -774,30 +800,24 @@ impl HttpServer {
                 Callers::default()
             }
         };
-        if args.token_max_ttl == 0 {
+        if cfg.tokens.max_ttl == 0 {
             return Err(HttpError::Config(
                 "--token-max-ttl must be at least 1".into(),
             ));
         }
-        let issuer = Issuer::new(
-            IssuerConfig {
-                issuer: args.issuer.clone(),
-                audience: args.audience.clone(),
-                max_ttl: args.token_max_ttl,
-            },
-            Arc::new(keys),
-        );
-        let listener = tokio::net::TcpListener::bind(args.http_listen)
+        let issuer = Issuer::new(cfg.tokens.clone(), Arc::new(keys));
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| HttpError::Bind {
-                addr: args.http_listen,
+                addr: cfg.listen,
                 source,
             })?;
         let addr = listener.local_addr().map_err(|source| HttpError::Bind {
-            addr: args.http_listen,
+            addr: cfg.listen,
             source,
         })?;
-        if let Some(ca) = &args.client_ca {
+        let client_ca = cfg.tls.as_ref().and_then(|t| t.client_ca.as_ref());
+        if let Some(ca) = client_ca {
             tracing::info!(client_ca = %ca.display(), "mTLS: token requests need a client certificate from this CA and an API key");
         }
         Ok(Self {
@@ -809,7 +829,7 @@ impl HttpServer {
                 pending: Mutex::new(Some(Pending {
                     issuer,
                     callers,
-                    require_client_cert: args.client_ca.is_some(),
+                    require_client_cert: client_ca.is_some(),
                 })),
                 router: OnceLock::new(),
                 readiness: Arc::new(Readiness::new()),

@@ -30,13 +30,11 @@
 pub mod admin;
 pub mod cli;
 pub mod client;
-pub mod config;
 pub mod dns;
 pub mod http;
 pub mod live;
 pub mod map;
 pub mod metrics;
 pub mod route;
-pub mod serve;
 pub mod telemetry;
 pub mod token;

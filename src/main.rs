@@ -6,8 +6,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     tune_allocator();
-    let cli = cellns::config::Cli::parse();
-    cellns::telemetry::init(cli.log_format);
+    let cli = cellns::cli::Cli::parse();
+    cellns::telemetry::init(cli.log_format == cellns::cli::LogFormat::Json);
     match cellns::cli::run(cli.command) {
         Ok(code) => code,
         Err(e) => {

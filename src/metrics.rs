@@ -30,6 +30,9 @@ pub const DNS_QUERIES: &str = "cellns_dns_queries_total";
 pub const DNS_ANSWERS: &str = "cellns_dns_answers_total";
 /// NXDOMAIN answers for names inside the zone (unknown tenants).
 pub const DNS_UNKNOWN_TENANT: &str = "cellns_dns_unknown_tenant_total";
+/// UDP answers the kernel refused to send (an unreachable peer, a full
+/// buffer); the client retries.
+pub const DNS_SEND_ERRORS: &str = "cellns_dns_send_errors_total";
 /// 1, labelled with the map `version` in force (one series: the versions
 /// served before are not kept).
 pub const MAP_VERSION: &str = "cellns_map_version_info";
@@ -54,10 +57,11 @@ pub const TOKEN_ERRORS: &str = "cellns_token_errors_total";
 pub const HTTP_DURATION: &str = "cellns_http_request_duration_seconds";
 
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
+    DNS_SEND_ERRORS,
     MAP_VERSION,
     MAP_SERIAL,
     MAP_LOADED,
@@ -122,6 +126,10 @@ fn describe() {
     describe_counter!(
         DNS_UNKNOWN_TENANT,
         "NXDOMAIN answers: names in the zone that are no tenant"
+    );
+    describe_counter!(
+        DNS_SEND_ERRORS,
+        "UDP answers the kernel refused to send (the client retries)"
     );
     describe_gauge!(MAP_SERIAL, "SOA serial of the zone version in force");
     describe_gauge!(
@@ -217,6 +225,7 @@ const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 pub struct DnsCounters {
     queries: Vec<Counter>,
     unknown_tenant: Counter,
+    send_errors: Counter,
 }
 
 impl DnsCounters {
@@ -234,10 +243,19 @@ impl DnsCounters {
         }
         let unknown_tenant = counter!(DNS_UNKNOWN_TENANT);
         unknown_tenant.increment(0);
+        let send_errors = counter!(DNS_SEND_ERRORS);
+        send_errors.increment(0);
         Self {
             queries,
             unknown_tenant,
+            send_errors,
         }
+    }
+
+    /// Counts one UDP answer that could not be sent.
+    #[inline]
+    pub fn send_failed(&self) {
+        self.send_errors.increment(1);
     }
 
     /// Counts one answered query. `rcode` is the full (extended) rcode.

@@ -3,20 +3,20 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
-
 /// Default log filter when `RUST_LOG` is unset.
 pub const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn";
 
-/// Installs the global subscriber (logs go to stderr). Safe to call twice.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber (logs go to stderr): human-readable
+/// lines, or one JSON object per line when `json`. Safe to call twice.
+pub fn init(json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
     };
 }

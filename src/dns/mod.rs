@@ -42,8 +42,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServeArgs;
-
 /// Idle time after which a TCP connection with no new query is closed
 /// (RFC 7766 §6.2.3 suggests seconds, not minutes).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +66,15 @@ pub enum DnsError {
     Server(String),
 }
 
+/// How the DNS server listens (built by the serve wiring from the flags).
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Addresses to answer on, UDP and TCP; port 0 picks a free port.
+    pub listen: Vec<SocketAddr>,
+    /// UDP worker threads (one `SO_REUSEPORT` socket each); 0 = one per CPU.
+    pub udp_workers: usize,
+}
+
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
 /// ([`udp`]), TCP on [`tcp`] (queries and zone transfers).
 pub struct DnsServer {
@@ -84,11 +91,11 @@ impl DnsServer {
     /// listen address. Port 0 picks a free port, the same for UDP and TCP.
     /// Zone transfers are served as `transfers` allows.
     pub async fn bind(
-        args: &ServeArgs,
+        cfg: &DnsConfig,
         store: Arc<Store>,
         transfers: Arc<xfr::Transfers>,
     ) -> Result<Self, DnsError> {
-        let workers = match args.udp_workers {
+        let workers = match cfg.udp_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
@@ -96,7 +103,7 @@ impl DnsServer {
         let mut tcp_listeners = Vec::new();
         let mut addrs = Vec::new();
         let mut udp = Vec::new();
-        for &addr in &args.dns_listen {
+        for &addr in &cfg.listen {
             let (sockets, tcp) = bind_pair(addr, workers)?;
             let bound = sockets
                 .first()
@@ -121,9 +128,13 @@ impl DnsServer {
         &self.addrs
     }
 
-    /// Serves until `cancel` fires.
-    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), DnsError> {
-        let workers = udp::Workers::start_with(
+    /// Starts serving: returns once every UDP worker is in its receive
+    /// loop and every TCP listener accepts, so queries sent from now on are
+    /// answered. The server then runs until `cancel` fires, or until a part
+    /// of it stops on its own (a socket error a worker cannot recover
+    /// from, a panic), which [`Running::wait`] reports.
+    pub fn start(mut self, cancel: CancellationToken) -> Result<Running, DnsError> {
+        let mut workers = udp::Workers::start(
             std::mem::take(&mut self.udp),
             self.store.clone(),
             self.handler.clone(),
@@ -134,20 +145,55 @@ impl DnsServer {
             transfers: self.transfers,
             store: self.store,
         });
+        // The listeners stop with the server, whichever way it stops.
+        let stop = cancel.child_token();
         let mut listeners = tokio::task::JoinSet::new();
         for l in self.tcp {
-            listeners.spawn(tcp::serve(l, ctx.clone(), cancel.clone()));
+            listeners.spawn(tcp::serve(l, ctx.clone(), stop.clone()));
         }
-        let mut result = Ok(());
-        while let Some(done) = listeners.join_next().await {
-            if let Err(e) = done {
-                result = Err(DnsError::Server(format!("TCP listener task failed: {e}")));
-            }
+        let task = tokio::spawn(async move {
+            let failure = tokio::select! {
+                _ = cancel.cancelled() => None,
+                exit = workers.failed() => Some(DnsError::Server(format!(
+                    "UDP worker {} stopped: {}",
+                    exit.worker, exit.error
+                ))),
+                done = listeners.join_next() => Some(DnsError::Server(match done {
+                    Some(Err(e)) => format!("a TCP listener failed: {e}"),
+                    _ => "a TCP listener stopped".to_owned(),
+                })),
+            };
+            stop.cancel();
+            while listeners.join_next().await.is_some() {}
+            tokio::task::spawn_blocking(move || workers.stop())
+                .await
+                .map_err(|e| DnsError::Server(format!("UDP workers panicked: {e}")))?;
+            failure.map_or(Ok(()), Err)
+        });
+        Ok(Running { task })
+    }
+}
+
+/// A DNS server that is serving (see [`DnsServer::start`]).
+#[derive(Debug)]
+pub struct Running {
+    task: tokio::task::JoinHandle<Result<(), DnsError>>,
+}
+
+impl Running {
+    /// Whether the server has stopped (then [`Running::wait`] must not be
+    /// called again if it already returned).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits until the server has stopped: `Ok` when it was asked to (the
+    /// cancellation token), the reason when it stopped on its own.
+    pub async fn wait(&mut self) -> Result<(), DnsError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(DnsError::Server(format!("the DNS task panicked: {e}"))),
         }
-        tokio::task::spawn_blocking(move || workers.stop())
-            .await
-            .map_err(|e| DnsError::Server(format!("UDP workers panicked: {e}")))?;
-        result
     }
 }
 

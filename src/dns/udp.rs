@@ -61,37 +61,123 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::UdpSoc
     Ok(sockets)
 }
 
+/// A worker that stopped without being asked to.
+#[derive(Debug)]
+pub struct Exit {
+    /// Its index.
+    pub worker: usize,
+    /// Why: the socket error it could not recover from, or its panic.
+    pub error: String,
+}
+
 /// Running UDP workers; stop them with [`Workers::stop`].
 pub struct Workers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    exits: tokio::sync::mpsc::UnboundedReceiver<Exit>,
+}
+
+/// Reports the end of a worker thread, however it ends (a panic included),
+/// unless it was asked to stop.
+struct ExitGuard {
+    worker: usize,
+    stop: Arc<AtomicBool>,
+    exits: tokio::sync::mpsc::UnboundedSender<Exit>,
+    error: Option<String>,
+}
+
+impl ExitGuard {
+    /// The worker returned `result`: report an error as its reason.
+    fn finish(mut self, result: io::Result<()>) {
+        self.error = result.err().map(|e| e.to_string());
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let error = self.error.take().unwrap_or_else(|| {
+            if std::thread::panicking() {
+                "it panicked".to_owned()
+            } else {
+                "it returned".to_owned()
+            }
+        });
+        tracing::error!(worker = self.worker, %error, "UDP worker stopped");
+        let _ = self.exits.send(Exit {
+            worker: self.worker,
+            error,
+        });
+    }
 }
 
 impl Workers {
-    /// Starts one thread per socket; zone transfers are refused.
-    pub fn start(sockets: Vec<std::net::UdpSocket>, store: Arc<Store>) -> io::Result<Self> {
-        let handler = Handler::new(store.clone());
-        Self::start_with(sockets, store, handler)
-    }
-
-    /// Starts one thread per socket; `handler` answers what the fast path
-    /// does not.
-    pub fn start_with(
+    /// Starts one thread per socket, `handler` answering what the fast path
+    /// does not; returns once every thread is in its receive loop.
+    pub fn start(
         sockets: Vec<std::net::UdpSocket>,
         store: Arc<Store>,
         handler: Handler,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let (exit_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
         let mut threads = Vec::new();
+        let n = sockets.len();
         for (i, sock) in sockets.into_iter().enumerate() {
-            let (stop, store, handler) = (stop.clone(), store.clone(), handler.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("cellns-udp-{i}"))
-                    .spawn(move || Worker::new(sock, store, handler).run(&stop))?,
-            );
+            let (store, handler) = (store.clone(), handler.clone());
+            let guard = ExitGuard {
+                worker: i,
+                stop: stop.clone(),
+                exits: exit_tx.clone(),
+                error: None,
+            };
+            let ready = ready_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("cellns-udp-{i}"))
+                .spawn(move || {
+                    let stop = guard.stop.clone();
+                    let _ = ready.send(());
+                    let result = Worker::new(sock, store, handler).run(&stop);
+                    guard.finish(result);
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    Self {
+                        stop,
+                        threads,
+                        exits,
+                    }
+                    .stop();
+                    return Err(e);
+                }
+            }
         }
-        Ok(Self { stop, threads })
+        drop(ready_tx);
+        // A thread that panicked before its loop drops its sender too: stop
+        // counting then, and let `failed` report it.
+        for _ in 0..n {
+            if ready.recv().is_err() {
+                break;
+            }
+        }
+        Ok(Self {
+            stop,
+            threads,
+            exits,
+        })
+    }
+
+    /// Resolves when a worker stops without being asked to.
+    pub async fn failed(&mut self) -> Exit {
+        match self.exits.recv().await {
+            Some(exit) => exit,
+            // Every guard is gone: all threads ended, reported or not.
+            None => std::future::pending().await,
+        }
     }
 
     /// Asks the workers to stop and waits for them (at most one poll
@@ -123,7 +209,10 @@ impl Worker {
         }
     }
 
-    fn run(mut self, stop: &AtomicBool) {
+    /// Answers datagrams until `stop` is set (then `Ok`), or until the
+    /// socket fails for good (the error).
+    fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut errors = ErrorBackoff::default();
         let fd = self.sock.as_raw_fd();
         // SAFETY: all-zero is a valid value for these plain C structs.
         let mut addrs: [libc::sockaddr_storage; BATCH] =
@@ -159,14 +248,42 @@ impl Worker {
                     std::ptr::null_mut(),
                 )
             };
-            if n <= 0 {
-                // Timeout (EAGAIN) or EINTR: look at the stop flag again.
-                continue;
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    // The poll timeout, or a signal: look at the stop flag.
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => continue,
+                    _ if is_fatal(&e) => return Err(e),
+                    // Out of memory or buffers, and the like: back off
+                    // instead of spinning, and say so (rate-limited).
+                    _ => {
+                        errors.failed("recvmmsg", &e);
+                        continue;
+                    }
+                }
             }
+            if n == 0 {
+                // Only a socket shut down for reading returns no datagram
+                // without an error.
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the UDP socket was shut down",
+                ));
+            }
+            errors.ok();
             let live = self.store.load();
             let mut out = 0;
             for i in 0..n as usize {
                 let len = msgs_in[i].msg_len as usize;
+                if len == 0 && msgs_in[i].msg_hdr.msg_namelen == 0 {
+                    // Not a datagram (a peer's empty datagram has a source
+                    // address): the socket was shut down for reading, and
+                    // every receive returns this at once from now on.
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the UDP socket was shut down",
+                    ));
+                }
                 let truncated = msgs_in[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
                 let Some(src) = sockaddr_to_std(&addrs[i]) else {
                     continue;
@@ -209,14 +326,62 @@ impl Worker {
                 let r = unsafe {
                     libc::sendmmsg(fd, msgs_out[sent..].as_mut_ptr(), (out - sent) as u32, 0)
                 };
-                if r <= 0 {
-                    // A full send buffer or an unreachable peer: drop the
-                    // rest of this batch (UDP clients retry).
-                    break;
+                if r > 0 {
+                    sent += r as usize;
+                    continue;
                 }
-                sent += r as usize;
+                let e = io::Error::last_os_error();
+                if r < 0 && e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if r < 0 && is_fatal(&e) {
+                    return Err(e);
+                }
+                // The entry at `sent` failed (an unreachable or refused
+                // peer, a full buffer): drop that answer only (its client
+                // retries) and send the rest of the batch.
+                crate::metrics::dns().send_failed();
+                tracing::trace!(error = %e, "cannot send a UDP answer");
+                sent += 1;
             }
         }
+        Ok(())
+    }
+}
+
+/// Errors that mean the socket itself is gone: no retry can help.
+fn is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT)
+    )
+}
+
+/// Pacing for a worker whose socket keeps failing with errors that may
+/// pass (ENOMEM, ENOBUFS, ...): sleeps 1 ms doubling to 100 ms between
+/// attempts, and logs at most once a second.
+#[derive(Default)]
+struct ErrorBackoff {
+    streak: u32,
+    logged: Option<std::time::Instant>,
+}
+
+impl ErrorBackoff {
+    fn failed(&mut self, what: &str, e: &io::Error) {
+        self.streak = self.streak.saturating_add(1);
+        if self
+            .logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.logged = Some(std::time::Instant::now());
+            tracing::warn!(error = %e, failures = self.streak, "UDP {what} failed; backing off");
+        }
+        let ms = 1u64 << self.streak.min(7).saturating_sub(1);
+        std::thread::sleep(Duration::from_millis(ms.min(100)));
+    }
+
+    fn ok(&mut self) {
+        self.streak = 0;
     }
 }
 

@@ -56,7 +56,6 @@ use tokio::sync::Semaphore;
 
 use super::prepared::{Live, Store};
 use super::tsig::{self, Key, KeyFileError, ResponseSigner};
-use crate::config::ServeArgs;
 use crate::map::{Placement, Snapshot};
 
 /// Size at which a transfer message is closed and the next begun. Any
@@ -171,6 +170,17 @@ pub enum ConfigError {
     Key(#[from] KeyFileError),
 }
 
+/// Zone transfer settings (built by the serve wiring from the flags).
+#[derive(Debug, Clone, Default)]
+pub struct TransferConfig {
+    /// `--axfr-allow` values: addresses or prefixes allowed to transfer.
+    pub allow: Vec<String>,
+    /// `--tsig-key`: the key file transfers must be signed with.
+    pub tsig_key: Option<std::path::PathBuf>,
+    /// `--notify`: the secondaries told of every change.
+    pub secondaries: Vec<std::net::SocketAddr>,
+}
+
 /// Who may transfer the zone, and the transfers in progress.
 #[derive(Debug)]
 pub struct Transfers {
@@ -195,10 +205,10 @@ impl Transfers {
         }
     }
 
-    /// The settings of `cellns serve`: `--axfr-allow` and `--tsig-key`.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let allow = args
-            .axfr_allow
+    /// Transfers as `cfg` says: the allowed prefixes parsed, the key read.
+    pub fn from_config(cfg: &TransferConfig) -> Result<Self, ConfigError> {
+        let allow = cfg
+            .allow
             .iter()
             .map(|v| {
                 v.parse().map_err(|reason| ConfigError::Prefix {
@@ -207,14 +217,14 @@ impl Transfers {
                 })
             })
             .collect::<Result<Vec<Prefix>, _>>()?;
-        let key = args.tsig_key.as_deref().map(Key::load).transpose()?;
+        let key = cfg.tsig_key.as_deref().map(Key::load).transpose()?;
         if key.is_some() && allow.is_empty() {
             tracing::warn!(
                 "--tsig-key is set but --axfr-allow is not: every zone transfer is refused \
                  (allow the secondaries' addresses, or 0.0.0.0/0 and ::/0 to rely on TSIG alone)"
             );
         }
-        if !args.notify.is_empty() && allow.is_empty() {
+        if !cfg.secondaries.is_empty() && allow.is_empty() {
             tracing::warn!(
                 "--notify is set but --axfr-allow is not: the secondaries are notified but every \
                  transfer they ask for is refused"
@@ -455,9 +465,8 @@ pub fn is_transfer(request: &Request) -> bool {
 
 /// Start-up warning: tenants placed by hashing cannot be transferred, so
 /// secondaries would answer them NXDOMAIN while cellns answers them.
-pub fn warn_unexpressible(args: &ServeArgs, snap: &Snapshot) {
-    if snap.placement == Placement::Hash && (!args.notify.is_empty() || !args.axfr_allow.is_empty())
-    {
+pub fn warn_unexpressible(cfg: &TransferConfig, snap: &Snapshot) {
+    if snap.placement == Placement::Hash && (!cfg.secondaries.is_empty() || !cfg.allow.is_empty()) {
         tracing::warn!(
             placement = snap.placement.as_str(),
             "secondaries are configured (--notify/--axfr-allow) but the map places unlisted \

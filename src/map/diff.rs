@@ -3,8 +3,8 @@
 //!
 //! [`diff`] is the one implementation behind both the reload path (which
 //! refuses a change the gates reject and keeps serving the old map) and
-//! `cellns diff` ([`run_cli`]), so the CLI predicts exactly what a running
-//! server will do with the same two maps.
+//! `cellns diff` (which prints it), so the CLI predicts exactly what a
+//! running server will do with the same two maps.
 //!
 //! # What counts as a move
 //!
@@ -42,11 +42,6 @@
 //! for later changes (write a new reason for the next intended mass change).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::ExitCode;
-
-use serde_json::{Value, json};
 
 use super::{CellId, Placement, Snapshot, Status};
 
@@ -368,7 +363,8 @@ fn gates<'a>(
     }
 }
 
-fn pct(f: f64) -> String {
+/// A fraction as a percentage with one decimal (`0.123` → `12.3%`).
+pub fn pct(f: f64) -> String {
     format!("{:.1}%", f * 100.0)
 }
 
@@ -402,213 +398,12 @@ impl MapDiff<'_> {
         }
         parts.join("; ")
     }
-
-    /// The human report `cellns diff` prints; at most `limit` lines per
-    /// tenant list.
-    pub fn render(&self, old: &Snapshot, new: &Snapshot, limit: usize) -> String {
-        let mut o = String::new();
-        for (label, s) in [("old", old), ("new", new)] {
-            let _ = writeln!(
-                o,
-                "{label}: {} (version {}, {} listed tenant(s), {} cell(s))",
-                s.source,
-                s.version,
-                s.tenants.len(),
-                s.cells.len()
-            );
-        }
-        let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "tenants moved:   {} ({} of listed; limit {})",
-            self.moved.len(),
-            pct(self.moved_fraction),
-            pct(self.gates.max_moved_fraction)
-        );
-        let _ = writeln!(o, "tenants added:   {}", self.added.len());
-        let _ = writeln!(
-            o,
-            "tenants removed: {} ({} of listed; limit {})",
-            self.removed.len(),
-            pct(self.removed_fraction),
-            pct(self.gates.max_removed_fraction)
-        );
-        let more = |o: &mut String, n: usize| {
-            if n > limit {
-                let _ = writeln!(o, "  ... and {} more (--json lists all)", n - limit);
-            }
-        };
-        if !self.moved.is_empty() {
-            let _ = writeln!(o, "\nmoved (from → to):");
-            for m in self.moved.iter().take(limit) {
-                let why = match m.reason {
-                    MoveReason::Reassigned => "",
-                    MoveReason::Failover => "  (failover)",
-                };
-                let _ = writeln!(o, "  {:<24} {} → {}{why}", m.tenant, m.from, m.to);
-            }
-            more(&mut o, self.moved.len());
-        }
-        if !self.added.is_empty() {
-            let _ = writeln!(o, "\nadded:");
-            for p in self.added.iter().take(limit) {
-                let _ = writeln!(o, "  {:<24} → {}", p.tenant, p.cell);
-            }
-            more(&mut o, self.added.len());
-        }
-        if !self.removed.is_empty() {
-            let _ = writeln!(o, "\nremoved:");
-            for p in self.removed.iter().take(limit) {
-                let _ = writeln!(o, "  {:<24} (was on {})", p.tenant, p.cell);
-            }
-            more(&mut o, self.removed.len());
-        }
-        let cells_changed = !(self.cells_added.is_empty()
-            && self.cells_removed.is_empty()
-            && self.status_changes.is_empty()
-            && self.cell_changes.is_empty());
-        if cells_changed {
-            let _ = writeln!(o, "\ncells:");
-            for c in &self.cells_added {
-                let _ = writeln!(o, "  added    {c}");
-            }
-            for c in &self.cells_removed {
-                let _ = writeln!(o, "  removed  {c}");
-            }
-            for s in &self.status_changes {
-                let _ = writeln!(o, "  status   {}: {} → {}", s.cell, s.from, s.to);
-            }
-            for c in &self.cell_changes {
-                let _ = writeln!(o, "  changed  {}: {}", c.cell, c.fields.join(", "));
-            }
-        }
-        if let Some((from, to)) = self.placement_change {
-            let _ = writeln!(
-                o,
-                "\nplacement of unlisted tenants: {} → {}",
-                from.as_str(),
-                to.as_str()
-            );
-        }
-        if let Some((from, to)) = &self.origin_change {
-            let _ = writeln!(o, "\nzone origin: {from} → {to}");
-        }
-        let _ = writeln!(o);
-        match self.gates.verdict {
-            Verdict::Accepted => {
-                let _ = writeln!(o, "verdict: accepted (within the safety gates)");
-            }
-            Verdict::Overridden => {
-                let _ = writeln!(
-                    o,
-                    "verdict: accepted with override \"{}\": {}",
-                    self.gates.fresh_override.unwrap_or_default(),
-                    self.limits_exceeded()
-                );
-            }
-            Verdict::Rejected => {
-                let _ = writeln!(
-                    o,
-                    "verdict: REJECTED by the safety gates: {}",
-                    self.limits_exceeded()
-                );
-                let _ = writeln!(
-                    o,
-                    "         to make this change on purpose, set [safety] allow_mass_change = \"<reason>\" in the new map"
-                );
-            }
-        }
-        o
-    }
-
-    /// The machine-readable report (`cellns diff --json`).
-    pub fn to_json(&self, old: &Snapshot, new: &Snapshot) -> Value {
-        let side = |s: &Snapshot| {
-            json!({
-                "file": s.source,
-                "version": s.version,
-                "tenants": s.tenants.len(),
-                "cells": s.cells.len(),
-            })
-        };
-        let placed = |v: &[Placed<'_>]| -> Vec<Value> {
-            v.iter()
-                .map(|p| json!({"tenant": p.tenant, "cell": p.cell}))
-                .collect()
-        };
-        json!({
-            "old": side(old),
-            "new": side(new),
-            "counts": {
-                "moved": self.moved.len(),
-                "added": self.added.len(),
-                "removed": self.removed.len(),
-            },
-            "moved_fraction": self.moved_fraction,
-            "removed_fraction": self.removed_fraction,
-            "moved": self.moved.iter().map(|m| json!({
-                "tenant": m.tenant, "from": m.from, "to": m.to, "reason": m.reason.as_str(),
-            })).collect::<Vec<_>>(),
-            "added": placed(&self.added),
-            "removed": placed(&self.removed),
-            "cells": {
-                "added": self.cells_added,
-                "removed": self.cells_removed,
-                "status_changes": self.status_changes.iter().map(|s| json!({
-                    "cell": s.cell, "from": s.from.as_str(), "to": s.to.as_str(),
-                })).collect::<Vec<_>>(),
-                "changed": self.cell_changes.iter().map(|c| json!({
-                    "cell": c.cell, "fields": c.fields,
-                })).collect::<Vec<_>>(),
-            },
-            "placement": self.placement_change.map(|(f, t)| json!({"from": f.as_str(), "to": t.as_str()})),
-            "origin": self.origin_change.as_ref().map(|(f, t)| json!({"from": f, "to": t})),
-            "gates": {
-                "max_moved_fraction": self.gates.max_moved_fraction,
-                "max_removed_fraction": self.gates.max_removed_fraction,
-                "moved_exceeded": self.gates.moved_exceeded,
-                "removed_exceeded": self.gates.removed_exceeded,
-                "override": self.gates.fresh_override,
-                "verdict": self.gates.verdict.as_str(),
-                "rejected": self.rejected(),
-            },
-        })
-    }
-}
-
-/// Tenant lines shown per list in the human output.
-const HUMAN_LIST_LIMIT: usize = 50;
-
-/// `cellns diff OLD NEW [--json]`: prints the diff; exit 0 when the gates
-/// accept the change (with or without an override), 1 when they reject it,
-/// 2 when either map cannot be read or is invalid (errors on stderr, as
-/// `cellns check` prints them).
-pub fn run_cli(old_path: &Path, new_path: &Path, as_json: bool) -> ExitCode {
-    let load = |p: &Path| super::load_file(p);
-    let (old, new) = match (load(old_path), load(new_path)) {
-        (Ok(o), Ok(n)) => (o, n),
-        (o, n) => {
-            for e in [o.err(), n.err()].into_iter().flatten() {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(2);
-        }
-    };
-    let d = diff(&old, &new);
-    if as_json {
-        println!("{}", d.to_json(&old, &new));
-    } else {
-        print!("{}", d.render(&old, &new, HUMAN_LIST_LIMIT));
-    }
-    if d.rejected() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
     use crate::map::{Format, Source, load_str};
 
@@ -845,10 +640,7 @@ mod tests {
         // Cell indexes shifted (d → e sorts after c either way here), and
         // no tenant moved.
         assert!(d.moved.is_empty());
-        let json = d.to_json(&old, &new);
-        assert_eq!(json["cells"]["added"][0], "e");
-        assert_eq!(json["placement"]["to"], "hash");
-        assert_eq!(json["gates"]["verdict"], "accepted");
+        assert_eq!(d.gates.verdict, Verdict::Accepted);
     }
 
     #[test]
@@ -867,25 +659,5 @@ mod tests {
         let d = diff(&old, &new);
         assert!(d.moved.is_empty(), "{:?}", d.moved.first());
         assert_eq!(d.cells_added, vec!["0"]);
-    }
-
-    #[test]
-    fn human_and_json_reports() {
-        let old = map(100, 0, "");
-        let new = map(100, 30, "");
-        let d = diff(&old, &new);
-        let text = d.render(&old, &new, 5);
-        assert!(
-            text.contains("tenants moved:   30 (30.0% of listed; limit 10.0%)"),
-            "{text}"
-        );
-        assert!(text.contains("t0                       a → b"), "{text}");
-        assert!(text.contains("... and 25 more"), "{text}");
-        assert!(text.contains("REJECTED"), "{text}");
-        let j = d.to_json(&old, &new);
-        assert_eq!(j["counts"]["moved"], 30);
-        assert_eq!(j["moved"].as_array().map(Vec::len), Some(30));
-        assert_eq!(j["moved"][0]["from"], "a");
-        assert_eq!(j["gates"]["rejected"], true);
     }
 }

@@ -72,15 +72,6 @@ impl fmt::Display for Alg {
     }
 }
 
-impl From<crate::config::KeyAlg> for Alg {
-    fn from(a: crate::config::KeyAlg) -> Self {
-        match a {
-            crate::config::KeyAlg::EdDSA => Self::EdDSA,
-            crate::config::KeyAlg::ES256 => Self::ES256,
-        }
-    }
-}
-
 /// Why a key or key directory could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

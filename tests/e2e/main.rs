@@ -21,6 +21,7 @@ mod sdk_demo;
 mod sdk_flow;
 mod sdk_python;
 mod sdk_support;
+mod serve_failure;
 mod token_api;
 mod token_cell;
 mod token_jwks;

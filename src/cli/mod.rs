@@ -1,6 +1,13 @@
-//! The one-shot commands: `check`, `explain`, `diff`, `keygen`,
-//! `verify-token`, and the dispatch of `serve`. Output goes to stdout; the
-//! exit code is the verdict.
+//! The command line: its arguments ([`args`], a contract: DESIGN.md,
+//! "Command line"), the one-shot commands (`check`, `explain`, `diff`,
+//! `keygen`, `verify-token`, `gen-map`), and the `serve` wiring
+//! ([`serve`]), which is the only reader of the serve flags: it builds each
+//! part's own configuration from them. Output goes to stdout; the exit code
+//! is the verdict.
+
+pub mod args;
+mod diff;
+pub mod serve;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,10 +15,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::config::Command;
+pub use args::{Cli, Command, LogFormat};
+
 use crate::live::View;
 use crate::map::{self, MapError, Snapshot, Status};
 use crate::route;
+use crate::token::Alg;
 
 /// Runs one command; the returned code is the process's exit code.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -22,12 +31,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .thread_name("cellns")
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(crate::serve::run(*args, crate::serve::shutdown_signal()))?;
+            rt.block_on(serve::run(*args, serve::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { path } => Ok(check(&path)),
         Command::Explain { path, tenant } => explain(&path, &tenant),
-        Command::Diff(args) => Ok(map::diff::run_cli(&args.old, &args.new, args.json)),
+        Command::Diff(args) => Ok(diff::run(&args.old, &args.new, args.json)),
         Command::GenMap(args) => gen_map(&args),
         Command::Keygen(args) => keygen(&args),
         Command::VerifyToken(args) => verify_token(&args),
@@ -36,7 +45,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// `cellns gen-map`: a synthetic map on stdout or in a file (written to a
 /// temporary file and renamed, so a watching server never sees half of it).
-fn gen_map(args: &crate::config::GenMapArgs) -> anyhow::Result<ExitCode> {
+fn gen_map(args: &args::GenMapArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let spec = map::generate::Spec {
         tenants: args.tenants,
@@ -176,20 +185,20 @@ fn explain(path: &Path, tenant: &str) -> anyhow::Result<ExitCode> {
 
 /// `cellns keygen`: writes a new signing key; it signs from the next rescan
 /// of a running server's key directory (within a second).
-fn keygen(args: &crate::config::KeygenArgs) -> anyhow::Result<ExitCode> {
-    let (path, kid) = crate::token::keys::keygen(&args.out, args.alg.into())?;
-    println!(
-        "wrote {} ({}, kid {kid})",
-        path.display(),
-        crate::token::Alg::from(args.alg)
-    );
+fn keygen(args: &args::KeygenArgs) -> anyhow::Result<ExitCode> {
+    let alg = match args.alg {
+        args::KeyAlg::EdDSA => Alg::EdDSA,
+        args::KeyAlg::ES256 => Alg::ES256,
+    };
+    let (path, kid) = crate::token::keys::keygen(&args.out, alg)?;
+    println!("wrote {} ({alg}, kid {kid})", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cellns verify-token`: verifies a token as the cell `--cell` would, with
 /// the keys of `--jwks`. Exit 0 and the claims (JSON) when valid; 1 and the
 /// reason when not.
-fn verify_token(args: &crate::config::VerifyTokenArgs) -> anyhow::Result<ExitCode> {
+fn verify_token(args: &args::VerifyTokenArgs) -> anyhow::Result<ExitCode> {
     use crate::token::{Expectations, Verifier, VerifyError};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
