@@ -17,19 +17,22 @@
 //! - [`route`]: tenant → cell decisions over a snapshot.
 //! - [`reload`]: the live snapshot, file watching, last-known-good, gates.
 //! - [`dns`]: DNS request handling and answer building.
-//! - [`token`]: JWT issue, signing keys, JWKS, verification.
+//! - [`token`]: JWT issue, signing keys, JWKS.
 //! - [`http`]: the token and admin HTTP API, metrics endpoint.
 //! - [`admin`]: health, readiness, metrics and map views of the HTTP API.
-//! - [`client`]: the client side for SDK authors: token claims, DNS, the
-//!   wrong-cell signal, the refresh rule (docs/sdk.md).
 //! - [`cli`]: the one-shot commands (`check`, `explain`, `diff`, ...).
 //! - [`serve`]: wires everything together for `cellns serve`.
+//!
+//! What SDKs and cells link is the workspace crate `cellns-client`
+//! (`crates/cellns-client`): token claims, the wrong-cell signal, the
+//! refresh rule, a DNS helper and the token `Verifier`, without any of the
+//! server's dependencies. The server uses it too (the hostname canonical
+//! form, `cellns verify-token`).
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod dns;
 pub mod http;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cellns_client::canonical_host;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
@@ -162,7 +163,7 @@ impl Issuer {
         let key = keys.signing().ok_or(IssueError::NoSigningKey)?;
 
         let cell = snap.cell(route.serving);
-        let cell_host = hostname_claim(&cell.hostname.to_ascii());
+        let cell_host = canonical_host(&cell.hostname.to_ascii());
         let tenant = req.tenant.to_ascii_lowercase();
         let exp = now.saturating_add(req.ttl_seconds);
         let jti = new_jti();
@@ -194,17 +195,12 @@ impl Issuer {
         let origin = snap.zone.origin.to_ascii();
         Ok(Issued {
             token,
-            endpoint: format!("{tenant}.{}", origin.trim_end_matches('.')).to_ascii_lowercase(),
+            endpoint: format!("{tenant}.{}", canonical_host(&origin)),
             cell: cell_host,
             expires_at: rfc3339(exp),
             map_version: snap.version.clone(),
         })
     }
-}
-
-/// The `cell` claim form of a hostname: lowercase, without the trailing dot.
-pub fn hostname_claim(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// A random 128-bit token id, base64url.

@@ -279,7 +279,8 @@ impl SigningKey {
     }
 
     /// Signs `signing_input` (`header.payload`), returning the raw JWS
-    /// signature (64 bytes for both algorithms; ES256 as `r || s`).
+    /// signature (64 bytes for both algorithms; ES256 as `r || s`, with S
+    /// in the low half: see [`low_s`]).
     pub(crate) fn sign(&self, signing_input: &[u8]) -> [u8; 64] {
         let mut out = [0u8; 64];
         match &self.signer {
@@ -297,6 +298,9 @@ impl SigningKey {
                 }
             },
         }
+        if let Signer::P256(..) = self.signer {
+            low_s(&mut out);
+        }
         out
     }
 
@@ -311,6 +315,19 @@ impl SigningKey {
         }
         .map_err(|e| KeyError::Encode(e.to_string()))?;
         Ok(pem.to_string())
+    }
+}
+
+/// Folds an ECDSA P-256 signature `r || s` into its low-S form: `(r, s)`
+/// and `(r, n - s)` both verify, so a token would have two valid
+/// encodings; verifiers (`cellns_client`'s `non_canonical_signature`)
+/// accept only `s <= n/2`. `ring` returns either, half of the time the high
+/// one.
+fn low_s(sig: &mut [u8; 64]) {
+    if let Ok(parsed) = p256::ecdsa::Signature::from_slice(sig)
+        && let Some(low) = parsed.normalize_s()
+    {
+        sig.copy_from_slice(&low.to_bytes());
     }
 }
 
@@ -657,6 +674,37 @@ mod tests {
             let back = SigningKey::from_pem(&pem, Path::new("mem")).unwrap();
             assert_eq!(back.kid(), k.kid());
             assert_eq!(back.alg(), alg);
+        }
+    }
+
+    #[test]
+    fn es256_signatures_are_low_s_and_verify() {
+        // ring returns a high S about half of the time; verifiers refuse
+        // those (non_canonical_signature), so every one must be folded.
+        let key = Arc::new(SigningKey::generate(Alg::ES256));
+        let set = KeySet::new(vec![key.clone()]);
+        let public = cellns_client::PublicKeySet::from_jwks(set.jwks_json()).unwrap();
+        let expect = cellns_client::Expectations::new("cellns", "cells", "c.example").unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for i in 0..256 {
+            let payload = serde_json::json!({
+                "iss": "cellns", "aud": "cells", "sub": format!("user-{i}"), "iat": now,
+                "nbf": now, "exp": now + 60, "jti": i.to_string(), "tenant": "acme",
+                "cell": "c.example", "cell_id": "c", "region": "r", "map_version": "v"
+            });
+            let mut token = key.header_b64_dot().to_owned();
+            token.push_str(&URL_SAFE_NO_PAD.encode(payload.to_string()));
+            let sig = key.sign(token.as_bytes());
+            let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+            assert!(parsed.normalize_s().is_none(), "token {i}: high S");
+            token.push('.');
+            token.push_str(&URL_SAFE_NO_PAD.encode(sig));
+            public
+                .verify(&token, &expect)
+                .unwrap_or_else(|e| panic!("token {i}: {} ({e})", e.code()));
         }
     }
 
