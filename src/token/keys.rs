@@ -304,10 +304,18 @@ impl SigningKey {
         out
     }
 
-    /// The private key as PKCS#8 PEM.
+    /// The private key as PKCS#8 PEM. Ed25519 keys are written as PKCS#8
+    /// v1 (RFC 5208: no public key attribute), which OpenSSL 3 and
+    /// python-cryptography read; the v2 form ed25519-dalek writes by
+    /// default (RFC 5958, with the public key) they refuse. Both forms are
+    /// read ([`SigningKey::from_pem`]).
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
         let pem = match &self.secret {
-            Secret::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
+            Secret::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
             Secret::P256(k) => {
                 use p256::pkcs8::EncodePrivateKey as _;
                 p256::SecretKey::from(k).to_pkcs8_pem(LineEnding::LF)
@@ -675,6 +683,29 @@ mod tests {
             assert_eq!(back.kid(), k.kid());
             assert_eq!(back.alg(), alg);
         }
+    }
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_and_v2_is_still_read() {
+        use base64::engine::general_purpose::STANDARD;
+        let k = SigningKey::generate(Alg::EdDSA);
+        let pem = k.to_pkcs8_pem().unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD.decode(body).unwrap();
+        // SEQUENCE { INTEGER 0 (v1), AlgorithmIdentifier, OCTET STRING }:
+        // 48 bytes, and no [1] public key (v2 is INTEGER 1 and 83 bytes).
+        assert_eq!(&der[2..5], &[0x02, 0x01, 0x00], "version v1");
+        assert_eq!(der.len(), 48);
+        let info = ed25519_dalek::pkcs8::PrivateKeyInfo::try_from(der.as_slice()).unwrap();
+        assert!(info.public_key.is_none());
+        // A v2 file (as keygen wrote before) still loads, same key.
+        let Secret::Ed25519(secret) = &k.secret else {
+            unreachable!()
+        };
+        let v2 = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert!(v2.len() > pem.len(), "v2 carries the public key too");
+        let back = SigningKey::from_pem(&v2, Path::new("v2.pem")).unwrap();
+        assert_eq!(back.kid(), k.kid());
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod sdk_support;
 mod token_api;
 mod token_cell;
 mod token_jwks;
+mod token_keygen;
 mod token_support;
 mod token_tls;
 mod xfr_config;
