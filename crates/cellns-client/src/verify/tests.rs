@@ -419,6 +419,21 @@ fn rejects_malformed() {
         f.verify(&f.mint_with(&p)),
         Err(VerifyError::Malformed(_))
     ));
+    // Claims of the wrong type: a time with a fraction, an `ext` that is
+    // not an object, an array `aud`, a negative time.
+    for (claim, value) in [
+        ("exp", json!((NOW + 600) as f64)),
+        ("ext", json!("x")),
+        ("aud", json!(["cells"])),
+        ("iat", json!(-1)),
+    ] {
+        let mut p = f.payload();
+        p[claim] = value;
+        assert!(
+            matches!(f.verify(&f.mint_with(&p)), Err(VerifyError::Malformed(_))),
+            "{claim}"
+        );
+    }
     let mut h = f.header();
     h["crit"] = json!(["exp"]);
     assert!(matches!(
