@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use cellns::token::{
-    Alg, Expectations, Issuer, IssuerConfig, KeyRing, PublicKeySet, SigningKey, TokenRequest,
-};
+use cellns::token::keys::KeySet;
+use cellns::token::{Alg, Issuer, IssuerConfig, KeyRing, SigningKey, TokenRequest};
+use cellns_client::{Expectations, PublicKeySet};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
@@ -37,8 +37,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("issue/{alg}"), |b| {
             b.iter(|| issuer.issue(&snap, &req, now).expect("issue"))
         });
-        let keys = PublicKeySet::from_signing_keys([&key]);
-        let expect = Expectations::new("cellns", "cells", "use1-a.cells.example.com");
+        let keys = PublicKeySet::from_jwks(KeySet::new(vec![key.clone()]).jwks_json())
+            .expect("the JWKS of our own key");
+        let expect =
+            Expectations::new("cellns", "cells", "use1-a.cells.example.com").expect("expectations");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

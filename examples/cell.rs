@@ -5,7 +5,7 @@
 //! cell that token names.
 //!
 //! Two checks:
-//! 1. the token, with `cellns::token::Verifier` for this cell's hostname
+//! 1. the token, with `cellns_client::Verifier` for this cell's hostname
 //!    (public keys from the cellns JWKS URL): a token for another cell is
 //!    refused with 421;
 //! 2. the tenant: a token stays valid for minutes after its tenant moved,
@@ -30,8 +30,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cellns::client::{ResolveError, Resolver, WRONG_CELL_STATUS, WrongCell};
-use cellns::token::{Claims, Expectations, Verifier, VerifyError};
+use cellns_client::{
+    Claims, Expectations, ResolveError, Resolver, Verifier, VerifyError, WRONG_CELL_STATUS,
+    WrongCell, canonical_host,
+};
 use clap::Parser;
 
 /// Command line of the toy cell.
@@ -73,11 +75,11 @@ pub struct Cell {
 impl Cell {
     /// Fetches the JWKS and sets up the cell.
     pub async fn new(args: &Args) -> anyhow::Result<Self> {
-        let hostname = args.hostname.trim_end_matches('.').to_ascii_lowercase();
-        let expect = Expectations::new(&args.issuer, &args.audience, &hostname);
+        let hostname = canonical_host(&args.hostname);
+        let expect = Expectations::new(&args.issuer, &args.audience, &hostname)?;
         Ok(Self {
             verifier: Verifier::from_jwks_url(&args.jwks, expect).await?,
-            zone: args.zone.trim_end_matches('.').to_ascii_lowercase(),
+            zone: canonical_host(&args.zone),
             dns: Resolver::new(args.dns),
             tenants: Mutex::new(HashMap::new()),
             hostname,

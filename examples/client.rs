@@ -1,5 +1,5 @@
 //! A toy client of a cell-based SaaS, following the protocol of
-//! docs/sdk.md with `cellns::client`:
+//! docs/sdk.md with `cellns_client`:
 //!
 //! 1. log in through the auth service (here a stand-in, [`AuthService`],
 //!    that asks cellns for a token with its API key);
@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cellns::client::{Action, Backoff, CurrentToken, Refresher, Resolver, WrongCell};
+use cellns_client::{Action, Backoff, CurrentToken, Refresher, Resolver, WrongCell};
 use clap::Parser;
 
 /// Command line of the toy client.

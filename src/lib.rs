@@ -3,33 +3,42 @@
 //! A SaaS runs many isolated copies of its stack (cells); every tenant lives
 //! in one. cellns answers `<tenant>.<zone>` in DNS with the endpoints of the
 //! tenant's cell, and issues signed tokens whose `cell` claim names it. Both
-//! read the same immutable [`map::Snapshot`], so they always agree.
+//! read the same effective [`live::View`], so they always agree.
 //!
 //! # Layout
 //!
+//! Data flows one way:
+//!
 //! ```text
-//! map file ─▶ map (parse, validate, compile) ─▶ reload (swap) ─▶ Snapshot ─┬─▶ dns   (answers)
-//!                                                                          └─▶ token (JWTs)
+//! map file ─▶ map (parse, validate, compile) ─▶ live (view + conditions, serial, swap) ─┬─▶ dns   (answers)
+//!                                                                                       ├─▶ token (JWTs)
+//!                                                                                       └─▶ http  (views)
 //! ```
 //!
-//! - [`config`]: the command line and environment.
-//! - [`map`]: the map file schema, validation, compilation, diff.
-//! - [`route`]: tenant → cell decisions over a snapshot.
-//! - [`reload`]: the live snapshot, file watching, last-known-good, gates.
-//! - [`dns`]: DNS request handling and answer building.
-//! - [`token`]: JWT issue, signing keys, JWKS, verification.
-//! - [`http`]: the token and admin HTTP API, metrics endpoint.
-//! - [`admin`]: health, readiness, metrics and map views of the HTTP API.
-//! - [`client`]: the client side for SDK authors: token claims, DNS, the
-//!   wrong-cell signal, the refresh rule (docs/sdk.md).
-//! - [`cli`]: the one-shot commands (`check`, `explain`, `diff`, ...).
-//! - [`serve`]: wires everything together for `cellns serve`.
+//! - [`cli`]: the command line, the one-shot commands (`check`, `explain`,
+//!   `diff`, ...) and the `serve` wiring, the only reader of the flags.
+//! - [`map`]: the map file schema, validation, compilation to a pure-data
+//!   [`map::Snapshot`], diff.
+//! - [`live`]: what queries read: the effective view, its atomic swap, SOA
+//!   serials, reloading the map file.
+//! - [`route`]: tenant → cell decisions over an effective view.
+//! - [`dns`]: answers prepared per zone version, the fast UDP path, the
+//!   general path, TCP, zone transfers, NOTIFY.
+//! - [`token`]: JWT issue, signing keys, JWKS.
+//! - [`http`] and [`admin`]: the token and admin HTTP API.
+//! - [`metrics`]: metric names, the recorder, the DNS counters.
+//! - [`telemetry`]: logging set-up for the binary.
+//!
+//! What SDKs and cells link is the workspace crate `cellns-client`
+//! (`crates/cellns-client`): token claims, the wrong-cell signal, the
+//! refresh rule, a DNS helper and the token `Verifier`, without any of the
+//! server's dependencies. The server uses it too (the hostname canonical
+//! form, `cellns verify-token`).
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cli;
-pub mod client;
 pub mod dns;
 pub mod http;
 pub mod live;

@@ -13,6 +13,7 @@ token: the old cell must refuse it with the wrong-cell signal and the
 session must reach the new cell with one more token. Prints a JSON report.
 """
 
+import base64
 import importlib.util
 import json
 import socket
@@ -38,15 +39,25 @@ def main() -> int:
     spec.loader.exec_module(sdk)
 
     # The pure helpers.
-    assert sdk.backoff_delay(0) == 0.0
+    assert sdk.backoff_ms(0, 0.5) == 0
     for n in range(1, 40):
-        step = min(5.0, 0.1 * 2 ** (n - 1))
-        for _ in range(100):
-            d = sdk.backoff_delay(n)
-            assert step / 2 <= d <= step, (n, d)
+        step = min(5000, 100 * 2 ** (n - 1))
+        for jitter in [0.0, 0.5, 1 - 2.0 ** -53]:
+            d = sdk.backoff_ms(n, jitter)
+            assert step // 2 <= d <= step, (n, d)
+    # The seeded test vectors of docs/sdk.md, also pinned by the Rust tests.
+    rng = sdk.SplitMix64(0)
+    assert [sdk.backoff_ms(n, rng.jitter()) for n in range(1, 11)] == [
+        94, 143, 205, 788, 885, 2123, 2934, 4428, 3114, 4880]
+    rng = sdk.SplitMix64(7)
+    assert [sdk.backoff_ms(n, rng.jitter(), 1, 10) for n in range(1, 7)] == [0, 1, 3, 6, 7, 6]
     assert sdk.refresh_lead(900) == 60 and sdk.refresh_lead(10) == 2
     stale_claims = sdk.read_claims(stale)
-    for bad in ["a.b", "x.e30.y"]:
+    b64 = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
+    claims = {"tenant": "acme", "cell": "A.Example.", "iat": 10, "map_version": "v"}
+    assert sdk.read_claims("h." + b64({**claims, "exp": 10 + 30 * 86400}) + ".s")["cell"] == "a.example"
+    too_long = "h." + b64({**claims, "exp": 10 + 30 * 86400 + 1}) + ".s"
+    for bad in ["a.b", "x.e30.y", too_long]:
         try:
             sdk.read_claims(bad)
         except (ValueError, KeyError, IndexError):

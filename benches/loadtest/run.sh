@@ -57,10 +57,10 @@ gcc -O2 -Wall -o "$WORK/refresp" "$HERE/refresp.c"
 gcc -O2 -Wall -o "$WORK/flood" "$HERE/flood.c"
 
 rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l)
+dirty=$(git -C "$REPO" status --porcelain -- src crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)
 {
   echo "date: $(date -u +%FT%TZ)  host: $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
-  echo "versions: cellns $("$CELLNS_BIN" --version 2>&1 | head -1 | awk '{print $NF}') (git $rev$( ((dirty)) && echo ", $dirty uncommitted file(s) under src/ Cargo.*"), sha256 $(sha256sum "$CELLNS_BIN" | cut -c1-12)); $(knotd --version 2>&1 | head -1); $(nsd -v 2>&1 | head -1); dnsperf $(dnsperf -h 2>&1 | awk '/^Version/{print $2}')$( [[ -x $HICKORY_BIN ]] && echo "; $($HICKORY_BIN --version 2>&1 | head -1)")${EXTRA_NAME:+; extra: $EXTRA_NAME}"
+  echo "versions: cellns $("$CELLNS_BIN" --version 2>&1 | head -1 | awk '{print $NF}') (git $rev$( ((dirty)) && echo ", $dirty uncommitted file(s) under src/ crates/ Cargo.*"), sha256 $(sha256sum "$CELLNS_BIN" | cut -c1-12)); $(knotd --version 2>&1 | head -1); $(nsd -v 2>&1 | head -1); dnsperf $(dnsperf -h 2>&1 | awk '/^Version/{print $2}')$( [[ -x $HICKORY_BIN ]] && echo "; $($HICKORY_BIN --version 2>&1 | head -1)")${EXTRA_NAME:+; extra: $EXTRA_NAME}"
 } | tee "$RESULTS/table.md"
 python3 "$HERE/bench.py" | tee -a "$RESULTS/table.md"
 echo "raw per-run data: $RESULTS/results.json" >&2

@@ -199,12 +199,13 @@ fn keygen(args: &args::KeygenArgs) -> anyhow::Result<ExitCode> {
 /// the keys of `--jwks`. Exit 0 and the claims (JSON) when valid; 1 and the
 /// reason when not.
 fn verify_token(args: &args::VerifyTokenArgs) -> anyhow::Result<ExitCode> {
-    use crate::token::{Expectations, Verifier, VerifyError};
+    use cellns_client::{Expectations, Verifier, VerifyError};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let expect = Expectations::new(&args.issuer, &args.audience, &args.cell);
+    let expect = Expectations::new(&args.issuer, &args.audience, &args.cell)
+        .context("bad --issuer, --audience or --cell")?;
     let result = rt.block_on(async {
         let verifier = Verifier::from_jwks_url(&args.jwks, expect).await?;
         verifier.verify(args.token.trim()).await

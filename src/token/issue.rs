@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cellns_client::canonical_host;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
@@ -158,7 +159,7 @@ impl Issuer {
 
         let snap = view.map();
         let cell = view.cell(route.serving);
-        let cell_host = hostname_claim(&cell.hostname.to_ascii());
+        let cell_host = canonical_host(&cell.hostname.to_ascii());
         let tenant = req.tenant.to_ascii_lowercase();
         let exp = now.saturating_add(req.ttl_seconds);
         let jti = new_jti();
@@ -190,17 +191,12 @@ impl Issuer {
         let origin = snap.zone.origin.to_ascii();
         Ok(Issued {
             token,
-            endpoint: format!("{tenant}.{}", origin.trim_end_matches('.')).to_ascii_lowercase(),
+            endpoint: format!("{tenant}.{}", canonical_host(&origin)),
             cell: cell_host,
             expires_at: rfc3339(exp),
             map_version: snap.version.clone(),
         })
     }
-}
-
-/// The `cell` claim form of a hostname: lowercase, without the trailing dot.
-pub fn hostname_claim(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// A random 128-bit token id, base64url.

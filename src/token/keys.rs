@@ -270,7 +270,8 @@ impl SigningKey {
     }
 
     /// Signs `signing_input` (`header.payload`), returning the raw JWS
-    /// signature (64 bytes for both algorithms; ES256 as `r || s`).
+    /// signature (64 bytes for both algorithms; ES256 as `r || s`, with S
+    /// in the low half: see [`low_s`]).
     pub(crate) fn sign(&self, signing_input: &[u8]) -> [u8; 64] {
         let mut out = [0u8; 64];
         match &self.signer {
@@ -288,13 +289,24 @@ impl SigningKey {
                 }
             },
         }
+        if let Signer::P256(..) = self.signer {
+            low_s(&mut out);
+        }
         out
     }
 
-    /// The private key as PKCS#8 PEM.
+    /// The private key as PKCS#8 PEM. Ed25519 keys are written as PKCS#8
+    /// v1 (RFC 5208: no public key attribute), which OpenSSL 3 and
+    /// python-cryptography read; the v2 form ed25519-dalek writes by
+    /// default (RFC 5958, with the public key) they refuse. Both forms are
+    /// read ([`SigningKey::from_pem`]).
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
         let pem = match &self.secret {
-            Secret::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
+            Secret::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
             Secret::P256(k) => {
                 use p256::pkcs8::EncodePrivateKey as _;
                 p256::SecretKey::from(k).to_pkcs8_pem(LineEnding::LF)
@@ -302,6 +314,19 @@ impl SigningKey {
         }
         .map_err(|e| KeyError::Encode(e.to_string()))?;
         Ok(pem.to_string())
+    }
+}
+
+/// Folds an ECDSA P-256 signature `r || s` into its low-S form: `(r, s)`
+/// and `(r, n - s)` both verify, so a token would have two valid
+/// encodings; verifiers (`cellns_client`'s `non_canonical_signature`)
+/// accept only `s <= n/2`. `ring` returns either, half of the time the high
+/// one.
+fn low_s(sig: &mut [u8; 64]) {
+    if let Ok(parsed) = p256::ecdsa::Signature::from_slice(sig)
+        && let Some(low) = parsed.normalize_s()
+    {
+        sig.copy_from_slice(&low.to_bytes());
     }
 }
 
@@ -648,6 +673,60 @@ mod tests {
             let back = SigningKey::from_pem(&pem, Path::new("mem")).unwrap();
             assert_eq!(back.kid(), k.kid());
             assert_eq!(back.alg(), alg);
+        }
+    }
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_and_v2_is_still_read() {
+        use base64::engine::general_purpose::STANDARD;
+        let k = SigningKey::generate(Alg::EdDSA);
+        let pem = k.to_pkcs8_pem().unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD.decode(body).unwrap();
+        // SEQUENCE { INTEGER 0 (v1), AlgorithmIdentifier, OCTET STRING }:
+        // 48 bytes, and no [1] public key (v2 is INTEGER 1 and 83 bytes).
+        assert_eq!(&der[2..5], &[0x02, 0x01, 0x00], "version v1");
+        assert_eq!(der.len(), 48);
+        let info = ed25519_dalek::pkcs8::PrivateKeyInfo::try_from(der.as_slice()).unwrap();
+        assert!(info.public_key.is_none());
+        // A v2 file (as keygen wrote before) still loads, same key.
+        let Secret::Ed25519(secret) = &k.secret else {
+            unreachable!()
+        };
+        let v2 = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert!(v2.len() > pem.len(), "v2 carries the public key too");
+        let back = SigningKey::from_pem(&v2, Path::new("v2.pem")).unwrap();
+        assert_eq!(back.kid(), k.kid());
+    }
+
+    #[test]
+    fn es256_signatures_are_low_s_and_verify() {
+        // ring returns a high S about half of the time; verifiers refuse
+        // those (non_canonical_signature), so every one must be folded.
+        let key = Arc::new(SigningKey::generate(Alg::ES256));
+        let set = KeySet::new(vec![key.clone()]);
+        let public = cellns_client::PublicKeySet::from_jwks(set.jwks_json()).unwrap();
+        let expect = cellns_client::Expectations::new("cellns", "cells", "c.example").unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for i in 0..256 {
+            let payload = serde_json::json!({
+                "iss": "cellns", "aud": "cells", "sub": format!("user-{i}"), "iat": now,
+                "nbf": now, "exp": now + 60, "jti": i.to_string(), "tenant": "acme",
+                "cell": "c.example", "cell_id": "c", "region": "r", "map_version": "v"
+            });
+            let mut token = key.header_b64_dot().to_owned();
+            token.push_str(&URL_SAFE_NO_PAD.encode(payload.to_string()));
+            let sig = key.sign(token.as_bytes());
+            let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+            assert!(parsed.normalize_s().is_none(), "token {i}: high S");
+            token.push('.');
+            token.push_str(&URL_SAFE_NO_PAD.encode(sig));
+            public
+                .verify(&token, &expect)
+                .unwrap_or_else(|e| panic!("token {i}: {} ({e})", e.code()));
         }
     }
 

@@ -25,6 +25,7 @@ mod serve_failure;
 mod token_api;
 mod token_cell;
 mod token_jwks;
+mod token_keygen;
 mod token_support;
 mod token_tls;
 mod xfr_config;

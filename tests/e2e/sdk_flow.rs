@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cellns::client::{WRONG_CELL_STATUS, WrongCell, read_claims};
+use cellns_client::{WRONG_CELL_STATUS, WrongCell, read_claims};
 
 use crate::sdk_support::client_example::Event;
 use crate::sdk_support::*;

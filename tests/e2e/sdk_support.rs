@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cellns::client::{Resolver, TokenClaims};
+use cellns_client::{Resolver, TokenClaims};
 
 use crate::common::{self, Server};
 use crate::token_support::{KEY, api_keys_file, keygen};
