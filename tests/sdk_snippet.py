@@ -38,13 +38,19 @@ def main() -> int:
     spec.loader.exec_module(sdk)
 
     # The pure helpers.
-    assert sdk.backoff_delay(0) == 0.0
+    d0 = sdk.backoff_delay(0)
+    assert d0 == 0.0, f"backoff_delay(0) = {d0}: no wait before the first fetch"
     for n in range(1, 40):
         step = min(5.0, 0.1 * 2 ** (n - 1))
         for _ in range(100):
             d = sdk.backoff_delay(n)
-            assert step / 2 <= d <= step, (n, d)
-    assert sdk.refresh_lead(900) == 60 and sdk.refresh_lead(10) == 2
+            assert step / 2 <= d <= step, (
+                f"backoff_delay({n}) = {d}: outside [{step / 2}, {step}] "
+                "(100 ms doubling to 5 s, jittered over the upper half)"
+            )
+    for ttl, lead in [(900, 60), (10, 2)]:
+        got = sdk.refresh_lead(ttl)
+        assert got == lead, f"refresh_lead({ttl}) = {got}, want {lead}"
     stale_claims = sdk.read_claims(stale)
     for bad in ["a.b", "x.e30.y"]:
         try:
