@@ -44,28 +44,76 @@ fn words_with_prefix(text: &str, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn obs_deploy_check_script_passes() {
-    require_tool("promtool");
-    let py = python();
-    let out = Command::new(repo().join("scripts/check-deploy"))
-        .env("CELLNS_TEST_PYTHON", &py)
-        .output()
-        .expect("run scripts/check-deploy");
+/// Runs scripts/check-deploy with `python` as the test python and `path`
+/// as PATH (None: the test's own); (success, stdout and stderr).
+fn check_deploy(python: &Path, path: Option<&Path>) -> (bool, String) {
+    let mut cmd = Command::new(repo().join("scripts/check-deploy"));
+    cmd.env("CELLNS_TEST_PYTHON", python);
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let out = cmd.output().expect("run scripts/check-deploy");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "scripts/check-deploy failed:\n{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn obs_deploy_check_script_passes() {
+    for tool in ["promtool", "systemd-analyze"] {
+        require_tool(tool);
+    }
+    let (ok, text) = check_deploy(&python(), None);
+    assert!(ok, "scripts/check-deploy failed:\n{text}");
     for step in [
         "promtool check rules",
         "promtool test rules",
         "dashboard queries parse as PromQL",
         "kubernetes-validate",
+        "systemd-analyze verify deploy/systemd/cellns.service",
+        "hadolint deploy/Dockerfile",
     ] {
         assert!(text.contains(step), "step `{step}` did not run:\n{text}");
     }
+}
+
+#[test]
+fn obs_deploy_check_script_fails_naming_a_missing_tool() {
+    // A PATH with only what the script needs before its tool checks, and
+    // the tools given: each missing one stops it with its name.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let link = |tool: &str| {
+        std::os::unix::fs::symlink(require_tool(tool), bin.join(tool)).expect("symlink");
+    };
+    for tool in ["bash", "dirname", "promtool"] {
+        link(tool);
+    }
+    let (ok, text) = check_deploy(&python(), Some(&bin));
+    assert!(!ok, "passed without systemd-analyze:\n{text}");
+    assert!(
+        text.contains("check-deploy: systemd-analyze missing"),
+        "{text}"
+    );
+
+    // systemd-analyze there, hadolint neither on PATH nor next to python
+    // (a python that is the test venv's, called from elsewhere).
+    link("systemd-analyze");
+    let py = dir.path().join("python");
+    std::fs::write(
+        &py,
+        format!("#!/bin/sh\nexec '{}' \"$@\"\n", python().display()),
+    )
+    .expect("write the python wrapper");
+    std::fs::set_permissions(&py, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (ok, text) = check_deploy(&py, Some(&bin));
+    assert!(!ok, "passed without hadolint:\n{text}");
+    assert!(text.contains("check-deploy: hadolint missing"), "{text}");
 }
 
 /// `(metric, {label → values compared with =})` of every selector in the
