@@ -8,6 +8,7 @@ mod dns_dig;
 mod dns_hickory;
 mod dns_malformed;
 mod dns_unbound;
+mod map_check;
 mod obs_admin;
 mod obs_deploy;
 mod obs_k8s;

@@ -16,7 +16,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::support::dns::{Answer, Tcp, Udp, wait_for_answer};
-use crate::support::map::{self, MapDir, Mode, ORIGIN, cell_v4, cell_v6};
+use crate::support::map::{self, MapDir, Mode, ORIGIN, cell_v4, cell_v6, line_of};
 use crate::support::server::Server;
 use crate::support::{RELOAD, signal, wait_until};
 
@@ -261,6 +261,54 @@ fn bad_map_keeps_serving_the_last_good_one() {
     map.write(&test_map("v2", 'b'), Mode::Rename);
     wait_for_answer(server.dns, &acme(), &cell_v4('b'), RELOAD)
         .unwrap_or_else(|last| panic!("fixed map not served within {RELOAD:?}: {last}"));
+}
+
+#[test]
+fn json_map_is_served_and_hot_reloaded() {
+    let json = |version: &str, acme_on: char| map::small(version, acme_on).no_gate().json();
+    let mut map = MapDir::named("map.json", &json("j1", 'a'), false);
+    let server = Server::start(&["--map", &map.arg()]);
+    let loaded = server.logs().messages("map loaded");
+    assert_eq!(loaded.len(), 1, "{}", server.logs().text());
+    assert_eq!(loaded[0]["version"], "j1", "{}", loaded[0]);
+    let a = Udp::new(server.dns)
+        .ask(&acme(), RecordType::A)
+        .expect("answer");
+    assert_eq!(a.addrs, cell_v4('a'), "served from the JSON map");
+
+    // Changed on disk: the new JSON is served.
+    map.write(&json("j2", 'b'), Mode::Rename);
+    wait_for_answer(server.dns, &acme(), &cell_v4('b'), RELOAD)
+        .unwrap_or_else(|last| panic!("the new JSON map was not served: {last}"));
+    let reloaded = server
+        .logs()
+        .wait_for("INFO", "map reloaded", RELOAD)
+        .expect("reload logged");
+    assert_eq!(reloaded["version"], "j2", "{reloaded}");
+    assert_eq!(reloaded["moved"], 1, "{reloaded}");
+
+    // An invalid JSON map: rejected with file and line, the last good one
+    // (j2) keeps serving.
+    let bad = json("j3", 'a').replace("10.9.1.2", "10.9.1.299");
+    let line = line_of(&bad, "\"b\": {", "\"ipv4\"");
+    map.write(&bad, Mode::Rename);
+    let failed = server
+        .logs()
+        .wait_for("ERROR", "map reload failed", RELOAD)
+        .expect("no error-level log line about the bad map");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("map.json:{line}:")) && error.contains("10.9.1.299"),
+        "the error does not name file, line and value: {failed}"
+    );
+    let a = Udp::new(server.dns)
+        .ask(&acme(), RecordType::A)
+        .expect("answer");
+    assert_eq!(
+        a.addrs,
+        cell_v4('b'),
+        "the bad map (or a part of it) is served"
+    );
 }
 
 #[test]

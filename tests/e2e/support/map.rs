@@ -93,6 +93,26 @@ impl Map {
     pub fn toml(&self) -> String {
         toml::to_string(&self.0).expect("a map serialises as TOML")
     }
+
+    /// The map as JSON (pretty-printed: one field a line).
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(&self.0).expect("a map serialises as JSON")
+    }
+}
+
+/// The 1-based number of the first line containing `needle` at or after
+/// the first line containing `after`.
+pub fn line_of(text: &str, after: &str, needle: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.contains(after))
+        .unwrap_or_else(|| panic!("no `{after}` in:\n{text}"));
+    from + 1
+        + lines[from..]
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` after `{after}` in:\n{text}"))
 }
 
 /// One cell of a [`Map`].
