@@ -237,3 +237,57 @@ fn check_map(m: &Metrics, serial: u32, started: f64) {
         assert_eq!(m.value("cellns_cells", &[("status", status)]), n);
     }
 }
+
+#[test]
+fn obs_truncated_udp_replies_are_not_counted_per_cell_their_tcp_retry_is() {
+    use crate::support::dns::{Transport, exchange};
+    use crate::support::table;
+
+    let srv = table::start();
+    let (dns, http) = (srv.addr(), srv.server.http());
+    let answers = |m: &Metrics| {
+        m.get("cellns_dns_answers_total", &[("cell", "big")])
+            .unwrap_or(0.0)
+    };
+    let aaaa = |transport: &str| {
+        series(
+            Q,
+            &[
+                ("rcode", "NOERROR"),
+                ("qtype", "AAAA"),
+                ("transport", transport),
+            ],
+        )
+    };
+    let bigco = |id: u16, payload: Option<u16>| {
+        query(id, "bigco.cells.example.com.", RecordType::AAAA, payload)
+    };
+
+    // Three UDP queries whose answer does not fit (no EDNS: 512 bytes;
+    // EDNS 512): TC, no answer, and nothing counted for the cell.
+    for (id, payload) in [(1, None), (2, Some(512)), (3, None)] {
+        let m = exchange(dns, Transport::Udp, &bigco(id, payload));
+        assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+    }
+    let m = scrape(http);
+    assert_eq!(answers(&m), 0.0, "truncated replies counted for the cell");
+    assert_eq!(
+        m.nonzero(Q).get(&aaaa("udp")),
+        Some(&3.0),
+        "{:#?}",
+        m.nonzero(Q)
+    );
+
+    // The client's retry over TCP gets the answer, and counts.
+    let m = exchange(dns, Transport::Tcp, &bigco(4, None));
+    assert_eq!(m.answers.len(), table::BIG_CELL_ADDRS);
+    assert_eq!(answers(&scrape(http)), 1.0, "the TCP answer is counted");
+
+    // And a UDP answer that fits (EDNS 1232) counts too.
+    let m = exchange(dns, Transport::Udp, &bigco(5, Some(1232)));
+    assert!(!m.metadata.truncation);
+    let m = scrape(http);
+    assert_eq!(answers(&m), 2.0, "the whole UDP answer is counted");
+    assert_eq!(m.nonzero(Q).get(&aaaa("udp")), Some(&4.0));
+    assert_eq!(m.nonzero(Q).get(&aaaa("tcp")), Some(&1.0));
+}

@@ -122,6 +122,12 @@ impl Launch {
         }
     }
 
+    /// Listens for DNS on `addr` instead of 127.0.0.1:0.
+    pub fn dns_listen(mut self, addr: &str) -> Self {
+        addr.clone_into(&mut self.dns_listen);
+        self
+    }
+
     fn command(&self, json_logs: bool) -> Command {
         let mut cmd = Command::new(bin());
         if json_logs {

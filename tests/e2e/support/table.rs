@@ -9,7 +9,7 @@ use hickory_proto::rr::RecordType;
 
 use super::dns::{Seen, TRANSPORTS, exchange, query};
 use super::map::{Cell, Map};
-use super::server::Server;
+use super::server::{Launch, Server};
 
 /// The zone of the table map.
 pub const ORIGIN: &str = "cells.example.com.";
@@ -54,10 +54,17 @@ impl TableServer {
 
 /// Starts `cellns serve` on the table map.
 pub fn start() -> TableServer {
+    start_on("127.0.0.1:0")
+}
+
+/// Starts `cellns serve` on the table map, DNS on `listen`.
+pub fn start_on(listen: &str) -> TableServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("map.toml");
     std::fs::write(&path, map().toml()).expect("write map");
-    let server = Server::start(&["--map", path.to_str().expect("utf-8 path")]);
+    let server = Launch::new(&["--map", path.to_str().expect("utf-8 path")])
+        .dns_listen(listen)
+        .start();
     TableServer { server, _dir: dir }
 }
 
