@@ -27,3 +27,4 @@ mod token_tls;
 mod xfr_config;
 mod xfr_refused;
 mod xfr_secondary;
+mod xfr_stream;

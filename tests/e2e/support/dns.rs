@@ -181,7 +181,11 @@ pub struct Tcp {
 impl Tcp {
     /// Connects to `server`.
     pub fn connect(server: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&server, EXCHANGE).expect("connect TCP");
+        Self::from_stream(TcpStream::connect_timeout(&server, EXCHANGE).expect("connect TCP"))
+    }
+
+    /// A client on a connection made elsewhere (with socket options set).
+    pub fn from_stream(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(EXCHANGE)).expect("timeout");
         stream.set_write_timeout(Some(EXCHANGE)).expect("timeout");
         let _ = stream.set_nodelay(true);

@@ -305,6 +305,15 @@ pub fn small(version: &str, acme_on: char) -> Map {
 // ---------------------------------------------------------------------------
 // Generated maps.
 
+/// A generated map: `tenants` over `cells`, every `move_every`th tenant on
+/// the next cell (0: none), with `version`. Its zone is [`ORIGIN`].
+pub fn generated(tenants: usize, cells: usize, move_every: usize, version: &str) -> Spec {
+    let mut s = Spec::new(tenants, cells, Format::Toml);
+    s.move_every = move_every;
+    s.version = Some(version.to_owned());
+    s
+}
+
 /// The A endpoints of generated cell `k` (0-based).
 pub fn generated_cell_v4(k: usize) -> BTreeSet<IpAddr> {
     let ([a1, a2], _) = cellns::map::generate::cell_addrs(k);
