@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub use cellns::map::Format;
-pub use cellns::map::generate::{Spec, generate_spec};
+pub use cellns::map::generate::{Spec, generate_spec, tenant_name};
 
 use super::{example_map, write_synced};
 
@@ -321,6 +321,11 @@ pub fn generated_cell_v4(k: usize) -> BTreeSet<IpAddr> {
         .iter()
         .map(|a| a.parse().expect("address"))
         .collect()
+}
+
+/// The cell (0-based) generated tenant `i` (1-based) is on in `spec`.
+pub fn generated_tenant_cell(spec: &Spec, i: usize) -> usize {
+    cellns::map::generate::tenant_cell(spec, i)
 }
 
 // ---------------------------------------------------------------------------
