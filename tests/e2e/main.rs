@@ -6,7 +6,7 @@ mod support;
 
 mod dns_dig;
 mod dns_hickory;
-mod dns_ipv6;
+mod dns_listen;
 mod dns_malformed;
 mod dns_unbound;
 mod map_check;
