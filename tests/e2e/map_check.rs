@@ -60,31 +60,43 @@ fn check_reports(file: &str, text: &str, errors: &[(usize, &str)]) {
     }
 }
 
+/// Where a field is: the first line with the first text (its section),
+/// then the first line from there with the second (its key).
+type Place = (&'static str, &'static str);
+
+/// The errors of [`invalid`]: where each is (the section it is in and its
+/// key, as TOML and as JSON write them) and what it says.
+const ERRORS: [(Place, Place, &str); 4] = [
+    (
+        ("[cells.a]", "ipv4"),
+        ("\"a\": {", "\"ipv4\""),
+        "cells.a.ipv4: `10.0.0.300` is not an IPv4 address",
+    ),
+    (
+        ("[cells.b]", "failover"),
+        ("\"b\": {", "\"failover\""),
+        "cells.b.failover: unknown cell `zz`",
+    ),
+    (
+        ("[tenants]", "beta"),
+        ("\"tenants\"", "\"beta\""),
+        "tenants.beta: unknown cell `nope`",
+    ),
+    (
+        ("[tenants]", "bad name"),
+        ("\"tenants\"", "\"bad name\""),
+        "tenant id `bad name`",
+    ),
+];
+
 #[test]
 fn check_prints_every_error_of_a_toml_map_with_file_and_line() {
     let text = invalid().toml();
-    check_reports(
-        "map.toml",
-        &text,
-        &[
-            (
-                line_of(&text, "[cells.a]", "ipv4"),
-                "cells.a.ipv4: `10.0.0.300` is not an IPv4 address",
-            ),
-            (
-                line_of(&text, "[cells.b]", "failover"),
-                "cells.b.failover: unknown cell `zz`",
-            ),
-            (
-                line_of(&text, "[tenants]", "beta"),
-                "tenants.beta: unknown cell `nope`",
-            ),
-            (
-                line_of(&text, "[tenants]", "bad name"),
-                "tenant id `bad name`",
-            ),
-        ],
-    );
+    let errors: Vec<(usize, &str)> = ERRORS
+        .iter()
+        .map(|((section, key), _, what)| (line_of(&text, section, key), *what))
+        .collect();
+    check_reports("map.toml", &text, &errors);
     // A file that is not TOML at all: the line of the syntax error.
     let broken = format!("{}\nthis is [not a map\n", Map::new(ORIGIN, "x").toml());
     let line = line_of(&broken, "this is", "this is");
@@ -94,26 +106,9 @@ fn check_prints_every_error_of_a_toml_map_with_file_and_line() {
 #[test]
 fn check_prints_every_error_of_a_json_map_with_file_and_line() {
     let text = invalid().json();
-    check_reports(
-        "map.json",
-        &text,
-        &[
-            (
-                line_of(&text, "\"a\": {", "\"ipv4\""),
-                "cells.a.ipv4: `10.0.0.300` is not an IPv4 address",
-            ),
-            (
-                line_of(&text, "\"b\": {", "\"failover\""),
-                "cells.b.failover: unknown cell `zz`",
-            ),
-            (
-                line_of(&text, "\"tenants\"", "\"beta\""),
-                "tenants.beta: unknown cell `nope`",
-            ),
-            (
-                line_of(&text, "\"tenants\"", "\"bad name\""),
-                "tenant id `bad name`",
-            ),
-        ],
-    );
+    let errors: Vec<(usize, &str)> = ERRORS
+        .iter()
+        .map(|(_, (section, key), what)| (line_of(&text, section, key), *what))
+        .collect();
+    check_reports("map.json", &text, &errors);
 }
