@@ -72,6 +72,34 @@ wait_for() {
   done
 }
 
+# The client's log lines not shown yet, printed; true when one of them
+# contains PATTERN (a fixed string). The client's lines and the demo's own
+# are printed by this one process, so they appear in the order things
+# happened.
+shown=0
+show_client() {
+  local pattern=${1:-} total new
+  total=$(wc -l <"$tmp/client.log")
+  ((total > shown)) || return 1
+  new=$(sed -n "$((shown + 1)),${total}p" "$tmp/client.log")
+  printf '%s\n' "$new"
+  shown=$total
+  [[ -n $pattern ]] && grep -qF -- "$pattern" <<<"$new"
+}
+
+# Shows the client's lines as they come until one contains PATTERN, at most
+# $timeout seconds.
+follow_client() {
+  local pattern=$1 deadline=$((SECONDS + timeout))
+  until show_client "$pattern"; do
+    if ((SECONDS >= deadline)); then
+      echo "timed out after ${timeout}s waiting for '$pattern' in the client's log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
 # The address cellns logged (JSON log line whose message starts with WHAT).
 logged_addr() {
   grep -m1 -F "\"message\":\"$1" "$tmp/cellns.log" | sed -E 's/.*"addr":"([^"]+)".*/\1/'
@@ -153,9 +181,7 @@ say "starting the client of tenant acme"
 DEMO_API_KEY=$api_key "$client" --cellns "http://$http" --dns "$dns" --cell-port "$port" \
   --tenant acme --interval-ms 500 >"$tmp/client.log" 2>&1 &
 pids+=($!)
-tail -n +1 -f "$tmp/client.log" &
-pids+=($!)
-wait_for "$tmp/client.log" "served   by a.cells.demo.test"
+follow_client "served   by a.cells.demo.test"
 show_dns
 
 if ((interactive)); then
@@ -164,15 +190,16 @@ if ((interactive)); then
   read -r -p "Press Enter to move acme to cell b... "
 fi
 
+show_client || true
 say "moving acme from cell a to cell b (map demo-2)"
-lines=$(wc -l <"$tmp/client.log")
+# The lines shown so far came before the move; the rest come after it.
+lines=$shown
 write_map b 2
-wait_for "$tmp/client.log" "served   by b.cells.demo.test"
+follow_client "served   by b.cells.demo.test"
 show_dns
-sleep 1 # let a few more requests show in the output
 
 # What happened after the move, from the client's own log.
-after=$(tail -n +"$((lines + 1))" "$tmp/client.log")
+after=$(sed -n "$((lines + 1)),${shown}p" "$tmp/client.log")
 tokens=$(grep -c "token    for cell" <<<"$after" || true)
 say "acme now lives in cell b; the client followed with $tokens new token(s)"
 

@@ -39,23 +39,32 @@ def main() -> int:
     spec.loader.exec_module(sdk)
 
     # The pure helpers.
-    assert sdk.backoff_ms(0, 0.5) == 0
+    d0 = sdk.backoff_ms(0, 0.5)
+    assert d0 == 0, f"backoff_ms(0) = {d0}: no wait before the first fetch"
     for n in range(1, 40):
         step = min(5000, 100 * 2 ** (n - 1))
         for jitter in [0.0, 0.5, 1 - 2.0 ** -53]:
             d = sdk.backoff_ms(n, jitter)
-            assert step // 2 <= d <= step, (n, d)
+            assert step // 2 <= d <= step, (
+                f"backoff_ms({n}, {jitter}) = {d}: outside [{step // 2}, {step}] "
+                "(100 ms doubling to 5 s, jittered over the upper half)"
+            )
     # The seeded test vectors of docs/sdk.md, also pinned by the Rust tests.
     rng = sdk.SplitMix64(0)
-    assert [sdk.backoff_ms(n, rng.jitter()) for n in range(1, 11)] == [
-        94, 143, 205, 788, 885, 2123, 2934, 4428, 3114, 4880]
+    got = [sdk.backoff_ms(n, rng.jitter()) for n in range(1, 11)]
+    want = [94, 143, 205, 788, 885, 2123, 2934, 4428, 3114, 4880]
+    assert got == want, f"seed 0 delays {got}, docs/sdk.md says {want}"
     rng = sdk.SplitMix64(7)
-    assert [sdk.backoff_ms(n, rng.jitter(), 1, 10) for n in range(1, 7)] == [0, 1, 3, 6, 7, 6]
-    assert sdk.refresh_lead(900) == 60 and sdk.refresh_lead(10) == 2
+    got = [sdk.backoff_ms(n, rng.jitter(), 1, 10) for n in range(1, 7)]
+    assert got == [0, 1, 3, 6, 7, 6], f"seed 7 delays (1 ms to 10 ms) {got}"
+    for ttl, lead in [(900, 60), (10, 2)]:
+        got = sdk.refresh_lead(ttl)
+        assert got == lead, f"refresh_lead({ttl}) = {got}, want {lead}"
     stale_claims = sdk.read_claims(stale)
     b64 = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
     claims = {"tenant": "acme", "cell": "A.Example.", "iat": 10, "map_version": "v"}
-    assert sdk.read_claims("h." + b64({**claims, "exp": 10 + 30 * 86400}) + ".s")["cell"] == "a.example"
+    cell = sdk.read_claims("h." + b64({**claims, "exp": 10 + 30 * 86400}) + ".s")["cell"]
+    assert cell == "a.example", f"cell claim read as {cell!r}, want the canonical a.example"
     too_long = "h." + b64({**claims, "exp": 10 + 30 * 86400 + 1}) + ".s"
     for bad in ["a.b", "x.e30.y", too_long]:
         try:

@@ -2,12 +2,11 @@
 //! answer table, and truncation with dig's own TCP retry.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use hickory_proto::op::ResponseCode;
 
-use crate::common::require_tool;
-use crate::dns_support::{self as s, BIG_CELL_ADDRS, Seen, check_row, norm};
+use crate::support::dns::{Seen, norm};
+use crate::support::table::{self as t, BIG_CELL_ADDRS, check_row};
 
 /// A dig response, parsed from its default output.
 #[derive(Debug)]
@@ -23,21 +22,7 @@ struct Dig {
 
 /// Runs dig with `opts` and parses its output.
 fn dig(server: SocketAddr, opts: &[&str], qname: &str, qtype: &str) -> Dig {
-    let bin = require_tool("dig");
-    let out = Command::new(bin)
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string()])
-        .args(["+norec", "+time=5", "+tries=1"])
-        .args(opts)
-        .args([qname, qtype])
-        .output()
-        .expect("run dig");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "dig {opts:?} {qname} {qtype} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::support::dns::dig(server, opts, qname, qtype);
     parse(&text).unwrap_or_else(|e| panic!("dig {opts:?} {qname} {qtype}: {e}\n{text}"))
 }
 
@@ -121,7 +106,7 @@ fn parse(text: &str) -> Result<Dig, String> {
 
 #[test]
 fn answer_table_with_dig() {
-    let srv = s::start();
+    let srv = t::start();
     // +nocookie: a bare OPT (the common resolver query, fast path over UDP);
     // dig's default adds a COOKIE option; +noedns sends no OPT at all.
     let modes: [(&str, &[&str]); 4] = [
@@ -140,7 +125,7 @@ fn answer_table_with_dig() {
 }
 
 fn check_table_with_dig(server: SocketAddr, how: &str, opts: &[&str]) {
-    for row in s::table() {
+    for row in t::table() {
         let d = dig(server, opts, row.name, &row.qtype.to_string());
         let how = format!("dig over {how}");
         check_row(&row, &how, &d.seen);
@@ -166,7 +151,7 @@ fn check_table_with_dig(server: SocketAddr, how: &str, opts: &[&str]) {
 
 #[test]
 fn dig_sees_tc_over_udp_and_the_whole_answer_over_tcp() {
-    let srv = s::start();
+    let srv = t::start();
     let qname = "bigco.cells.example.com.";
     // +ignore: show the truncated UDP response instead of retrying.
     let d = dig(srv.addr(), &["+noedns", "+ignore"], qname, "AAAA");

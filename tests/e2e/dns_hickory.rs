@@ -14,16 +14,16 @@ use hickory_net::xfer::FirstAnswer;
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 
-use crate::dns_support::{
-    self as s, BIG_CELL_ADDRS, TRANSPORTS, Transport, check_row, exchange, name, query, seen,
-};
+use crate::support::EXCHANGE;
+use crate::support::dns::{self as s, TRANSPORTS, Transport, exchange, name, query, seen};
+use crate::support::table::{self as t, BIG_CELL_ADDRS, check_row};
 
 type HickoryClient = Client<TokioRuntimeProvider>;
 
 /// A hickory client over `transport`, its background task spawned.
 async fn client(server: SocketAddr, transport: Transport) -> HickoryClient {
     let provider = TokioRuntimeProvider::default();
-    let timeout = s::EXCHANGE_TIMEOUT;
+    let timeout = EXCHANGE;
     match transport {
         Transport::Udp => {
             let conn = UdpClientStream::builder(server, provider)
@@ -61,10 +61,10 @@ async fn ask(
 
 #[tokio::test]
 async fn answer_table_with_the_hickory_client() {
-    let srv = s::start();
+    let srv = t::start();
     for transport in TRANSPORTS {
         let mut c = client(srv.addr(), transport).await;
-        for row in s::table() {
+        for row in t::table() {
             // RD set (the client's default) must still get RA clear.
             let m = c
                 .query(name(row.name), DNSClass::IN, row.qtype)
@@ -88,7 +88,7 @@ async fn answer_table_with_the_hickory_client() {
 
 #[tokio::test]
 async fn mixed_case_question_comes_back_in_its_own_case() {
-    let srv = s::start();
+    let srv = t::start();
     let names = [
         "AcMe.CeLlS.eXaMpLe.CoM.",       // tenant (fast path over UDP)
         "NoBoDy.cElLs.ExAmPlE.cOm.",     // NXDOMAIN
@@ -130,7 +130,7 @@ async fn mixed_case_question_comes_back_in_its_own_case() {
 
 #[test]
 fn opt_in_the_response_iff_the_query_had_one() {
-    let srv = s::start();
+    let srv = t::start();
     let cases = [
         (
             "acme.cells.example.com.",
@@ -187,7 +187,7 @@ fn opt_in_the_response_iff_the_query_had_one() {
 #[test]
 fn do_bit_is_copied_into_the_response() {
     // RFC 3225 §3: "The DO bit of the query MUST be copied in the response."
-    let srv = s::start();
+    let srv = t::start();
     for transport in TRANSPORTS {
         for qname in [
             "acme.cells.example.com.",
@@ -205,7 +205,7 @@ fn do_bit_is_copied_into_the_response() {
 
 #[test]
 fn edns_version_1_gets_badvers() {
-    let srv = s::start();
+    let srv = t::start();
     for transport in TRANSPORTS {
         let mut q = query(9, "acme.cells.example.com.", RecordType::A, Some(1232));
         q.edns.as_mut().expect("edns").set_version(1);
@@ -230,7 +230,7 @@ fn edns_version_1_gets_badvers() {
 
 #[test]
 fn large_answer_truncates_over_udp_and_is_whole_over_tcp() {
-    let srv = s::start();
+    let srv = t::start();
     for qname in ["bigco.cells.example.com.", "big.cells.example.com."] {
         // No EDNS: 512 bytes at most, TC, no partial RRset.
         let q = s::wire(&query(10, qname, RecordType::AAAA, None));
@@ -288,7 +288,7 @@ fn large_answer_truncates_over_udp_and_is_whole_over_tcp() {
 
 #[tokio::test]
 async fn hickory_client_sees_tc_and_gets_the_answer_over_tcp() {
-    let srv = s::start();
+    let srv = t::start();
     let mut options = DnsRequestOptions::default();
     options.use_edns = false;
     let udp = client(srv.addr(), Transport::Udp).await;
@@ -301,7 +301,7 @@ async fn hickory_client_sees_tc_and_gets_the_answer_over_tcp() {
 
 #[test]
 fn unsupported_opcodes_get_notimp() {
-    let srv = s::start();
+    let srv = t::start();
     for transport in TRANSPORTS {
         for opcode in [OpCode::Status, OpCode::Update] {
             for payload in [None, Some(1232)] {
@@ -320,7 +320,7 @@ fn unsupported_opcodes_get_notimp() {
 
 #[test]
 fn question_count_other_than_one_is_formerr() {
-    let srv = s::start();
+    let srv = t::start();
     for transport in TRANSPORTS {
         let mut two = query(15, "acme.cells.example.com.", RecordType::A, Some(1232));
         two.add_query(hickory_proto::op::Query::query(
@@ -338,13 +338,13 @@ fn question_count_other_than_one_is_formerr() {
             );
             assert!(m.answers.is_empty(), "{transport:?} {what}");
         }
-        s::assert_alive(srv.addr(), "multi-question queries");
+        t::assert_alive(srv.addr(), "multi-question queries");
     }
 }
 
 #[test]
 fn any_is_answered_with_one_rrset() {
-    let srv = s::start();
+    let srv = t::start();
     for transport in TRANSPORTS {
         for (qname, rtype, count) in [
             ("acme.cells.example.com.", RecordType::A, 2),
@@ -377,7 +377,7 @@ fn any_is_answered_with_one_rrset() {
 fn zone_transfer_not_allowed_is_refused() {
     // No --axfr-allow: a server may refuse transfers it does not
     // authorise (RFC 5936).
-    let srv = s::start();
+    let srv = t::start();
     for qtype in [RecordType::AXFR, RecordType::IXFR] {
         let m = exchange(
             srv.addr(),

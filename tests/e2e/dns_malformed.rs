@@ -1,5 +1,7 @@
-//! Malformed input over UDP and TCP: the server answers FORMERR or stays
-//! silent, never crashes, and keeps answering valid queries afterwards.
+//! Malformed input over UDP and TCP: for each message the test states what
+//! the server must do (FORMERR echoing the ID, no reply, or over TCP closing
+//! the connection without an answer) and checks exactly that; the server
+//! never crashes and keeps answering valid queries afterwards.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
@@ -7,20 +9,11 @@ use std::net::{Shutdown, SocketAddr};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use crate::dns_support::{self as s, assert_alive};
+use crate::support::dns::{self as s, Tcp, Udp, raw_header as header};
+use crate::support::table::{self as t, assert_alive};
 
 /// ID of the valid query sent after each malformed one.
 const VALID_ID: u16 = 0x0a11;
-
-/// A header: `id`, RD set, the given section counts.
-fn header(id: u16, counts: [u16; 4]) -> Vec<u8> {
-    let mut h = id.to_be_bytes().to_vec();
-    h.extend([0x01, 0x00]);
-    for c in counts {
-        h.extend(c.to_be_bytes());
-    }
-    h
-}
 
 /// One question whose name is the raw bytes `name`, type A, class IN.
 fn with_question(id: u16, name: &[u8]) -> Vec<u8> {
@@ -39,6 +32,34 @@ fn labels(n: usize, len: u8) -> Vec<u8> {
     }
     v.push(0);
     v
+}
+
+/// What the server must do with a malformed message that has a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Must {
+    /// Nothing: no reply (the next query on the socket or connection is
+    /// answered).
+    Ignore,
+    /// FORMERR echoing the message's ID (RFC 1035 §4.1.1), then the next
+    /// query is answered.
+    Formerr,
+    /// Exactly one reply with the message's ID (random bytes may happen to
+    /// form a query the server can answer), then the next query.
+    Reply,
+}
+
+/// What the server must do with `msg` over TCP (`tcp`) or UDP, `declared`
+/// being what its case says for a message with a header. `None`: close the
+/// connection without a word (over TCP an empty frame is not a DNS message).
+fn must(msg: &[u8], declared: Must, tcp: bool) -> Option<Must> {
+    if msg.is_empty() && tcp {
+        return None;
+    }
+    if msg.len() < 12 || msg[2] & 0x80 != 0 {
+        // No header to answer, or a response (never answered: reflection).
+        return Some(Must::Ignore);
+    }
+    Some(declared)
 }
 
 /// The malformed messages, each with a name for failure messages.
@@ -144,20 +165,13 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
     cases
 }
 
-/// Checks a reply to a malformed message: FORMERR, or (for a readable
-/// message) any proper response to the same ID.
-#[track_caller]
-fn check_reply(what: &str, sent: &[u8], reply: &[u8], structured: bool) {
-    assert!(reply.len() >= 12, "{what}: a reply shorter than a header");
-    assert!(reply[2] & 0x80 != 0, "{what}: a reply without QR");
-    if structured {
-        let rcode = reply[3] & 0x0f;
-        assert_eq!(
-            rcode,
-            ResponseCode::FormErr.low(),
-            "{what}: answered, but not FORMERR: {reply:02x?}"
-        );
-        assert_eq!(reply[..2], sent[..2], "{what}: FORMERR echoes the ID");
+/// What a case says the server must do with it when it has a header:
+/// every structured case is FORMERR; random bytes get one reply.
+fn declared(what: &str) -> Must {
+    if what == "random garbage" {
+        Must::Reply
+    } else {
+        Must::Formerr
     }
 }
 
@@ -175,48 +189,94 @@ fn is_valid_answer(reply: &[u8]) -> bool {
     Message::from_vec(reply).is_ok_and(|m| m.metadata.id == VALID_ID && m.answers.len() == 2)
 }
 
-/// UDP: the malformed datagram, then a valid query on the same socket.
-/// Every reply before the valid answer must belong to the malformed one.
-fn udp_case(server: SocketAddr, what: &str, msg: &[u8], structured: bool) {
-    let sock = s::udp_socket(server);
-    sock.send(msg).expect("send malformed");
-    sock.send(&valid()).expect("send valid");
-    let mut buf = vec![0u8; 65535];
+/// Checks the replies to `msg` received before the valid answer against
+/// what the server must do.
+#[track_caller]
+fn check_replies(what: &str, msg: &[u8], must: Must, replies: &[Vec<u8>]) {
+    match must {
+        Must::Ignore => assert!(
+            replies.is_empty(),
+            "{what}: must get no reply, got {replies:02x?}"
+        ),
+        Must::Formerr | Must::Reply => {
+            assert_eq!(
+                replies.len(),
+                1,
+                "{what}: must get exactly one reply, got {replies:02x?}"
+            );
+            let r = &replies[0];
+            assert!(r.len() >= 12, "{what}: a reply shorter than a header");
+            assert!(r[2] & 0x80 != 0, "{what}: a reply without QR");
+            assert_eq!(r[..2], msg[..2], "{what}: the reply echoes the ID");
+            if must == Must::Formerr {
+                assert_eq!(
+                    r[3] & 0x0f,
+                    ResponseCode::FormErr.low(),
+                    "{what}: answered, but not FORMERR: {r:02x?}"
+                );
+            }
+        }
+    }
+}
+
+/// UDP: the malformed datagram, then a valid query on the same socket;
+/// every reply before the valid answer belongs to the malformed one.
+fn udp_case(server: SocketAddr, what: &str, msg: &[u8], must: Must) {
+    let sock = Udp::new(server);
+    sock.send(msg);
+    sock.send(&valid());
+    let mut replies = Vec::new();
     loop {
-        let n = sock
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("UDP {what}: no answer to the valid query after it: {e}"));
-        let reply = &buf[..n];
-        if is_valid_answer(reply) {
+        let reply = sock.recv_any().unwrap_or_else(|| {
+            panic!("UDP {what}: no answer to the valid query after it (replies: {replies:02x?})")
+        });
+        if is_valid_answer(&reply) {
             break;
         }
-        check_reply(&format!("UDP {what}"), msg, reply, structured);
+        replies.push(reply);
     }
+    check_replies(&format!("UDP {what}"), msg, must, &replies);
 }
 
 /// TCP: the malformed message framed, then a valid query on the same
 /// connection. Replies come in order: the malformed one's (if any), then
-/// the valid answer; or the server closes the connection.
-fn tcp_case(server: SocketAddr, what: &str, msg: &[u8], structured: bool) {
-    let mut conn = s::tcp_connect(server);
-    s::tcp_send(&mut conn, msg);
-    s::tcp_send(&mut conn, &valid());
-    while let Some(reply) = s::tcp_recv(&mut conn) {
-        if is_valid_answer(&reply) {
-            return;
+/// the valid answer; or (`must` None) the connection is closed with nothing
+/// sent.
+fn tcp_case(server: SocketAddr, what: &str, msg: &[u8], must: Option<Must>) {
+    let mut conn = Tcp::connect(server);
+    conn.send(msg);
+    conn.send(&valid());
+    let mut replies = Vec::new();
+    let answered = loop {
+        match conn.recv() {
+            None => break false,
+            Some(r) if is_valid_answer(&r) => break true,
+            Some(r) => replies.push(r),
         }
-        check_reply(&format!("TCP {what}"), msg, &reply, structured);
+    };
+    let what = format!("TCP {what}");
+    match must {
+        None => assert!(
+            !answered && replies.is_empty(),
+            "{what}: must close the connection without an answer; answered: {answered}, replies {replies:02x?}"
+        ),
+        Some(must) => {
+            assert!(
+                answered,
+                "{what}: the connection was closed; the next query must be answered (replies {replies:02x?})"
+            );
+            check_replies(&what, msg, must, &replies);
+        }
     }
-    // Closed: allowed ("silence"); a new connection must still work.
 }
 
 #[test]
-fn malformed_udp_gets_formerr_or_silence_and_the_server_lives() {
-    let srv = s::start();
+fn malformed_udp_gets_exactly_what_each_case_must() {
+    let srv = t::start();
     for (i, (what, msg)) in cases().into_iter().enumerate() {
-        let structured = what != "random garbage";
-        udp_case(srv.addr(), what, &msg, structured);
-        if i % 8 == 0 || structured {
+        let must = must(&msg, declared(what), false).expect("UDP never closes");
+        udp_case(srv.addr(), what, &msg, must);
+        if i % 8 == 0 || what != "random garbage" {
             assert_alive(srv.addr(), what);
         }
     }
@@ -224,35 +284,33 @@ fn malformed_udp_gets_formerr_or_silence_and_the_server_lives() {
 }
 
 #[test]
-fn malformed_tcp_gets_formerr_or_silence_and_the_server_lives() {
-    let srv = s::start();
+fn malformed_tcp_gets_exactly_what_each_case_must() {
+    let srv = t::start();
+    let mut closed = 0;
     for (what, msg) in cases() {
-        let structured = what != "random garbage";
-        tcp_case(srv.addr(), what, &msg, structured);
+        let must = must(&msg, declared(what), true);
+        closed += usize::from(must.is_none());
+        tcp_case(srv.addr(), what, &msg, must);
         assert_alive(srv.addr(), what);
     }
+    // The empty message (an empty frame) at least: the closing path ran.
+    assert!(closed >= 1, "no case closes the connection");
 }
 
 #[test]
-fn zero_length_tcp_frame() {
-    let srv = s::start();
-    let mut conn = s::tcp_connect(srv.addr());
-    conn.write_all(&[0, 0]).expect("write empty frame");
-    s::tcp_send(&mut conn, &valid());
-    // The server may answer the query or close the connection; it must not
-    // send anything else, and must keep serving.
-    if let Some(reply) = s::tcp_recv(&mut conn) {
-        assert!(
-            is_valid_answer(&reply),
-            "unexpected reply after a zero-length frame: {reply:02x?}"
-        );
-    }
+fn zero_length_tcp_frame_closes_the_connection() {
+    let srv = t::start();
+    let mut conn = Tcp::connect(srv.addr());
+    conn.stream().write_all(&[0, 0]).expect("write empty frame");
+    conn.send(&valid());
+    // Not a DNS message: the server closes without answering anything.
+    assert_eq!(conn.recv(), None, "a reply after a zero-length frame");
     assert_alive(srv.addr(), "a zero-length TCP frame");
 }
 
 #[test]
 fn tcp_length_prefix_longer_than_the_data_then_close() {
-    let srv = s::start();
+    let srv = t::start();
     let body = valid();
     for (what, bytes) in [
         ("a 256-byte frame with 20 bytes", {
@@ -271,24 +329,25 @@ fn tcp_length_prefix_longer_than_the_data_then_close() {
         ("half a length prefix", vec![0x00]),
         ("a 65535-byte frame with nothing", vec![0xff, 0xff]),
     ] {
-        let mut conn = s::tcp_connect(srv.addr());
-        conn.write_all(&bytes).expect("write");
-        conn.shutdown(Shutdown::Write).expect("half-close");
+        let mut conn = Tcp::connect(srv.addr());
+        conn.stream().write_all(&bytes).expect("write");
+        conn.stream().shutdown(Shutdown::Write).expect("half-close");
         // No whole message arrived: the server closes without replying
         // (a read timeout here fails the test).
-        assert_eq!(s::tcp_recv(&mut conn), None, "{what}: no reply, then close");
+        assert_eq!(conn.recv(), None, "{what}: no reply, then close");
         assert_alive(srv.addr(), what);
     }
 }
 
 #[test]
 fn many_idle_and_abandoned_tcp_connections_do_not_stop_service() {
-    let srv = s::start();
+    let srv = t::start();
     // Connections left open mid-frame must not block others.
     let mut held = Vec::new();
     for _ in 0..32 {
-        let mut c = s::tcp_connect(srv.addr());
-        c.write_all(&[0x00, 0x40, 0x12])
+        let mut c = Tcp::connect(srv.addr());
+        c.stream()
+            .write_all(&[0x00, 0x40, 0x12])
             .expect("write partial frame");
         held.push(c);
     }

@@ -2,16 +2,17 @@
 //! for the origin. Through it a tenant resolves to its cell's addresses
 //! and an unknown tenant gets NXDOMAIN.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use crate::common::require_tool;
-use crate::dns_support::{self as s, norm_record};
+use crate::support::dns::{self as s, Udp, norm_record};
+use crate::support::table::{self as t, ORIGIN};
+use crate::support::{STARTUP, free_port, require_tool, wait_until};
 
 /// A running unbound, killed on drop.
 struct Unbound {
@@ -23,17 +24,6 @@ impl Drop for Unbound {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 
@@ -125,34 +115,31 @@ fn start_unbound(dir: &Path, cellns: SocketAddr) -> Unbound {
 }
 
 /// Polls unbound with the apex SOA question until it answers NOERROR
-/// (which needs cellns behind it), unbound exits, or 15 s pass.
+/// (which needs cellns behind it), unbound exits, or the start-up deadline
+/// passes.
 fn wait_ready(ub: &mut Unbound) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_millis(250)))
-        .map_err(|e| e.to_string())?;
-    let mut id = 0x7000u16;
-    while Instant::now() < deadline {
+    let client = Udp::new(ub.addr);
+    let mut exited = None;
+    let ready = wait_until(STARTUP, || {
         if let Ok(Some(status)) = ub.child.try_wait() {
-            return Err(format!("unbound exited: {status}"));
+            exited = Some(status);
+            return true;
         }
-        id += 1;
-        let mut q = s::query(id, s::ORIGIN, RecordType::SOA, Some(1232));
+        let mut q = s::query(0x7000, ORIGIN, RecordType::SOA, Some(1232));
         q.metadata.recursion_desired = true;
-        let _ = sock.send_to(&s::wire(&q), ub.addr);
-        let mut buf = [0u8; 4096];
-        // A read timeout here only paces the polling; readiness is the
-        // answer itself.
-        if let Ok((n, _)) = sock.recv_from(&mut buf)
-            && let Ok(m) = Message::from_vec(&buf[..n])
-            && m.metadata.id == id
-            && m.metadata.response_code == ResponseCode::NoError
-            && !m.answers.is_empty()
-        {
-            return Ok(());
-        }
+        client.send(&s::wire(&q));
+        client
+            .recv_id(0x7000u16.to_be_bytes(), Duration::from_millis(250))
+            .and_then(|r| Message::from_vec(&r).ok())
+            .is_some_and(|m| {
+                m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()
+            })
+    });
+    match (ready, exited) {
+        (_, Some(status)) => Err(format!("unbound exited: {status}")),
+        (true, None) => Ok(()),
+        (false, None) => Err(format!("no answer within {STARTUP:?}")),
     }
-    Err("no answer within 15 s".to_owned())
 }
 
 /// Asks unbound (RD set) over UDP.
@@ -175,7 +162,7 @@ fn addresses(m: &Message) -> Vec<String> {
 
 #[test]
 fn unbound_resolves_tenants_through_cellns() {
-    let srv = s::start();
+    let srv = t::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let ub = start_unbound(dir.path(), srv.addr());
 

@@ -6,43 +6,33 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use super::common::run_cli;
-use super::obs_support::{get_auth, get_with_key, scrape};
-use super::reload_support::{MapDir, ORIGIN, Tcp, Udp, cell_v4, cell_v6, test_map};
-use super::token_support::{self, KEY2, TokenServer};
-
-const T: Duration = Duration::from_secs(2);
+use crate::support::dns::{Tcp, Udp};
+use crate::support::http::{self, KEY2, TokenServer, get_auth, get_with_key, scrape};
+use crate::support::map::{self, Map, MapDir, ORIGIN, cell_v4, cell_v6, small_cell};
+use crate::support::run_cli;
 
 /// Cells a, b (active) and c (down, fails over to b); acme listed on a,
 /// beta on c; unlisted tenants hashed over a and b.
 fn hash_map() -> String {
-    let mut t = format!(
-        "version = \"admin-1\"\n\
-         [zone]\norigin = \"{ORIGIN}\"\nttl = 7\nnameservers = [\"ns1.{ORIGIN}\"]\n\
-         hostmaster = \"hostmaster.{ORIGIN}\"\n\
-         [zone.glue]\n\"ns1.{ORIGIN}\" = [\"192.0.2.1\"]\n"
-    );
-    for (c, status, extra) in [
-        ('a', "active", ""),
-        ('b', "active", ""),
-        ('c', "down", "failover = \"b\"\n"),
-    ] {
-        let v4: Vec<String> = cell_v4(c).iter().map(|a| format!("\"{a}\"")).collect();
-        let v6: Vec<String> = cell_v6(c).iter().map(|a| format!("\"{a}\"")).collect();
-        t.push_str(&format!(
-            "[cells.{c}]\nhostname = \"{c}.{ORIGIN}\"\nipv4 = [{}]\nipv6 = [{}]\n\
-             region = \"r-{c}\"\nstatus = \"{status}\"\nweight = 100\n{extra}",
-            v4.join(", "),
-            v6.join(", ")
-        ));
-    }
-    t.push_str("[tenants]\nacme = \"a\"\nbeta = \"c\"\n[placement]\nunknown = \"hash\"\n");
-    t
+    let cell = |c: char, status: &str| {
+        small_cell(c)
+            .set("region", format!("r-{c}"))
+            .set("status", status)
+            .set("weight", 100)
+    };
+    Map::new(ORIGIN, "admin-1")
+        .set("zone.ttl", 7)
+        .cell("a", cell('a', "active"))
+        .cell("b", cell('b', "active"))
+        .cell("c", cell('c', "down").set("failover", "b"))
+        .tenant("acme", "a")
+        .tenant("beta", "c")
+        .set("placement.unknown", "hash")
+        .toml()
 }
 
 fn addrs(v: &serde_json::Value) -> BTreeSet<IpAddr> {
@@ -71,8 +61,8 @@ fn explain_cli(map: &str, tenant: &str) -> Option<String> {
 fn obs_tenants_view_agrees_with_dns_and_explain() {
     let map = MapDir::new(&hash_map(), false);
     let s = TokenServer::start(&["--map", &map.arg()]);
-    let (dns, http) = (s.server.dns, s.http());
-    let mut tcp = Tcp::new(dns, T);
+    let (dns, http) = (s.dns(), s.http());
+    let mut tcp = Tcp::connect(dns);
 
     let mut tenants = vec!["acme".to_owned(), "beta".to_owned(), "ACME".to_owned()];
     tenants.extend((0..12).map(|i| format!("hashed-{i}")));
@@ -96,8 +86,8 @@ fn obs_tenants_view_agrees_with_dns_and_explain() {
             (RecordType::A, "a", cell_v4(c)),
             (RecordType::AAAA, "aaaa", cell_v6(c)),
         ] {
-            let udp = Udp::new(dns).query(&qname, rtype, T).unwrap();
-            let over_tcp = tcp.query(&qname, rtype).unwrap();
+            let udp = Udp::new(dns).ask(&qname, rtype).unwrap();
+            let over_tcp = tcp.ask(&qname, rtype).unwrap();
             assert_eq!(udp.rcode, ResponseCode::NoError, "{t} {rtype}");
             assert_eq!(udp.addrs, addrs(&v["dns"][key]), "{t} {rtype}: {v}");
             assert_eq!(over_tcp.addrs, udp.addrs, "{t} {rtype} over TCP");
@@ -129,7 +119,7 @@ fn obs_tenants_view_agrees_with_dns_and_explain() {
     let r = get_auth(http, "/v1/tenants/_x");
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_tenant"));
     let a = Udp::new(dns)
-        .query(&format!("_x.{ORIGIN}"), RecordType::A, T)
+        .ask(&format!("_x.{ORIGIN}"), RecordType::A)
         .unwrap();
     assert_eq!(a.rcode, ResponseCode::NXDomain);
     assert_eq!(explain_cli(&map.arg(), "_x"), None);
@@ -158,12 +148,12 @@ fn obs_tenants_view_agrees_with_dns_and_explain() {
 
 #[test]
 fn obs_unknown_tenant_is_404_and_nxdomain() {
-    let map = MapDir::new(&test_map("admin-2", 'b', ""), false);
+    let map = MapDir::new(&map::small("admin-2", 'b').toml(), false);
     let s = TokenServer::start(&["--map", &map.arg()]);
     let r = get_auth(s.http(), "/v1/tenants/nobody");
     assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_tenant"));
-    let a = Udp::new(s.server.dns)
-        .query(&format!("nobody.{ORIGIN}"), RecordType::A, T)
+    let a = Udp::new(s.dns())
+        .ask(&format!("nobody.{ORIGIN}"), RecordType::A)
         .unwrap();
     assert_eq!(a.rcode, ResponseCode::NXDomain);
     assert_eq!(explain_cli(&map.arg(), "nobody"), None);
@@ -217,9 +207,7 @@ fn obs_cells_and_map_views() {
     assert!(v["loaded_at"].as_str().unwrap().ends_with('Z'), "{v}");
     assert!(v["reload"]["last_error"].is_null(), "{v}");
     // The serial is the zone's.
-    let soa = Udp::new(s.server.dns)
-        .query(ORIGIN, RecordType::SOA, T)
-        .unwrap();
+    let soa = Udp::new(s.dns()).ask(ORIGIN, RecordType::SOA).unwrap();
     assert_eq!(v["serial"].as_u64(), soa.serial.map(u64::from), "{v}");
     let m = scrape(http);
     assert_eq!(m.value("cellns_cells", &[("status", "down")]), 1.0);
@@ -228,7 +216,7 @@ fn obs_cells_and_map_views() {
 
 #[test]
 fn obs_admin_views_need_a_key_probes_do_not() {
-    let map = MapDir::new(&test_map("admin-3", 'a', ""), false);
+    let map = MapDir::new(&map::small("admin-3", 'a').toml(), false);
     let s = TokenServer::start(&["--map", &map.arg()]);
     let http = s.http();
     for path in ["/v1/map", "/v1/cells", "/v1/tenants/acme"] {
@@ -250,13 +238,13 @@ fn obs_admin_views_need_a_key_probes_do_not() {
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let r = token_support::get(http, path);
+        let r = http::get(http, path);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
     // Admin 401s are not token errors; unknown paths are one "unmatched"
     // series, whatever the path.
     for p in ["/nope", "/v1/nope/acme", "/v2/tenants/acme"] {
-        assert_eq!(token_support::get(http, p).status, 404, "{p}");
+        assert_eq!(http::get(http, p).status, 404, "{p}");
     }
     let m = scrape(http);
     assert!(

@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::common::{self, require_tool, run_cli};
-use super::obs_support::{get_auth, scrape};
-use super::reload_support::{MapDir, ORIGIN, Udp, test_map};
-use super::token_support::{KEY, TokenServer, post_token, python, token_req};
+use crate::support::dns::Udp;
+use crate::support::http::{KEY, TokenServer, get_auth, post_token, scrape, token_req};
+use crate::support::map::{self, MapDir, ORIGIN};
+use crate::support::{python, python_json, repo, require_tool, run_cli};
 
 /// Every file under deploy/.
 fn deploy_files() -> Vec<PathBuf> {
@@ -27,7 +27,7 @@ fn deploy_files() -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&common::repo().join("deploy"), &mut out);
+    walk(&repo().join("deploy"), &mut out);
     out.sort();
     out
 }
@@ -44,28 +44,76 @@ fn words_with_prefix(text: &str, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn obs_deploy_check_script_passes() {
-    require_tool("promtool");
-    let py = python();
-    let out = Command::new(common::repo().join("scripts/check-deploy"))
-        .env("CELLNS_TEST_PYTHON", &py)
-        .output()
-        .expect("run scripts/check-deploy");
+/// Runs scripts/check-deploy with `python` as the test python and `path`
+/// as PATH (None: the test's own); (success, stdout and stderr).
+fn check_deploy(python: &Path, path: Option<&Path>) -> (bool, String) {
+    let mut cmd = Command::new(repo().join("scripts/check-deploy"));
+    cmd.env("CELLNS_TEST_PYTHON", python);
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let out = cmd.output().expect("run scripts/check-deploy");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "scripts/check-deploy failed:\n{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn obs_deploy_check_script_passes() {
+    for tool in ["promtool", "systemd-analyze"] {
+        require_tool(tool);
+    }
+    let (ok, text) = check_deploy(&python(), None);
+    assert!(ok, "scripts/check-deploy failed:\n{text}");
     for step in [
         "promtool check rules",
         "promtool test rules",
         "dashboard queries parse as PromQL",
         "kubernetes-validate",
+        "systemd-analyze verify deploy/systemd/cellns.service",
+        "hadolint deploy/Dockerfile",
     ] {
         assert!(text.contains(step), "step `{step}` did not run:\n{text}");
     }
+}
+
+#[test]
+fn obs_deploy_check_script_fails_naming_a_missing_tool() {
+    // A PATH with only what the script needs before its tool checks, and
+    // the tools given: each missing one stops it with its name.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let link = |tool: &str| {
+        std::os::unix::fs::symlink(require_tool(tool), bin.join(tool)).expect("symlink");
+    };
+    for tool in ["bash", "dirname", "promtool"] {
+        link(tool);
+    }
+    let (ok, text) = check_deploy(&python(), Some(&bin));
+    assert!(!ok, "passed without systemd-analyze:\n{text}");
+    assert!(
+        text.contains("check-deploy: systemd-analyze missing"),
+        "{text}"
+    );
+
+    // systemd-analyze there, hadolint neither on PATH nor next to python
+    // (a python that is the test venv's, called from elsewhere).
+    link("systemd-analyze");
+    let py = dir.path().join("python");
+    std::fs::write(
+        &py,
+        format!("#!/bin/sh\nexec '{}' \"$@\"\n", python().display()),
+    )
+    .expect("write the python wrapper");
+    std::fs::set_permissions(&py, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (ok, text) = check_deploy(&py, Some(&bin));
+    assert!(!ok, "passed without hadolint:\n{text}");
+    assert!(text.contains("check-deploy: hadolint missing"), "{text}");
 }
 
 /// `(metric, {label → values compared with =})` of every selector in the
@@ -111,15 +159,11 @@ fn selectors() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
 #[test]
 fn obs_deploy_queries_only_what_the_server_exposes() {
     // A server that has seen a bit of everything.
-    let map = MapDir::new(&test_map("deploy-1", 'a', ""), false);
+    let map = MapDir::new(&map::small("deploy-1", 'a').toml(), false);
     let s = TokenServer::start(&["--map", &map.arg()]);
     let http = s.http();
-    Udp::new(s.server.dns)
-        .query(
-            &format!("acme.{ORIGIN}"),
-            hickory_proto::rr::RecordType::A,
-            std::time::Duration::from_secs(2),
-        )
+    Udp::new(s.dns())
+        .ask(&format!("acme.{ORIGIN}"), hickory_proto::rr::RecordType::A)
         .unwrap();
     assert_eq!(
         post_token(http, Some(KEY), &token_req("acme", 60)).status,
@@ -249,11 +293,8 @@ fn obs_deploy_env_flags_probes_and_ports_exist() {
         .into_iter()
         .map(|r| r.path.to_owned())
         .collect();
-    let py = python();
-    let out = Command::new(&py)
-        .args([
-            "-c",
-            r#"import json, sys, yaml
+    let d = python_json(
+        r#"import json, sys, yaml
 d = yaml.safe_load(open(sys.argv[1]))
 c = d["spec"]["template"]["spec"]["containers"][0]
 env = {e["name"]: e.get("value") for e in c.get("env", [])}
@@ -261,16 +302,8 @@ ports = {p["name"]: p["containerPort"] for p in c["ports"]}
 probes = {k: c[k]["httpGet"] for k in ("livenessProbe", "readinessProbe")}
 ann = d["spec"]["template"]["metadata"].get("annotations", {})
 print(json.dumps({"env": env, "ports": ports, "probes": probes, "ann": ann}))"#,
-        ])
-        .arg(common::repo().join("deploy/kubernetes/deployment.yaml"))
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[&repo().join("deploy/kubernetes/deployment.yaml")],
     );
-    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let port_of = |addr: &serde_json::Value| -> u64 {
         addr.as_str()
             .and_then(|a| a.rsplit(':').next())

@@ -4,19 +4,19 @@
 //! `/readyz`, `/v1/map`, `/v1/tenants` and the metrics show the new
 //! version.
 
-use std::time::Duration;
+use crate::support::dns::wait_for_answer;
+use crate::support::http::{self, TokenServer, get_auth, scrape};
+use crate::support::map::{self, MapDir, Mode, ORIGIN, cell_v4};
+use crate::support::{RELOAD, wait_until};
 
-use super::common::wait_until;
-use super::obs_support::{get_auth, scrape};
-use super::reload_support::{MapDir, Mode, ORIGIN, cell_v4, test_map, wait_for_answer};
-use super::token_support::{self, TokenServer};
-
-/// The test maps move acme (1 of 21 tenants): let the gates allow it.
-const NO_GATE: &str = "[safety]\nmax_moved_fraction = 1.0\n";
+/// The small map, moving acme (1 of 21 tenants: over the default gate).
+fn test_map(version: &str, acme_on: char) -> String {
+    map::small(version, acme_on).no_gate().toml()
+}
 
 #[test]
 fn obs_kubernetes_configmap_swap_is_served_and_reported() {
-    let mut map = MapDir::new(&test_map("cm-1", 'a', NO_GATE), true);
+    let mut map = MapDir::new(&test_map("cm-1", 'a'), true);
     assert!(
         std::fs::symlink_metadata(map.dir.path().join("..data"))
             .unwrap()
@@ -25,26 +25,23 @@ fn obs_kubernetes_configmap_swap_is_served_and_reported() {
         "the test map is in the ConfigMap layout"
     );
     let s = TokenServer::start(&["--map", &map.arg()]);
-    let (dns, http) = (s.server.dns, s.http());
+    let (dns, http) = (s.dns(), s.http());
     let acme = format!("acme.{ORIGIN}");
-    wait_for_answer(dns, &acme, &cell_v4('a'), Duration::from_secs(2)).expect("cm-1 served");
-    assert_eq!(
-        token_support::get(http, "/readyz").json()["map_version"],
-        "cm-1"
-    );
+    wait_for_answer(dns, &acme, &cell_v4('a'), RELOAD).expect("cm-1 served");
+    assert_eq!(http::get(http, "/readyz").json()["map_version"], "cm-1");
 
     // The kubelet's update: a new timestamped directory, `..data` renamed
     // over to point at it, the old directory removed.
-    map.write(&test_map("cm-2", 'b', NO_GATE), Mode::Kubernetes);
-    wait_for_answer(dns, &acme, &cell_v4('b'), Duration::from_secs(5))
+    map.write(&test_map("cm-2", 'b'), Mode::Kubernetes);
+    wait_for_answer(dns, &acme, &cell_v4('b'), RELOAD)
         .unwrap_or_else(|last| panic!("the swapped map was not served; last answer {last}"));
 
     // DNS moved, so the snapshot is in force; the report follows the same
     // snapshot (the reload status is recorded right after the swap).
     let mut ready = serde_json::Value::Null;
     assert!(
-        wait_until(Duration::from_secs(5), || {
-            let r = token_support::get(http, "/readyz");
+        wait_until(RELOAD, || {
+            let r = http::get(http, "/readyz");
             ready = r.json();
             r.status == 200 && ready["map_version"] == "cm-2"
         }),
@@ -54,7 +51,7 @@ fn obs_kubernetes_configmap_swap_is_served_and_reported() {
     assert_eq!(ready["last_reload_ok"], true, "{ready}");
     let mut v = serde_json::Value::Null;
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(RELOAD, || {
             v = get_auth(http, "/v1/map").json();
             v["reload"]["successes"] == 1
         }),

@@ -5,20 +5,18 @@
 //! against what DNS and the map say.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use super::obs_support::{
-    Metrics, no_question, query_msg, rcode_of, scrape, series, tcp_exchange, udp_exchange,
-    undecodable,
+use crate::support::dns::{
+    Tcp, Udp, query, raw_header, rcode_of, tcp_exchange, udp_exchange, undecodable, wire,
 };
-use super::reload_support::{MapDir, ORIGIN, Tcp, Udp, cell_v4, test_map};
-use super::token_support::{KEY, TokenServer, post_token, token_req};
+use crate::support::http::{KEY, Metrics, TokenServer, post_token, scrape, series, token_req};
+use crate::support::map::{self, MapDir, ORIGIN, cell_v4};
+use crate::support::unix_now;
 
 const Q: &str = "cellns_dns_queries_total";
-const T: Duration = Duration::from_secs(2);
 
 fn name(label: &str) -> String {
     format!("{label}.{ORIGIN}")
@@ -41,21 +39,18 @@ fn queries(rows: &[(&str, &str, &str, f64)]) -> BTreeMap<String, f64> {
 
 fn udp(server: std::net::SocketAddr, label: &str, rtype: RecordType, want: ResponseCode) {
     let a = Udp::new(server)
-        .query(&name(label), rtype, T)
+        .ask(&name(label), rtype)
         .unwrap_or_else(|e| panic!("{label} {rtype}: {e}"));
     assert_eq!(a.rcode, want, "{label} {rtype} over UDP");
 }
 
 #[test]
 fn obs_metrics_count_dns_and_tokens_exactly() {
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let started = unix_now();
     // Cells a and b; acme on b, f00..f19 on a; unknown tenants NXDOMAIN.
-    let map = MapDir::new(&test_map("obs-1", 'b', ""), false);
+    let map = MapDir::new(&map::small("obs-1", 'b').toml(), false);
     let s = TokenServer::start(&["--map", &map.arg()]);
-    let (dns, http) = (s.server.dns, s.http());
+    let (dns, http) = (s.dns(), s.http());
 
     // Nothing counted yet, but every DNS series is there (at 0), so rates
     // and ratios have something to divide.
@@ -79,36 +74,39 @@ fn obs_metrics_count_dns_and_tokens_exactly() {
         udp(dns, "nobody", RecordType::A, ResponseCode::NXDomain);
     }
     let refused = Udp::new(dns)
-        .query("www.example.org.", RecordType::A, T)
+        .ask("www.example.org.", RecordType::A)
         .unwrap();
     assert_eq!(refused.rcode, ResponseCode::Refused);
 
     // --- UDP, general path (the hickory handler).
-    let soa = Udp::new(dns).query(ORIGIN, RecordType::SOA, T).unwrap();
+    let soa = Udp::new(dns).ask(ORIGIN, RecordType::SOA).unwrap();
     assert_eq!(soa.rcode, ResponseCode::NoError);
     let serial = soa.serial.expect("SOA serial");
     udp(dns, "acme", RecordType::ANY, ResponseCode::NoError); // cell b
-    let badvers = query_msg(0x4001, &name("acme"), RecordType::A, OpCode::Query, Some(1));
-    assert_eq!(rcode_of(&udp_exchange(dns, &badvers)), 16, "BADVERS");
-    let status = query_msg(0x4002, &name("acme"), RecordType::A, OpCode::Status, None);
-    assert_eq!(rcode_of(&udp_exchange(dns, &status)), 4, "NOTIMP");
+    let mut badvers = query(0x4001, &name("acme"), RecordType::A, Some(1232));
+    badvers.edns.as_mut().expect("EDNS").set_version(1);
+    assert_eq!(rcode_of(&udp_exchange(dns, &wire(&badvers))), 16, "BADVERS");
+    let mut status = query(0x4002, &name("acme"), RecordType::A, None);
+    status.metadata.op_code = OpCode::Status;
+    assert_eq!(rcode_of(&udp_exchange(dns, &wire(&status))), 4, "NOTIMP");
     // Undecodable (FORMERR from the UDP loop) and no question (FORMERR
     // from the handler).
     assert_eq!(rcode_of(&udp_exchange(dns, &undecodable(0x4003))), 1);
-    assert_eq!(rcode_of(&udp_exchange(dns, &no_question(0x4004))), 1);
+    let no_question = raw_header(0x4004, [0, 0, 0, 0]);
+    assert_eq!(rcode_of(&udp_exchange(dns, &no_question)), 1);
 
     // --- TCP.
-    let mut tcp = Tcp::new(dns, T);
+    let mut tcp = Tcp::connect(dns);
     for _ in 0..2 {
-        let a = tcp.query(&name("acme"), RecordType::A).unwrap();
+        let a = tcp.ask(&name("acme"), RecordType::A).unwrap();
         assert_eq!(a.addrs, cell_v4('b'));
     }
     assert_eq!(
-        tcp.query(&name("f01"), RecordType::A).unwrap().addrs,
+        tcp.ask(&name("f01"), RecordType::A).unwrap().addrs,
         cell_v4('a')
     );
     assert_eq!(
-        tcp.query(&name("nobody"), RecordType::AAAA).unwrap().rcode,
+        tcp.ask(&name("nobody"), RecordType::AAAA).unwrap().rcode,
         ResponseCode::NXDomain
     );
     drop(tcp);
@@ -223,10 +221,7 @@ fn check_map(m: &Metrics, serial: u32, started: f64) {
     );
     assert_eq!(m.value("cellns_map_serial", &[]), f64::from(serial));
     let loaded = m.value("cellns_map_loaded_timestamp_seconds", &[]);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = unix_now();
     assert!(
         (started - 1.0..=now).contains(&loaded),
         "loaded at {loaded}, test ran {started}..{now}"
@@ -241,4 +236,58 @@ fn check_map(m: &Metrics, serial: u32, started: f64) {
     for (status, n) in [("active", 2.0), ("draining", 0.0), ("down", 0.0)] {
         assert_eq!(m.value("cellns_cells", &[("status", status)]), n);
     }
+}
+
+#[test]
+fn obs_truncated_udp_replies_are_not_counted_per_cell_their_tcp_retry_is() {
+    use crate::support::dns::{Transport, exchange};
+    use crate::support::table;
+
+    let srv = table::start();
+    let (dns, http) = (srv.addr(), srv.server.http());
+    let answers = |m: &Metrics| {
+        m.get("cellns_dns_answers_total", &[("cell", "big")])
+            .unwrap_or(0.0)
+    };
+    let aaaa = |transport: &str| {
+        series(
+            Q,
+            &[
+                ("rcode", "NOERROR"),
+                ("qtype", "AAAA"),
+                ("transport", transport),
+            ],
+        )
+    };
+    let bigco = |id: u16, payload: Option<u16>| {
+        query(id, "bigco.cells.example.com.", RecordType::AAAA, payload)
+    };
+
+    // Three UDP queries whose answer does not fit (no EDNS: 512 bytes;
+    // EDNS 512): TC, no answer, and nothing counted for the cell.
+    for (id, payload) in [(1, None), (2, Some(512)), (3, None)] {
+        let m = exchange(dns, Transport::Udp, &bigco(id, payload));
+        assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+    }
+    let m = scrape(http);
+    assert_eq!(answers(&m), 0.0, "truncated replies counted for the cell");
+    assert_eq!(
+        m.nonzero(Q).get(&aaaa("udp")),
+        Some(&3.0),
+        "{:#?}",
+        m.nonzero(Q)
+    );
+
+    // The client's retry over TCP gets the answer, and counts.
+    let m = exchange(dns, Transport::Tcp, &bigco(4, None));
+    assert_eq!(m.answers.len(), table::BIG_CELL_ADDRS);
+    assert_eq!(answers(&scrape(http)), 1.0, "the TCP answer is counted");
+
+    // And a UDP answer that fits (EDNS 1232) counts too.
+    let m = exchange(dns, Transport::Udp, &bigco(5, Some(1232)));
+    assert!(!m.metadata.truncation);
+    let m = scrape(http);
+    assert_eq!(answers(&m), 2.0, "the whole UDP answer is counted");
+    assert_eq!(m.nonzero(Q).get(&aaaa("udp")), Some(&4.0));
+    assert_eq!(m.nonzero(Q).get(&aaaa("tcp")), Some(&1.0));
 }

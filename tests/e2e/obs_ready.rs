@@ -8,16 +8,18 @@
 
 use std::io::Write as _;
 use std::process::Command;
-use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 
-use super::common::{require_tool, wait_until};
-use super::obs_support::{EarlyServer, get_auth, scrape};
-use super::reload_support::{MapDir, Mode, ORIGIN, Udp, cell_v4, test_map};
-use super::token_support::{self, KEY, TokenServer, api_keys_file, keygen, post_token, token_req};
+use crate::support::dns::Udp;
+use crate::support::http::{
+    self, KEY, TokenServer, api_keys_file, get_auth, keygen, post_token, scrape, token_req,
+};
+use crate::support::map::{self, MapDir, Mode, ORIGIN, cell_v4};
+use crate::support::server::Launch;
+use crate::support::{RELOAD, require_tool, wait_until};
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: std::time::Duration = RELOAD;
 
 #[test]
 fn obs_readyz_is_unready_until_the_map_is_loaded() {
@@ -29,19 +31,20 @@ fn obs_readyz_is_unready_until_the_map_is_loaded() {
     let keys = dir.path().join("keys");
     keygen(&keys, "EdDSA");
     let api = api_keys_file(dir.path());
-    let s = EarlyServer::start(&[
+    let s = Launch::new(&[
         "--map",
         fifo.to_str().unwrap(),
         "--signing-keys",
         keys.to_str().unwrap(),
         "--api-keys",
         api.to_str().unwrap(),
-    ]);
+    ])
+    .start_early();
 
     // The server is blocked reading the map: alive, not ready.
-    let r = token_support::get(s.http, "/healthz");
+    let r = http::get(s.http, "/healthz");
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = token_support::get(s.http, "/readyz");
+    let r = http::get(s.http, "/readyz");
     assert_eq!(r.status, 503, "{}", r.text());
     let body = r.json();
     assert_eq!(body["ready"], false, "{body}");
@@ -63,7 +66,7 @@ fn obs_readyz_is_unready_until_the_map_is_loaded() {
     );
 
     // Hand the map over: loading completes, DNS binds, readiness flips.
-    let text = test_map("ready-1", 'b', "");
+    let text = map::small("ready-1", 'b').toml();
     let mut w = std::fs::OpenOptions::new()
         .write(true)
         .open(&fifo)
@@ -71,16 +74,11 @@ fn obs_readyz_is_unready_until_the_map_is_loaded() {
     w.write_all(text.as_bytes()).expect("write the map");
     drop(w);
     assert!(
-        wait_until(WAIT, || s
-            .logs
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(r#""message":"serving""#))),
+        wait_until(WAIT, || s.logs().contains(r#""message":"serving""#)),
         "not serving after the map was written; logs:\n{}",
-        s.logs.lock().unwrap().join("\n")
+        s.logs().text()
     );
-    let r = token_support::get(s.http, "/readyz");
+    let r = http::get(s.http, "/readyz");
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
     assert_eq!(body["ready"], true, "{body}");
@@ -91,11 +89,7 @@ fn obs_readyz_is_unready_until_the_map_is_loaded() {
     // And it really serves.
     let dns = s.dns().expect("DNS address logged");
     let a = Udp::new(dns)
-        .query(
-            &format!("acme.{ORIGIN}"),
-            RecordType::A,
-            Duration::from_secs(2),
-        )
+        .ask(&format!("acme.{ORIGIN}"), RecordType::A)
         .unwrap();
     assert_eq!(a.addrs, cell_v4('b'));
     assert_eq!(body["serial"].as_u64(), Some(u64::from(soa_serial(dns))));
@@ -117,7 +111,7 @@ fn obs_readyz_is_unready_until_the_map_is_loaded() {
 
 fn soa_serial(dns: std::net::SocketAddr) -> u32 {
     Udp::new(dns)
-        .query(ORIGIN, RecordType::SOA, Duration::from_secs(2))
+        .ask(ORIGIN, RecordType::SOA)
         .unwrap()
         .serial
         .expect("SOA serial")
@@ -125,10 +119,10 @@ fn soa_serial(dns: std::net::SocketAddr) -> u32 {
 
 #[test]
 fn obs_failed_reload_is_reported_but_stays_ready() {
-    let mut map = MapDir::new(&test_map("good-1", 'a', ""), false);
+    let mut map = MapDir::new(&map::small("good-1", 'a').toml(), false);
     let s = TokenServer::start(&["--map", &map.arg()]);
     let http = s.http();
-    let r = token_support::get(http, "/readyz");
+    let r = http::get(http, "/readyz");
     assert_eq!(r.status, 200, "{}", r.text());
 
     // A map that does not parse: rejected, the last good map serves.
@@ -136,12 +130,12 @@ fn obs_failed_reload_is_reported_but_stays_ready() {
     let mut body = serde_json::Value::Null;
     assert!(
         wait_until(WAIT, || {
-            body = token_support::get(http, "/readyz").json();
+            body = http::get(http, "/readyz").json();
             body["last_reload_ok"] == false
         }),
         "the failed reload never showed in /readyz: {body}"
     );
-    let r = token_support::get(http, "/readyz");
+    let r = http::get(http, "/readyz");
     assert_eq!(r.status, 200, "a failed reload must not make it unready");
     body = r.json();
     assert_eq!(body["ready"], true, "{body}");
@@ -170,10 +164,10 @@ fn obs_failed_reload_is_reported_but_stays_ready() {
     );
 
     // A good map again: reloaded, the failure is cleared.
-    map.write(&test_map("good-2", 'a', ""), Mode::Rename);
+    map.write(&map::small("good-2", 'a').toml(), Mode::Rename);
     assert!(
         wait_until(WAIT, || {
-            body = token_support::get(http, "/readyz").json();
+            body = http::get(http, "/readyz").json();
             body["map_version"] == "good-2"
         }),
         "good-2 never showed in /readyz: {body}"

@@ -2,14 +2,12 @@
 //! carries a fresh `allow_mass_change`, and `cellns diff` predicts it (exit
 //! codes, human and JSON output). Also the hidden `gen-map` command.
 
-use std::time::Duration;
-
-use cellns::map::Format;
-use cellns::map::generate::{Spec, cell_addrs, generate_spec};
 use hickory_proto::rr::RecordType;
 
-use super::common::{Server, run_cli};
-use super::reload_support::{MapDir, Mode, ORIGIN, Udp, wait_for_answer, wait_for_log};
+use crate::support::dns::{Udp, wait_for_answer};
+use crate::support::map::{Format, MapDir, Mode, ORIGIN, Spec, generate_spec, generated_cell_v4};
+use crate::support::server::Server;
+use crate::support::{RELOAD, run_cli};
 
 fn spec(move_every: usize, reason: Option<&str>) -> String {
     let mut s = Spec::new(100, 2, Format::Toml);
@@ -20,11 +18,7 @@ fn spec(move_every: usize, reason: Option<&str>) -> String {
 
 /// The A set of generated cell `k` (0-based).
 fn cell(k: usize) -> std::collections::BTreeSet<std::net::IpAddr> {
-    let ([a1, a2], _) = cell_addrs(k);
-    [a1, a2]
-        .iter()
-        .map(|a| a.parse().expect("address"))
-        .collect()
+    generated_cell_v4(k)
 }
 
 #[test]
@@ -34,20 +28,15 @@ fn a_mass_move_is_rejected_until_overridden() {
     let t2 = format!("t000002.{ORIGIN}");
     let mut map = MapDir::new(&spec(0, None), false);
     let server = Server::start(&["--map", &map.arg()]);
-    let mut udp = Udp::new(server.dns);
-    let a = udp
-        .query(&t2, RecordType::A, Duration::from_secs(2))
-        .expect("answer");
+    let udp = Udp::new(server.dns);
+    let a = udp.ask(&t2, RecordType::A).expect("answer");
     assert_eq!(a.addrs, cell(1));
 
     map.write(&spec(2, None), Mode::Rename);
-    let line = wait_for_log(
-        &server.logs,
-        "ERROR",
-        "rejected by the safety gates",
-        Duration::from_secs(5),
-    )
-    .expect("no error-level log about the gates");
+    let line = server
+        .logs()
+        .wait_for("ERROR", "rejected by the safety gates", RELOAD)
+        .expect("no error-level log about the gates");
     assert!(
         line["message"]
             .as_str()
@@ -55,9 +44,7 @@ fn a_mass_move_is_rejected_until_overridden() {
             .contains("50 of 100"),
         "{line}"
     );
-    let a = udp
-        .query(&t2, RecordType::A, Duration::from_secs(2))
-        .expect("answer");
+    let a = udp.ask(&t2, RecordType::A).expect("answer");
     assert_eq!(a.addrs, cell(1), "a rejected map is served");
 
     // The same change with an override for it goes through, logged.
@@ -65,15 +52,12 @@ fn a_mass_move_is_rejected_until_overridden() {
         &spec(2, Some("rebalance onto c0001 (OPS-42)")),
         Mode::Rename,
     );
-    wait_for_answer(server.dns, &t2, &cell(0), Duration::from_secs(1))
+    wait_for_answer(server.dns, &t2, &cell(0), RELOAD)
         .unwrap_or_else(|last| panic!("overridden change not served: {last}"));
-    let warn = wait_for_log(
-        &server.logs,
-        "WARN",
-        "safety gates overridden",
-        Duration::from_secs(2),
-    )
-    .expect("override not logged at warn");
+    let warn = server
+        .logs()
+        .wait_for("WARN", "safety gates overridden", RELOAD)
+        .expect("override not logged at warn");
     assert_eq!(warn["reason"], "rebalance onto c0001 (OPS-42)");
 
     // Leaving the override in place does not open the gates for the next
@@ -82,21 +66,15 @@ fn a_mass_move_is_rejected_until_overridden() {
         &spec(0, Some("rebalance onto c0001 (OPS-42)")),
         Mode::Rename,
     );
-    let rejected_again = super::common::wait_until(Duration::from_secs(5), || {
-        super::reload_support::json_logs(&server.logs)
-            .iter()
-            .filter(|v| {
-                v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("rejected by the safety gates"))
-            })
-            .count()
-            >= 2
-    });
-    assert!(rejected_again, "the second mass change was not rejected");
-    let a = udp
-        .query(&t2, RecordType::A, Duration::from_secs(2))
-        .expect("answer");
+    let rejected_again =
+        server
+            .logs()
+            .wait_for_nth("ERROR", "rejected by the safety gates", 2, RELOAD);
+    assert!(
+        rejected_again.is_some(),
+        "the second mass change was not rejected"
+    );
+    let a = udp.ask(&t2, RecordType::A).expect("answer");
     assert_eq!(
         a.addrs,
         cell(0),

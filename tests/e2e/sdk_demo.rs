@@ -4,11 +4,11 @@
 
 use std::process::Command;
 
-use crate::common;
+use crate::support::{repo, require_tool};
 
 #[test]
 fn demo_script_runs_and_the_client_follows() {
-    common::require_tool("sha256sum");
+    require_tool("sha256sum");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new("bash");
     // Cargo sets these for test processes. Build scripts (ring's) rerun
@@ -31,7 +31,7 @@ fn demo_script_runs_and_the_client_follows() {
         }
     }
     let out = cmd
-        .arg(common::repo().join("examples/demo.sh"))
+        .arg(repo().join("examples/demo.sh"))
         .arg("--non-interactive")
         .env("DEMO_PROFILE", "dev")
         .env("DEMO_TIMEOUT", "120")

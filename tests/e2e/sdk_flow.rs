@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use cellns_client::{WRONG_CELL_STATUS, WrongCell, read_claims};
-
-use crate::sdk_support::client_example::Event;
-use crate::sdk_support::*;
-use crate::token_support::request;
+use crate::support::client::{WRONG_CELL_STATUS, WrongCell, read_claims};
+use crate::support::http::request;
+use crate::support::sdk::client_example::Event;
+use crate::support::sdk::*;
+use crate::support::{RELOAD, wait_until};
 
 fn served_by(e: &Event, cell: &str) -> bool {
     matches!(e, Event::Served { cell: c, .. } if c == cell)
@@ -97,7 +97,7 @@ fn a_token_for_cell_a_is_refused_by_cell_b_with_the_wrong_cell_signal() {
     // view of where the tenant lives expires: the tenant left.
     demo.move_tenant('b', 2);
     let mut last = None;
-    let refused_by_a = crate::common::wait_until(Duration::from_secs(10), || {
+    let refused_by_a = wait_until(RELOAD, || {
         let r = whoami('a');
         let done = r.status == WRONG_CELL_STATUS;
         last = Some(r);

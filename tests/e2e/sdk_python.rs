@@ -6,13 +6,13 @@
 
 use std::process::Command;
 
-use crate::common;
-use crate::sdk_support::*;
-use crate::token_support::{KEY, python};
+use crate::support::http::KEY;
+use crate::support::sdk::*;
+use crate::support::{python, repo};
 
 /// The code block that follows the "tested" marker in docs/sdk.md.
 fn snippet() -> String {
-    let page = std::fs::read_to_string(common::repo().join("docs/sdk.md")).unwrap();
+    let page = std::fs::read_to_string(repo().join("docs/sdk.md")).unwrap();
     let marker = "<!-- tested: the block below is run by tests/e2e/sdk_python.rs -->";
     let rest = &page[page.find(marker).expect("the tested marker in docs/sdk.md") + marker.len()..];
     let body = rest
@@ -40,7 +40,7 @@ fn python_snippet_follows_a_move() {
     std::fs::write(&file, snippet()).unwrap();
 
     let out = Command::new(python())
-        .arg(common::repo().join("tests/sdk_snippet.py"))
+        .arg(repo().join("tests/sdk_snippet.py"))
         .arg(&file)
         .arg(format!("http://{}", demo.http()))
         .args([KEY, TENANT, &demo.port.to_string()])

@@ -3,48 +3,23 @@
 //! outside, with gdb), the process reports unready, says why, and exits
 //! non-zero instead of staying up without DNS.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::common::{read_logs, require_tool, serve_command, wait_until};
+use hickory_proto::rr::RecordType;
 
-/// `GET path` over plain HTTP/1.1: (status, body), or `None` when the
-/// server does not answer.
-fn get(http: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
+use crate::support::dns::{Udp, query, wire};
+use crate::support::http::get;
+use crate::support::server::Launch;
+use crate::support::{EXCHANGE, STARTUP, require_tool};
 
-/// One A query for acme; true when a response with its id comes back.
+/// One A query for acme; true when its answer comes back.
 fn dns_answers(dns: SocketAddr) -> bool {
-    let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    // ID 0x4242, RD, one question: acme.cells.example.com A IN.
-    let mut q = vec![0x42, 0x42, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in ["acme", "cells", "example", "com"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    if s.send_to(&q, dns).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 1500];
-    matches!(s.recv(&mut buf), Ok(n) if n >= 12 && buf[..2] == [0x42, 0x42])
+    let q = query(0x4242, "acme.cells.example.com.", RecordType::A, None);
+    let udp = Udp::new(dns);
+    udp.send(&wire(&q));
+    udp.recv_id([0x42, 0x42], EXCHANGE).is_some()
 }
 
 /// The file descriptor of the process's UDP socket bound to `port`, from
@@ -68,42 +43,27 @@ fn udp_fd(pid: u32, port: u16) -> Option<u32> {
 #[test]
 fn serve_ready_only_with_dns_and_exits_when_dns_dies() {
     let gdb = require_tool("gdb");
-    let mut child = serve_command(true, &["--udp-workers", "1"])
-        .spawn()
-        .expect("spawn cellns");
-    let (logs, rx) = read_logs(child.stderr.take().expect("stderr"));
-    let pid = child.id();
-    // The HTTP address, as soon as it is logged.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let http: SocketAddr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("cellns logs HTTP listening");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "HTTP listening" {
-            break v["addr"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .expect("addr");
-        }
-    };
+    let mut server = Launch::new(&["--udp-workers", "1"]).start_early();
+    let (http, pid) = (server.http, server.pid());
+    let deadline = Instant::now() + STARTUP;
 
     // Poll /readyz from the start: the first 200 must come with a DNS
     // address that answers at once.
     let dns: SocketAddr = loop {
         assert!(Instant::now() < deadline, "never ready");
-        match get(http, "/readyz") {
-            Some((200, body)) => {
-                let v: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+        let r = get(http, "/readyz");
+        match r.status {
+            200 => {
+                let v = r.json();
                 let addr = v["dns_addresses"][0]
                     .as_str()
                     .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| panic!("ready without a DNS address: {body}"));
+                    .unwrap_or_else(|| panic!("ready without a DNS address: {v}"));
                 assert!(dns_answers(addr), "/readyz said ready, DNS did not answer");
                 break addr;
             }
-            Some((503, _)) => {}
-            other => panic!("/readyz: {other:?}"),
+            503 => {}
+            other => panic!("/readyz: {other} {}", r.text()),
         }
     };
 
@@ -124,17 +84,11 @@ fn serve_ready_only_with_dns_and_exits_when_dns_dies() {
     );
 
     // The process notices, says why, and exits non-zero.
-    assert!(
-        wait_until(Duration::from_secs(20), || child
-            .try_wait()
-            .ok()
-            .flatten()
-            .is_some()),
-        "cellns kept running without its DNS socket"
-    );
-    let status = child.wait().expect("exit status");
+    let status = server
+        .exit_within(STARTUP)
+        .expect("cellns kept running without its DNS socket");
     assert!(!status.success(), "exit status {status}");
-    let logs = logs.lock().expect("logs").join("\n");
+    let logs = server.logs().text();
     assert!(
         logs.contains("UDP worker stopped") && logs.contains("a part of the server failed"),
         "{logs}"

@@ -3,12 +3,12 @@
 //! token), rate limiting, start-up refusals, and the OpenAPI document.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use serde_json::json;
 
-use crate::common::{self, Server};
-use crate::token_support::*;
+use crate::support::http::*;
+use crate::support::server::{Server, serve_fails};
+use crate::support::{RELOAD, python_json, repo, run_cli, wait_until};
 
 #[test]
 fn token_success_shape() {
@@ -316,7 +316,7 @@ fn token_unauthenticated_callers_never_get_a_token() {
 #[test]
 fn token_without_api_keys_refuses_everyone() {
     let server = Server::start(&[]);
-    let a = server.http.expect("HTTP address");
+    let a = server.http();
     assert!(
         server.logged("no --api-keys"),
         "a warning is logged at start"
@@ -382,7 +382,7 @@ fn token_no_signing_key_is_503() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
     let mut last = None;
-    let emptied = common::wait_until(std::time::Duration::from_secs(30), || {
+    let emptied = wait_until(RELOAD, || {
         let r = post_token(s.http(), Some(KEY), &token_req("acme", 60));
         let done = r.status == 503;
         last = Some(r);
@@ -394,10 +394,12 @@ fn token_no_signing_key_is_503() {
     assert!(s.jwks_kids().is_empty());
     // A new key brings it back, without a restart.
     let (_, kid) = keygen(&s.keys, "ES256");
-    assert!(common::wait_until(
-        std::time::Duration::from_secs(30),
-        || { post_token(s.http(), Some(KEY), &token_req("acme", 60)).status == 200 }
-    ));
+    assert!(
+        wait_until(RELOAD, || {
+            post_token(s.http(), Some(KEY), &token_req("acme", 60)).status == 200
+        }),
+        "a new key did not bring token issuance back"
+    );
     let (h, _) = decode_unverified(mint(s.http(), "acme")["token"].as_str().unwrap());
     assert_eq!(h["kid"], kid.as_str());
     assert_eq!(h["alg"], "ES256");
@@ -406,7 +408,7 @@ fn token_no_signing_key_is_503() {
 #[test]
 fn token_startup_refusals() {
     // The development key on a non-loopback address.
-    let (code, _, err) = common::run_cli(&[
+    let (code, _, err) = run_cli(&[
         "serve",
         "--dns-listen",
         "127.0.0.1:0",
@@ -423,14 +425,14 @@ fn token_startup_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("api-keys");
     std::fs::write(&bad, "# ok\nauth sha256:1234\n").unwrap();
-    let (code, err) = common::serve_fails(&["--api-keys", bad.to_str().unwrap()]);
+    let (code, err) = serve_fails(&["--api-keys", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
 
     // An empty key directory.
     let empty = dir.path().join("keys");
     std::fs::create_dir(&empty).unwrap();
-    let (code, err) = common::serve_fails(&["--signing-keys", empty.to_str().unwrap()]);
+    let (code, err) = serve_fails(&["--signing-keys", empty.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("no signing keys") && err.contains("cellns keygen"),
@@ -445,34 +447,21 @@ fn token_openapi_documents_every_route() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/yaml"));
     let served = r.text();
-    let in_repo = std::fs::read_to_string(common::repo().join("openapi/cellns.yaml")).unwrap();
+    let in_repo = std::fs::read_to_string(repo().join("openapi/cellns.yaml")).unwrap();
     assert_eq!(
         served, in_repo,
         "the served document is the one in the repo"
     );
 
     // Parse it with a real YAML parser and list its operations.
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import json,sys,yaml; d=yaml.safe_load(sys.stdin); \
-             assert d['openapi'].startswith('3.'), d['openapi']; \
-             print(json.dumps([[m.upper(), p] for p, ops in d['paths'].items() for m in ops \
-               if m in ('get','put','post','delete','patch','head','options')]))",
-        ])
-        .stdin(std::fs::File::open(common::repo().join("openapi/cellns.yaml")).unwrap())
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "openapi/cellns.yaml does not parse: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let documented: BTreeSet<(String, String)> =
-        serde_json::from_slice::<Vec<(String, String)>>(&out.stdout)
-            .unwrap()
-            .into_iter()
-            .collect();
+    let documented: BTreeSet<(String, String)> = serde_json::from_value(python_json(
+        "import json,sys,yaml; d=yaml.safe_load(open(sys.argv[1])); \
+         assert d['openapi'].startswith('3.'), d['openapi']; \
+         print(json.dumps([[m.upper(), p] for p, ops in d['paths'].items() for m in ops \
+           if m in ('get','put','post','delete','patch','head','options')]))",
+        &[&repo().join("openapi/cellns.yaml")],
+    ))
+    .expect("a list of [method, path]");
     let routed: BTreeSet<(String, String)> = cellns::http::route_table()
         .into_iter()
         .map(|r| (r.method.to_string(), r.path.to_owned()))

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common;
-use crate::token_support::{keygen, python};
+use crate::support::http::keygen;
+use crate::support::{python, require_tool};
 
 /// Loads the private key at `path` with python-cryptography and prints the
 /// RFC 7638 thumbprint of its public key: the kid cellns gives it.
@@ -58,7 +58,7 @@ fn python_thumbprint(key: &Path) -> String {
 
 #[test]
 fn token_keygen_keys_are_readable_by_openssl_and_python_cryptography() {
-    let openssl = common::require_tool("openssl");
+    let openssl = require_tool("openssl");
     let dir = tempfile::tempdir().unwrap();
     for alg in ["EdDSA", "ES256"] {
         let (path, kid) = keygen(dir.path(), alg);

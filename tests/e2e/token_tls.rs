@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{self, Server};
-use crate::token_support::*;
+use crate::support::http::*;
+use crate::support::require_tool;
+use crate::support::server::{Server, serve_fails};
 
 /// A test PKI: a CA, a server certificate for 127.0.0.1, a client
 /// certificate from the CA, and one from a CA the server does not trust.
@@ -15,7 +16,7 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
-        let openssl = common::require_tool("openssl");
+        let openssl = require_tool("openssl");
         let dir = tempfile::tempdir().unwrap();
         let run = |args: &[&str]| {
             let out = Command::new(&openssl)
@@ -108,7 +109,7 @@ impl Pki {
 
 /// curl over HTTPS trusting the test CA: (curl exit code, HTTP status, body).
 fn curl(pki: &Pki, url: &str, extra: &[&str]) -> (i32, u16, String) {
-    let curl = common::require_tool("curl");
+    let curl = require_tool("curl");
     let out = Command::new(curl)
         .args([
             "-s",
@@ -256,7 +257,7 @@ fn token_mtls_requires_a_client_certificate_from_the_ca() {
 #[test]
 fn token_tls_flag_errors() {
     let pki = Pki::new();
-    let (code, err) = common::serve_fails(&[
+    let (code, err) = serve_fails(&[
         "--tls-cert",
         &pki.p("server.pem"),
         "--tls-key",

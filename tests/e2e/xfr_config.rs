@@ -3,8 +3,8 @@
 //! placement with secondaries configured is warned about (secondaries
 //! cannot carry hashed tenants).
 
-use crate::common::{self, Server};
-use crate::xfr_support as x;
+use crate::support::map;
+use crate::support::server::{Server, serve_fails};
 
 #[test]
 fn bad_axfr_allow_values_stop_start_up_with_a_clear_error() {
@@ -16,7 +16,7 @@ fn bad_axfr_allow_values_stop_start_up_with_a_clear_error() {
         ("192.0.2.0/33", "prefix length"),
         ("ns1.example.com", "not an IP address"),
     ] {
-        let (code, err) = common::serve_fails(&["--axfr-allow", value]);
+        let (code, err) = serve_fails(&["--axfr-allow", value]);
         assert_ne!(code, 0, "{value}: {err}");
         assert!(
             err.contains(&format!("invalid --axfr-allow value `{value}`")) && err.contains(why),
@@ -29,7 +29,7 @@ fn bad_axfr_allow_values_stop_start_up_with_a_clear_error() {
 fn bad_tsig_key_files_stop_start_up_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.key");
-    let (code, err) = common::serve_fails(&["--tsig-key", missing.to_str().expect("utf-8")]);
+    let (code, err) = serve_fails(&["--tsig-key", missing.to_str().expect("utf-8")]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot read the TSIG key file"), "{err}");
     for (text, why) in [
@@ -42,7 +42,7 @@ fn bad_tsig_key_files_stop_start_up_with_a_clear_error() {
     ] {
         let path = dir.path().join("bad.key");
         std::fs::write(&path, text).expect("write key");
-        let (code, err) = common::serve_fails(&["--tsig-key", path.to_str().expect("utf-8")]);
+        let (code, err) = serve_fails(&["--tsig-key", path.to_str().expect("utf-8")]);
         assert_ne!(code, 0, "{text}");
         assert!(err.contains(why), "{text}: {err}");
     }
@@ -51,21 +51,21 @@ fn bad_tsig_key_files_stop_start_up_with_a_clear_error() {
 #[test]
 fn hash_placement_with_secondaries_is_warned_about() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let map = dir.path().join("map.toml");
-    let text = x::map("v1", 'a');
-    std::fs::write(&map, format!("{text}\n[placement]\nunknown = \"hash\"\n")).expect("write");
+    let path = dir.path().join("map.toml");
+    let text = map::xfr("v1", 'a').set("placement.unknown", "hash").toml();
+    std::fs::write(&path, text).expect("write");
     let srv = Server::start(&[
         "--map",
-        map.to_str().expect("utf-8"),
+        path.to_str().expect("utf-8"),
         "--axfr-allow",
         "127.0.0.1",
     ]);
     assert!(
         srv.logged("zone transfers cannot carry"),
         "no warning about hash placement:\n{}",
-        srv.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+        srv.logs().text()
     );
     // Without secondaries there is nothing to warn about.
-    let plain = Server::start(&["--map", map.to_str().expect("utf-8")]);
+    let plain = Server::start(&["--map", path.to_str().expect("utf-8")]);
     assert!(!plain.logged("zone transfers cannot carry"));
 }

@@ -11,31 +11,35 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::common::{Server, wait_until};
-use crate::xfr_support::{self as x, Kind, Secondary};
+use crate::support::dns::{self, seen};
+use crate::support::map::{self, XFR_ORIGIN as ORIGIN};
+use crate::support::secondary::{Kind, Secondary, key_file};
+use crate::support::server::{Launch, Server};
+use crate::support::{RELOAD, STARTUP, free_port, replace_file, repo, require_tool, wait_until};
 
 /// Time allowed for the first transfer (start-up of both servers included).
-const FIRST_TRANSFER: Duration = Duration::from_secs(20);
-/// Time allowed between cellns serving a change and the secondary serving it.
-const VIA_NOTIFY: Duration = Duration::from_secs(5);
+const FIRST_TRANSFER: Duration = STARTUP;
+/// Time allowed between cellns serving a change and the secondary serving
+/// it: NOTIFY, then a transfer (the SOA timers are an hour).
+const VIA_NOTIFY: Duration = RELOAD;
 /// Time for every answer to agree once the secondary has the serial.
-const SETTLE: Duration = Duration::from_secs(5);
+const SETTLE: Duration = RELOAD;
 
 /// Questions whose answers must be the same on cellns and the secondary.
 fn sample() -> Vec<(String, RecordType)> {
     let mut q = Vec::new();
     for tenant in ["acme", "downco", "cnameco", "f00", "f17", "nobody"] {
         for t in [RecordType::A, RecordType::AAAA, RecordType::TXT] {
-            q.push((format!("{tenant}.{}", x::ORIGIN), t));
+            q.push((format!("{tenant}.{}", ORIGIN), t));
         }
     }
     for (name, t) in [
-        (format!("a.{}", x::ORIGIN), RecordType::A),
-        (format!("a.{}", x::ORIGIN), RecordType::AAAA),
-        (format!("c.{}", x::ORIGIN), RecordType::A),
-        (format!("ns1.{}", x::ORIGIN), RecordType::A),
-        (x::ORIGIN.to_owned(), RecordType::NS),
-        (format!("x.acme.{}", x::ORIGIN), RecordType::A),
+        (format!("a.{}", ORIGIN), RecordType::A),
+        (format!("a.{}", ORIGIN), RecordType::AAAA),
+        (format!("c.{}", ORIGIN), RecordType::A),
+        (format!("ns1.{}", ORIGIN), RecordType::A),
+        (ORIGIN.to_owned(), RecordType::NS),
+        (format!("x.acme.{}", ORIGIN), RecordType::A),
     ] {
         q.push((name, t));
     }
@@ -43,12 +47,13 @@ fn sample() -> Vec<(String, RecordType)> {
 }
 
 /// The sample questions whose answers differ between `ours` (cellns) and
-/// `theirs` (the secondary), described.
+/// `theirs` (the secondary), described: flags, rcode, and all three
+/// sections (sorted: their order carries no meaning).
 fn differences(ours: SocketAddr, theirs: SocketAddr) -> Vec<String> {
     let mut diff = Vec::new();
     for (name, qtype) in sample() {
-        let a = x::try_query(ours, &name, qtype).map(|m| x::essence(&m));
-        let b = x::try_query(theirs, &name, qtype).map(|m| x::essence(&m));
+        let a = dns::try_query(ours, &name, qtype).map(|m| seen(&m).sorted());
+        let b = dns::try_query(theirs, &name, qtype).map(|m| seen(&m).sorted());
         if a.is_none() || a != b {
             diff.push(format!(
                 "{name} {qtype}:\n  cellns:    {a:?}\n  secondary: {b:?}"
@@ -58,39 +63,53 @@ fn differences(ours: SocketAddr, theirs: SocketAddr) -> Vec<String> {
     diff
 }
 
+/// cellns (NOTIFYing `port`) and the secondary on `port`; another port
+/// (and so another cellns) when the secondary finds it taken.
+fn start_pair(kind: Kind, tsig: bool, dir: &std::path::Path) -> (Server, Secondary) {
+    let map = dir.join("map.toml");
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut args = vec![
+            "--map".to_owned(),
+            map.display().to_string(),
+            "--axfr-allow".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--notify".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ];
+        if tsig {
+            args.push("--tsig-key".to_owned());
+            args.push(key_file(dir).display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cellns = Launch::new(&args).start();
+        match Secondary::start(kind, tsig, dir, port, cellns.dns) {
+            Ok(secondary) => return (cellns, secondary),
+            Err(log) => last = log,
+        }
+    }
+    panic!("{kind:?}: no free port in three tries; last log:\n{last}");
+}
+
 fn follows_through_notify(kind: Kind, tsig: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let map = dir.path().join("map.toml");
-    std::fs::write(&map, x::map("v1", 'a')).expect("write map");
-    let port = x::free_port();
-    let notify = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "--map".to_owned(),
-        map.display().to_string(),
-        "--axfr-allow".to_owned(),
-        "127.0.0.1".to_owned(),
-        "--notify".to_owned(),
-        notify,
-    ];
-    if tsig {
-        args.push("--tsig-key".to_owned());
-        args.push(x::key_file(dir.path()).display().to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let cellns = Server::start(&args);
-    let secondary = Secondary::start(kind, tsig, dir.path(), port, cellns.dns);
+    std::fs::write(&map, map::xfr("v1", 'a').toml()).expect("write map");
+    let (cellns, secondary) = start_pair(kind, tsig, dir.path());
     let context = |what: &str| {
         format!(
             "{kind:?} (tsig: {tsig}): {what}\n--- secondary log:\n{}\n--- cellns log:\n{}",
             secondary.log_text(),
-            cellns.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+            cellns.logs().text()
         )
     };
 
     // The first transfer.
-    let first = x::serial(cellns.dns).expect("cellns answers its SOA");
+    let first = dns::serial(cellns.dns, ORIGIN).expect("cellns answers its SOA");
     assert!(
-        wait_until(FIRST_TRANSFER, || x::serial(secondary.addr) == Some(first)),
+        wait_until(FIRST_TRANSFER, || dns::serial(secondary.addr, ORIGIN)
+            == Some(first)),
         "{}",
         context(&format!(
             "no transfer of serial {first} within {FIRST_TRANSFER:?}"
@@ -109,12 +128,8 @@ fn follows_through_notify(kind: Kind, tsig: bool) {
         "{}",
         context(&format!("answers differ:\n{}", diff.join("\n")))
     );
-    let downco = x::try_query(
-        secondary.addr,
-        &format!("downco.{}", x::ORIGIN),
-        RecordType::A,
-    )
-    .expect("answer");
+    let downco = dns::try_query(secondary.addr, &format!("downco.{}", ORIGIN), RecordType::A)
+        .expect("answer");
     assert_eq!(
         downco
             .answers
@@ -124,9 +139,9 @@ fn follows_through_notify(kind: Kind, tsig: bool) {
         ["192.0.2.20"],
         "the down cell's tenant is served by its failover cell"
     );
-    let cname = x::try_query(
+    let cname = dns::try_query(
         secondary.addr,
-        &format!("cnameco.{}", x::ORIGIN),
+        &format!("cnameco.{}", ORIGIN),
         RecordType::A,
     )
     .expect("answer");
@@ -135,33 +150,29 @@ fn follows_through_notify(kind: Kind, tsig: bool) {
         "{:?}",
         cname.answers
     );
-    let nobody = x::try_query(
-        secondary.addr,
-        &format!("nobody.{}", x::ORIGIN),
-        RecordType::A,
-    )
-    .expect("answer");
+    let nobody = dns::try_query(secondary.addr, &format!("nobody.{}", ORIGIN), RecordType::A)
+        .expect("answer");
     assert_eq!(nobody.metadata.response_code, ResponseCode::NXDomain);
 
     // Move acme from a to b: cellns reloads, NOTIFYs, the secondary
     // transfers and answers the new cell.
-    x::replace_file(&map, &x::map("v2", 'b'));
-    let acme = format!("acme.{}", x::ORIGIN);
+    replace_file(&map, &map::xfr("v2", 'b').toml());
+    let acme = format!("acme.{}", ORIGIN);
     let moved = |server| {
-        x::try_query(server, &acme, RecordType::A)
+        dns::try_query(server, &acme, RecordType::A)
             .is_some_and(|m| m.answers.len() == 1 && m.answers[0].data.to_string() == "192.0.2.20")
     };
     assert!(
-        wait_until(Duration::from_secs(10), || moved(cellns.dns)),
+        wait_until(RELOAD, || moved(cellns.dns)),
         "{}",
         context("cellns did not reload the map")
     );
     let reloaded = Instant::now();
-    let second = x::serial(cellns.dns).expect("cellns SOA");
+    let second = dns::serial(cellns.dns, ORIGIN).expect("cellns SOA");
     assert_ne!(second, first, "a reload changes the serial");
     assert!(
         wait_until(VIA_NOTIFY, || moved(secondary.addr)
-            && x::serial(secondary.addr) == Some(second)),
+            && dns::serial(secondary.addr, ORIGIN) == Some(second)),
         "{}",
         context(&format!(
             "the secondary did not follow within {VIA_NOTIFY:?} (SOA refresh is 3600 s: only NOTIFY can do it)"
@@ -211,9 +222,9 @@ fn knot_by_address_follows_cellns_through_notify() {
 /// The examples as shipped are valid for the servers' own checkers.
 #[test]
 fn secondary_examples_pass_the_servers_config_checks() {
-    let dir = crate::common::repo().join("deploy/secondaries");
-    let nsd = crate::common::require_tool("nsd-checkconf");
-    let knotc = crate::common::require_tool("knotc");
+    let dir = repo().join("deploy/secondaries");
+    let nsd = require_tool("nsd-checkconf");
+    let knotc = require_tool("knotc");
     for (tool, args, file) in [
         (&nsd, vec![], "nsd.conf"),
         (&nsd, vec![], "nsd-tsig.conf"),

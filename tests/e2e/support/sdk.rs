@@ -1,25 +1,23 @@
-//! Helpers of the SDK tests: cellns serving a two-cell map whose cells
-//! live on 127.0.0.2 and 127.0.0.3, the example cells (examples/cell.rs)
-//! running in-process on those addresses, and the example client
-//! (examples/client.rs). The examples are compiled into this test binary,
-//! so the tests exercise exactly the code the demo runs.
-
-#![allow(dead_code)]
+//! The SDK demo set-up: cellns serving a two-cell map whose cells live on
+//! 127.0.0.2 and 127.0.0.3, the example cells (examples/cell.rs) running
+//! in-process on those addresses, and the example client
+//! (examples/client.rs). The examples are compiled into the test binary, so
+//! the tests exercise exactly the code the demo runs.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cellns_client::{Resolver, TokenClaims};
+use super::client::{Resolver, TokenClaims};
+use super::http::{KEY, TokenServer};
+use super::map::{Cell, Map};
+use super::{RELOAD, replace_file, wait_until};
 
-use crate::common::{self, Server};
-use crate::token_support::{KEY, api_keys_file, keygen};
-
-#[path = "../../examples/cell.rs"]
+#[path = "../../../examples/cell.rs"]
 #[allow(dead_code)]
 pub mod cell_example;
-#[path = "../../examples/client.rs"]
+#[path = "../../../examples/client.rs"]
 #[allow(dead_code)]
 pub mod client_example;
 
@@ -35,8 +33,8 @@ pub const TENANT: &str = "acme";
 /// The loopback address of cell `c` (`'a'` or `'b'`).
 pub fn cell_ip(c: char) -> IpAddr {
     match c {
-        'a' => "127.0.0.2".parse().unwrap(),
-        'b' => "127.0.0.3".parse().unwrap(),
+        'a' => IpAddr::from([127, 0, 0, 2]),
+        'b' => IpAddr::from([127, 0, 0, 3]),
         _ => panic!("no cell {c}"),
     }
 }
@@ -44,89 +42,82 @@ pub fn cell_ip(c: char) -> IpAddr {
 /// The demo map with the tenant in cell `on`. TTL 1 s, so cells notice a
 /// move quickly; the safety gate allows moving the only tenant (100%).
 pub fn demo_map(on: char, version: u32) -> String {
-    format!(
-        "version = \"demo-{version}\"\n\
-         [zone]\norigin = \"{ZONE}.\"\nttl = 1\nnameservers = [\"ns1.{ZONE}.\"]\n\
-         hostmaster = \"hostmaster.{ZONE}.\"\n\
-         [zone.glue]\n\"ns1.{ZONE}.\" = [\"127.0.0.1\"]\n\
-         [cells.a]\nhostname = \"{A}.\"\nipv4 = [\"127.0.0.2\"]\nregion = \"demo\"\n\
-         [cells.b]\nhostname = \"{B}.\"\nipv4 = [\"127.0.0.3\"]\nregion = \"demo\"\n\
-         [tenants]\n{TENANT} = \"{on}\"\n\
-         [safety]\nmax_moved_fraction = 1.0\n"
-    )
+    let cell = |host: &str, ip: IpAddr| {
+        Cell::new(&format!("{host}."))
+            .ipv4([ip])
+            .set("region", "demo")
+    };
+    Map::new(&format!("{ZONE}."), &format!("demo-{version}"))
+        .set("zone.ttl", 1)
+        .glue(&format!("ns1.{ZONE}."), &["127.0.0.1"])
+        .cell("a", cell(A, cell_ip('a')))
+        .cell("b", cell(B, cell_ip('b')))
+        .tenant(TENANT, &on.to_string())
+        .no_gate()
+        .toml()
 }
 
 /// cellns with the demo map, and cells a and b serving on one port.
 pub struct Demo {
     /// The async runtime the cells (and the tests' clients) run on.
     pub rt: tokio::runtime::Runtime,
-    /// The cellns process.
-    pub server: Server,
+    /// cellns, with keys and the test callers.
+    pub cellns: TokenServer,
     /// The port both cells serve on.
     pub port: u16,
     /// The map file.
     pub map: PathBuf,
-    dir: tempfile::TempDir,
+    _map_dir: tempfile::TempDir,
 }
 
 impl Demo {
     /// Starts cellns (tenant in cell a) and the two cells.
     pub fn start() -> Demo {
-        let dir = tempfile::tempdir().unwrap();
-        let map = dir.path().join("map.toml");
-        std::fs::write(&map, demo_map('a', 1)).unwrap();
-        let keys = dir.path().join("keys");
-        keygen(&keys, "EdDSA");
-        let api = api_keys_file(dir.path());
-        let server = Server::start(&[
-            "--map",
-            map.to_str().unwrap(),
-            "--signing-keys",
-            keys.to_str().unwrap(),
-            "--api-keys",
-            api.to_str().unwrap(),
-        ]);
-        let http = server.http.expect("HTTP address");
+        let map_dir = tempfile::tempdir().expect("tempdir");
+        let map = map_dir.path().join("map.toml");
+        std::fs::write(&map, demo_map('a', 1)).expect("write map");
+        let cellns = TokenServer::start(&["--map", map.to_str().expect("utf-8 path")]);
+        let (http, dns) = (cellns.http(), cellns.dns());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .unwrap();
+            .expect("runtime");
         let port = rt.block_on(async {
             let (la, lb) = bind_pair().await;
-            let port = la.local_addr().unwrap().port();
+            let port = la.local_addr().expect("address").port();
             for (listener, host) in [(la, A), (lb, B)] {
                 let args = cell_example::Args {
-                    listen: listener.local_addr().unwrap(),
+                    listen: listener.local_addr().expect("address"),
                     hostname: host.to_owned(),
                     zone: ZONE.to_owned(),
                     jwks: format!("http://{http}/.well-known/jwks.json"),
-                    dns: server.dns,
+                    dns,
                     issuer: "cellns".into(),
                     audience: "cells".into(),
                 };
-                let cell = Arc::new(cell_example::Cell::new(&args).await.unwrap());
+                let cell = Arc::new(cell_example::Cell::new(&args).await.expect("a cell"));
                 tokio::spawn(cell_example::run(listener, cell));
             }
             port
         });
         Demo {
             rt,
-            server,
+            cellns,
             port,
             map,
-            dir,
+            _map_dir: map_dir,
         }
     }
 
     /// cellns's HTTP address.
     pub fn http(&self) -> SocketAddr {
-        self.server.http.expect("HTTP address")
+        self.cellns.http()
     }
 
     /// A resolver asking cellns.
     pub fn resolver(&self) -> Resolver {
-        Resolver::new(self.server.dns)
+        Resolver::new(self.cellns.dns())
     }
 
     /// The address of cell `c`'s HTTP server.
@@ -136,8 +127,8 @@ impl Demo {
 
     /// The example client for the tenant, asking for tokens living `ttl` s.
     pub fn client(&self, ttl: u64) -> client_example::Client {
-        let auth =
-            client_example::AuthService::new(&format!("http://{}", self.http()), KEY).unwrap();
+        let auth = client_example::AuthService::new(&format!("http://{}", self.http()), KEY)
+            .expect("the auth service");
         client_example::Client::new(auth, self.resolver(), self.port, TENANT, "user-42", ttl)
     }
 
@@ -145,13 +136,11 @@ impl Demo {
     /// plane does: write a new file and rename it over the map. Returns
     /// once cellns's DNS answers with the new cell.
     pub fn move_tenant(&self, to: char, version: u32) {
-        let tmp = self.dir.path().join("map.toml.tmp");
-        std::fs::write(&tmp, demo_map(to, version)).unwrap();
-        std::fs::rename(&tmp, &self.map).unwrap();
+        replace_file(&self.map, &demo_map(to, version));
         let resolver = self.resolver();
         let want = vec![cell_ip(to)];
         let mut last = None;
-        let moved = common::wait_until(Duration::from_secs(20), || {
+        let moved = wait_until(RELOAD, || {
             let got = self
                 .rt
                 .block_on(resolver.lookup(&format!("{TENANT}.{ZONE}")));
@@ -161,20 +150,19 @@ impl Demo {
         });
         assert!(
             moved,
-            "cellns did not answer {TENANT} with cell {to} within 20 s (last: {last:?}); logs:\n{}",
-            self.server.logs.lock().unwrap().join("\n")
+            "cellns did not answer {TENANT} with cell {to} within {RELOAD:?} (last: {last:?}); logs:\n{}",
+            self.cellns.server.logs().text()
         );
     }
 
     /// A token for the tenant from cellns, straight from the token API.
     pub fn mint(&self) -> String {
-        crate::token_support::mint(self.http(), TENANT)["token"]
+        super::http::mint(self.http(), TENANT)["token"]
             .as_str()
-            .unwrap()
+            .expect("a token")
             .to_owned()
     }
 }
-
 /// Two listeners with the same port, on 127.0.0.2 and 127.0.0.3 (the port
 /// is picked by the OS for the first; retried if taken on the second).
 async fn bind_pair() -> (tokio::net::TcpListener, tokio::net::TcpListener) {
@@ -183,7 +171,7 @@ async fn bind_pair() -> (tokio::net::TcpListener, tokio::net::TcpListener) {
         let a = tokio::net::TcpListener::bind((cell_ip('a'), 0))
             .await
             .expect("bind 127.0.0.2 (all of 127.0.0.0/8 is on lo on Linux)");
-        let port = a.local_addr().unwrap().port();
+        let port = a.local_addr().expect("address").port();
         match tokio::net::TcpListener::bind((cell_ip('b'), port)).await {
             Ok(b) => return (a, b),
             Err(e) => last = Some(e),
