@@ -111,15 +111,16 @@ class CellSession:
         while True:
             now = self._clock()
             action = r.next(now)
+            if action.kind in (SLEEP, FETCH) and fetched >= self._max_fetches:
+                # Give up before waiting for a fetch that would not be made.
+                raise NoCellAccepts(
+                    f"{method} {path}: no cell accepted the {fetched} token(s) fetched for this request"
+                ) from last
             if action.kind == SLEEP:
                 assert action.until_ms is not None
                 self._sleep(max(0, action.until_ms - now) / 1000)
                 continue
             if action.kind == FETCH:
-                if fetched >= self._max_fetches:
-                    raise NoCellAccepts(
-                        f"{method} {path}: no cell accepted the {fetched} token(s) fetched for this request"
-                    ) from last
                 fetched += 1
                 self.fetches += 1
                 try:
