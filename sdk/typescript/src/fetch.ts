@@ -14,8 +14,8 @@ import { readBounded, WRONG_CELL_STATUS, WrongCell, MAX_SIGNAL_BODY } from "./si
 export interface CellFetchOptions {
   /** A token from your auth service (which got it from cellns). */
   getToken: () => string | Promise<string>;
-  /** The URL prefix of a cell; default `https://<cell>`. */
-  baseUrl?: (cell: string) => string;
+  /** The URL prefix of a cell (e.g. after resolving it yourself); default `https://<cell>`. */
+  baseUrl?: (cell: string) => string | Promise<string>;
   /** Default 100 ms doubling to 5 s. */
   backoff?: Backoff;
   /** The jitter's seed (default random). */
@@ -108,13 +108,14 @@ export function createCellFetch(options: CellFetchOptions): CellFetch {
       const current = await token(state, what);
       const headers = new Headers(init.headers);
       headers.set("authorization", `Bearer ${current.token}`);
-      const url = baseUrl(current.claims.cell).replace(/\/+$/, "") + path;
       let resp: Response;
       try {
+        const url = (await baseUrl(current.claims.cell)).replace(/\/+$/, "") + path;
         resp = await doFetch(url, { ...init, headers });
       } catch (e) {
         if (init.signal?.aborted) throw e;
-        // Unreachable: it may be down, and a new token may name its failover.
+        // Unreachable (or unresolvable): it may be down, and a new token may
+        // name its failover.
         drop(current);
         state.last = e;
         continue;
