@@ -56,6 +56,14 @@ class TokenClaims:
         return self.exp - self.iat
 
 
+def utf8_length(s: str) -> int:
+    """Bytes of ``s`` in UTF-8, without encoding a string that is obviously
+    longer than any token (every code point is at least one byte)."""
+    if len(s) > MAX_TOKEN_BYTES:
+        return len(s)
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
 def is_numeric_date(value: object) -> bool:
     """A JSON integer in ``[0, 2^53 - 1]`` (``bool`` is not an integer here)."""
     return type(value) is int and 0 <= value <= MAX_NUMERIC_DATE
@@ -98,7 +106,7 @@ def decode_part(part: str, *, padding_optional: bool = False) -> Any:
 def read_claims(token: str) -> TokenClaims:
     """Reads the routing claims of ``token`` (a JWS compact serialisation)
     without verifying its signature. Raises :class:`ClaimsError`."""
-    if len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES:
+    if utf8_length(token) > MAX_TOKEN_BYTES:
         raise ClaimsError("not_jwt", f"not a JWT: longer than {MAX_TOKEN_BYTES} bytes")
     parts = token.strip().split(".")
     if len(parts) != 3:

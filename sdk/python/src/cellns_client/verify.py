@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from . import _b64
-from .claims import MAX_TOKEN_BYTES, canonical_host, is_numeric_date
+from .claims import MAX_TOKEN_BYTES, canonical_host, is_numeric_date, utf8_length
 
 try:
     from jwt.algorithms import ECAlgorithm, OKPAlgorithm
@@ -206,7 +206,7 @@ class KeySet:
 
 def _screen(token: str) -> Tuple[_Header, bytes, Dict[str, Any], bytes]:
     """Everything that needs no key: size, structure, header, claim types."""
-    if len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES:
+    if utf8_length(token) > MAX_TOKEN_BYTES:
         raise VerifyError("too_large", f"token longer than {MAX_TOKEN_BYTES} bytes")
 
     def malformed(msg: str) -> VerifyError:
