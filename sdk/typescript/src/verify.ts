@@ -396,8 +396,13 @@ export class Verifier {
   async verify(token: string, now?: number): Promise<Claims> {
     const s = screen(token);
     if (this.url !== null) {
-      if (this.o.clock() >= this.staleAt) await this.refresh(false);
-      if (!this.keys?.has(s.kid)) {
+      let refreshed = false;
+      if (this.o.clock() >= this.staleAt) {
+        await this.refresh(false);
+        refreshed = true;
+      }
+      // An unknown kid refetches, unless the set was just fetched.
+      if (!refreshed && !this.keys?.has(s.kid)) {
         const t = this.o.clock();
         if (this.kidRefetchAt === null || t - this.kidRefetchAt >= this.o.refetchIntervalMs) {
           this.kidRefetchAt = t;

@@ -444,9 +444,12 @@ class Verifier:
         seconds (default: the wall clock)."""
         header, signing_input, payload, sig = _screen(token)
         if self._url is not None:
+            refreshed = False
             if self._clock() >= self._stale_at:
                 self._refresh()
-            if header.kid not in self._keys:
+                refreshed = True
+            # An unknown kid refetches, unless the set was just fetched.
+            if header.kid not in self._keys and not refreshed:
                 t = self._clock()
                 with self._lock:
                     allowed = self._kid_refetch_at is None or t - self._kid_refetch_at >= self._refetch_interval
