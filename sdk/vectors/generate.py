@@ -376,6 +376,8 @@ def jwks_cases() -> list[dict]:
         ok("alg_not_the_curves_skipped", {"keys": [{**ed, "alg": "ES256"}, es]}, {ES.kid: "ES256"}),
         ok("no_kid_skipped", {"keys": [{k: v for k, v in ed.items() if k != "kid"}, es]}, {ES.kid: "ES256"}),
         ok("kid_not_a_string_skipped", {"keys": [{**ed, "kid": 5}, es]}, {ES.kid: "ES256"}),
+        ok("kty_not_a_string_skipped", {"keys": [{**ed, "kty": ["OKP"]}, es]}, {ES.kid: "ES256"}),
+        ok("crv_not_a_string_skipped", {"keys": [{**es, "crv": {"P-256": 1}}, ed]}, {ED.kid: "EdDSA"}),
         ok("x25519_skipped", {"keys": [{**ed, "crv": "X25519", "alg": "ECDH-ES", "use": "enc"}]}, {}),
         ok("p384_skipped", {"keys": [{**es, "crv": "P-384", "alg": "ES384"}]}, {}),
         ok("entry_not_an_object_skipped", {"keys": [5, "x", ed]}, {ED.kid: "EdDSA"}),

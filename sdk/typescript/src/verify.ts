@@ -165,8 +165,8 @@ export class KeySet {
     if (!Array.isArray(list)) throw bad('not an object with a "keys" array');
     const keys = new Map<string, Key>();
     for (const k of list) {
-      if (!isObject(k) || typeof k.kid !== "string") continue;
-      const alg = CURVES[`${String(k.kty)} ${String(k.crv)}`];
+      if (!isObject(k) || typeof k.kid !== "string" || typeof k.kty !== "string" || typeof k.crv !== "string") continue;
+      const alg = Object.hasOwn(CURVES, `${k.kty} ${k.crv}`) ? CURVES[`${k.kty} ${k.crv}`] : undefined;
       if (alg === undefined || (k.use ?? "sig") !== "sig" || (k.alg ?? alg) !== alg) continue;
       const kid = k.kid;
       const coord = (name: string): Uint8Array | null => {

@@ -167,9 +167,11 @@ class KeySet:
             if not isinstance(k, Mapping):
                 continue
             kid, kty, crv = k.get("kid"), k.get("kty"), k.get("crv")
-            if not isinstance(kid, str) or (kty, crv) not in _CURVE_ALG:
+            if not (isinstance(kid, str) and isinstance(kty, str) and isinstance(crv, str)):
                 continue
-            alg = _CURVE_ALG[(kty, crv)]
+            alg = _CURVE_ALG.get((kty, crv))
+            if alg is None:
+                continue
             if k.get("use", "sig") != "sig" or k.get("alg", alg) != alg:
                 continue
             try:

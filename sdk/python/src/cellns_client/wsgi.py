@@ -14,7 +14,7 @@ The application finds the verified claims in ``environ["cellns.claims"]``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from ._cell import CLAIMS_KEY, Answer, TenantHere, bearer_token, missing_token, refusal, wrong_cell
 from .verify import Verifier, VerifyError
@@ -44,7 +44,7 @@ class CellnsMiddleware:
         self.tenant_here = tenant_here
         self.exempt = frozenset(exempt)
 
-    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") in self.exempt:
             return self.app(environ, start_response)
         token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
