@@ -167,7 +167,9 @@ export class KeySet {
     for (const k of list) {
       if (!isObject(k) || typeof k.kid !== "string" || typeof k.kty !== "string" || typeof k.crv !== "string") continue;
       const alg = Object.hasOwn(CURVES, `${k.kty} ${k.crv}`) ? CURVES[`${k.kty} ${k.crv}`] : undefined;
-      if (alg === undefined || (k.use ?? "sig") !== "sig" || (k.alg ?? alg) !== alg) continue;
+      // `use` and `alg` may be absent (or null); anything else but "sig" and
+      // the curve's algorithm (another string, another type) skips the key.
+      if (alg === undefined || (k.use != null && k.use !== "sig") || (k.alg != null && k.alg !== alg)) continue;
       const kid = k.kid;
       const coord = (name: string): Uint8Array | null => {
         const v = k[name];

@@ -172,7 +172,9 @@ class KeySet:
             alg = _CURVE_ALG.get((kty, crv))
             if alg is None:
                 continue
-            if k.get("use", "sig") != "sig" or k.get("alg", alg) != alg:
+            # `use` and `alg` may be absent (or null); anything else but "sig"
+            # and the curve's algorithm (another string, another type) skips the key.
+            if k.get("use") not in (None, "sig") or k.get("alg") not in (None, alg):
                 continue
             try:
                 x = _b64.decode(k["x"]) if isinstance(k.get("x"), str) else None
