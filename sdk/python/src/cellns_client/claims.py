@@ -1,0 +1,151 @@
+"""Reading a token's routing claims **without verifying it** (clients).
+
+SDKs hold no keys: the cell verifies the token, and a forged token gets a
+client nowhere. The claims are still outsider-controlled input, so they are
+checked before use: `cell` must be a hostname (it ends up in a URL), `tenant`
+one DNS label, and `exp` after `iat`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from . import _b64
+
+#: Largest token accepted, in bytes. cellns tokens are well under 1 KiB; the
+#: bound keeps a hostile "token" from costing memory.
+MAX_TOKEN_BYTES = 16384
+#: Largest `iat`/`nbf`/`exp` accepted: 2^53 - 1, the largest integer every
+#: JSON implementation (JavaScript's included) reads exactly.
+MAX_NUMERIC_DATE = 2**53 - 1
+
+
+class ClaimsError(ValueError):
+    """A token whose claims a client cannot use.
+
+    ``kind`` is ``"not_jwt"`` (too long, or not three dot-separated parts),
+    ``"payload"`` (not base64url JSON, or a claim missing or of the wrong
+    type) or ``"invalid"`` (a claim with a value a client must not use).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """The claims a client routes by, read from a token it has not verified."""
+
+    #: The tenant id (one DNS label, lowercase).
+    tenant: str
+    #: The hostname of the tenant's cell, lowercase, no trailing dot: where to connect.
+    cell: str
+    #: Issued at, Unix seconds (the issuer's clock).
+    iat: int
+    #: Expiry, Unix seconds (the issuer's clock).
+    exp: int
+    #: The map version the cell was taken from (for logs).
+    map_version: str
+
+    @property
+    def lifetime(self) -> int:
+        """The token's lifetime in seconds as the issuer set it (``exp - iat``)."""
+        return self.exp - self.iat
+
+
+def utf8_length(s: str) -> int:
+    """Bytes of ``s`` in UTF-8, without encoding a string that is obviously
+    longer than any token (every code point is at least one byte)."""
+    if len(s) > MAX_TOKEN_BYTES:
+        return len(s)
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
+def is_numeric_date(value: object) -> bool:
+    """A JSON integer in ``[0, 2^53 - 1]`` (``bool`` is not an integer here)."""
+    return type(value) is int and 0 <= value <= MAX_NUMERIC_DATE
+
+
+def _is_label(label: str) -> bool:
+    return 0 < len(label) <= 63 and all(
+        c.isascii() and (c.isalnum() or c in "-_") for c in label
+    )
+
+
+def is_hostname(name: str) -> bool:
+    """A DNS hostname of plain ASCII labels (letters, digits, ``-``, ``_``),
+    at most 253 bytes, without a trailing dot."""
+    return 0 < len(name) <= 253 and all(_is_label(lbl) for lbl in name.split("."))
+
+
+def canonical_host(name: str) -> str:
+    """How hostnames are compared: ASCII-lowercase, trailing dots removed."""
+    return _ascii_lower(name.rstrip("."))
+
+
+def _ascii_lower(s: str) -> str:
+    # str.lower() would also fold non-ASCII letters (and change lengths):
+    # DNS compares ASCII case-insensitively only.
+    return s.translate(_LOWER)
+
+
+_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def decode_part(part: str, *, padding_optional: bool = False) -> Any:
+    """The JSON value a base64url token part encodes (ValueError if none)."""
+    raw = (
+        _b64.decode_padding_optional(part) if padding_optional else _b64.decode(part)
+    )
+    return json.loads(raw.decode("utf-8"))
+
+
+def read_claims(token: str) -> TokenClaims:
+    """Reads the routing claims of ``token`` (a JWS compact serialisation)
+    without verifying its signature. Raises :class:`ClaimsError`."""
+    if utf8_length(token) > MAX_TOKEN_BYTES:
+        raise ClaimsError("not_jwt", f"not a JWT: longer than {MAX_TOKEN_BYTES} bytes")
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        raise ClaimsError("not_jwt", "not a JWT: not three parts separated by dots")
+    try:
+        payload = decode_part(parts[1], padding_optional=True)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ClaimsError("payload", f"token payload: not base64url JSON ({e})") from None
+    if not isinstance(payload, dict):
+        raise ClaimsError("payload", "token payload: not a JSON object")
+    return _routing_claims(payload)
+
+
+def _routing_claims(payload: Mapping[str, Any]) -> TokenClaims:
+    for name in ("tenant", "cell", "map_version"):
+        if not isinstance(payload.get(name), str):
+            raise ClaimsError("payload", f"token payload: claim {name} missing or not a string")
+    for name in ("iat", "exp"):
+        if not is_numeric_date(payload.get(name)):
+            raise ClaimsError(
+                "payload",
+                f"token payload: claim {name} missing or not an integer in [0, 2^53-1]",
+            )
+    cell = canonical_host(payload["cell"])
+    if not is_hostname(cell):
+        raise ClaimsError(
+            "invalid",
+            f"claim cell {payload['cell']!r}: not a hostname "
+            "(ASCII letters, digits, '-', '_' and dots, at most 253 bytes)",
+        )
+    tenant = _ascii_lower(payload["tenant"])
+    if not _is_label(tenant):
+        raise ClaimsError("invalid", f"claim tenant {payload['tenant']!r}: not one DNS label")
+    if payload["exp"] <= payload["iat"]:
+        raise ClaimsError("invalid", "claim exp: not after iat, the token has no lifetime")
+    return TokenClaims(
+        tenant=tenant,
+        cell=cell,
+        iat=payload["iat"],
+        exp=payload["exp"],
+        map_version=payload["map_version"],
+    )
