@@ -1,5 +1,6 @@
-//! The command line and its environment variables (contract: DESIGN.md,
-//! "Command line"). Every `serve` flag can also be set through the
+//! The command line and its environment variables. The commands and flags
+//! are a contract (README, "Commands"): tools outside the repository use
+//! them, so add freely and never rename. Every `serve` flag can also be set through the
 //! environment variable named in its help, which is what containers and
 //! systemd units use.
 
@@ -71,8 +72,9 @@ pub struct GenMapArgs {
     /// Number of listed tenants.
     #[arg(long, default_value_t = 1000)]
     pub tenants: usize,
-    /// Number of cells (1..=65535).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Number of cells (1..=4096, the most a valid map may have).
+    #[arg(long, default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=crate::map::validate::MAX_CELLS as i64))]
     pub cells: u16,
     /// Write JSON instead of TOML.
     #[arg(long)]

@@ -1,5 +1,5 @@
-//! The command line: its arguments ([`args`], a contract: DESIGN.md,
-//! "Command line"), the one-shot commands (`check`, `explain`, `diff`,
+//! The command line: its arguments ([`args`], a contract: README,
+//! "Commands"), the one-shot commands (`check`, `explain`, `diff`,
 //! `keygen`, `verify-token`, `gen-map`), and the `serve` wiring
 //! ([`serve`]), which is the only reader of the serve flags: it builds each
 //! part's own configuration from them. Output goes to stdout; the exit code

@@ -4,8 +4,7 @@
 //! A cell's **effective status** decides every answer and every token:
 //! an operator override (if any) beats health, which beats the map's
 //! `status`; health can take a serving cell out but never bring a `down`
-//! cell back (DESIGN.md, "Cell health, operator overrides and
-//! fail-static"). From the effective statuses follow the cell that serves
+//! cell back. From the effective statuses follow the cell that serves
 //! each cell's tenants (failover chains, [`crate::map::failover`]) and the
 //! pool unlisted tenants are hashed over.
 

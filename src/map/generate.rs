@@ -1,7 +1,7 @@
 //! Synthetic maps (`cellns gen-map`) for benchmarks, load tests and the reload tests.
 //!
 //! The generated zone is the one the reference load harness serves
-//! (`bench/gen_zone.py`): origin `cells.example.test.`, nameserver
+//! (`benches/loadtest/gen_zone.py`): origin `cells.example.test.`, nameserver
 //! `ns1.cells.example.test.` (glue 192.0.2.1), TTL 30, tenants named
 //! `t000001` … `tN` (the same names, zero-padded to six digits), each answered
 //! with two A records and one AAAA record — here the records of the tenant's

@@ -1,6 +1,6 @@
 //! The map file's schema: what serde reads from TOML or JSON, before any
 //! validation. Field names here are a contract with tools outside the repo
-//! (see DESIGN.md): add fields freely, never rename these.
+//! (README, "Map file reference"): add fields freely, never rename these.
 //!
 //! Values that can be wrong in ways an operator must be told about (addresses,
 //! statuses, names) are read as strings and checked by [`super::validate`], so
