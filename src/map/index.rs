@@ -210,8 +210,9 @@ mod tests {
 
     #[test]
     fn hash_is_stable() {
-        // Rendezvous placement depends on these exact values never changing
-        // (checked against an independent implementation of the same steps).
+        // Rendezvous placement depends on these exact values never changing;
+        // tests/placement/placement.py computes them independently from
+        // docs/placement.md, and the e2e test `placement` compares.
         assert_eq!(label_hash(b"acme"), 0x130a_7622_2d44_27ef);
         assert_eq!(label_hash(b"ACME"), 0x130a_7622_2d44_27ef);
         assert_eq!(label_hash(b""), 0xf52a_15e9_a9b5_e89b);

@@ -15,6 +15,7 @@ mod obs_deploy;
 mod obs_k8s;
 mod obs_metrics;
 mod obs_ready;
+mod placement;
 mod reload_gates;
 mod reload_scale;
 mod reload_watch;
