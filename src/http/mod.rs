@@ -8,7 +8,7 @@
 //! Adding a route: add one `.add(...)` line to [`routes`] and document the
 //! path in `openapi/cellns.yaml`; a test fails when the two disagree. State
 //! a handler needs goes into [`App`]. The probes, `/metrics` and the admin
-//! views live in [`crate::admin`].
+//! views live in [`admin`].
 //!
 //! Start-up: [`HttpServer::bind`] binds before the map is loaded, so that
 //! `/healthz` and `/readyz` (503) answer while a large map loads; the full
@@ -34,7 +34,10 @@ use sha2::{Digest as _, Sha256};
 use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+mod admin;
+
+pub use admin::Readiness;
+
 use crate::live::Current;
 use crate::token::issue::IssueError;
 use crate::token::keys::{Alg, KeyError, KeyRing};
@@ -50,7 +53,7 @@ pub const KEY_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long shutdown waits for in-flight requests before closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The OpenAPI document, served at `GET /openapi.yaml`.
-pub const OPENAPI_YAML: &str = include_str!("../openapi/cellns.yaml");
+pub const OPENAPI_YAML: &str = include_str!("../../openapi/cellns.yaml");
 
 /// Why the HTTP API could not start.
 #[derive(Debug, thiserror::Error)]

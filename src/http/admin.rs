@@ -10,7 +10,7 @@
 //! Access: `/healthz`, `/readyz` and `/metrics` need no credentials, as
 //! probes and scrapers expect; they reveal no tenant. The `/v1/` views show
 //! where tenants live and what the map file says, so they need a caller API
-//! key, like token requests (see [`crate::http::authorize`]).
+//! key, like token requests (see [`super::authorize`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::http::{ApiError, App, authorize};
+use super::{ApiError, App, authorize};
 use crate::live::{Current, View};
 use crate::map::Status;
 use crate::metrics;
