@@ -25,7 +25,8 @@
 //! - [`dns`]: answers prepared per zone version, the fast UDP path, the
 //!   general path, TCP, zone transfers, NOTIFY.
 //! - [`token`]: JWT issue, signing keys, JWKS.
-//! - [`http`] and [`admin`]: the token and admin HTTP API.
+//! - [`http`]: the HTTP API: tokens, JWKS, probes, `/metrics` and the
+//!   admin views; callers and rate limits; TLS; a route table in one place.
 //! - [`metrics`]: metric names, the recorder, the DNS counters.
 //! - [`telemetry`]: logging set-up for the binary.
 //!
@@ -37,7 +38,6 @@
 
 #![warn(missing_docs)]
 
-pub mod admin;
 pub mod cli;
 pub mod dns;
 pub mod http;

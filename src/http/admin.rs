@@ -3,17 +3,20 @@
 //! read-only views of the map in force (`GET /v1/map`, `/v1/cells`,
 //! `/v1/tenants/{tenant}`), and the middleware that times every request.
 //!
-//! Owns: [`Readiness`] (flipped by `serve` as start-up progresses), the JSON
-//! documents of these routes, and what the API answers while the map is
-//! still loading ([`starting`]).
+//! Owns: the JSON documents of these routes, and what the API answers while
+//! the map is still loading ([`starting`]). [`Readiness`], which `/readyz`
+//! reports, lives in [`super::state`]: `serve` flips it.
 //!
 //! Access: `/healthz`, `/readyz` and `/metrics` need no credentials, as
 //! probes and scrapers expect; they reveal no tenant. The `/v1/` views show
 //! where tenants live and what the map file says, so they need a caller API
-//! key, like token requests (see [`crate::http::authorize`]).
+//! key, like token requests (see [`super::callers::authorize`]).
+//!
+//! Adding an admin route: one handler here (starting with
+//! `app.authorize(...)` unless the route is a probe), and one line in
+//! `router::routes`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -22,67 +25,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::http::{ApiError, App, authorize};
+use super::error::ApiError;
+use super::state::{App, Readiness};
 use crate::live::{Current, View};
 use crate::map::Status;
 use crate::metrics;
 use crate::route::{self, NoRoute, Via};
-
-/// Start-up progress, as `/readyz` reports it. Ready means: a map is loaded
-/// and the DNS sockets are bound (so queries sent now are answered), and
-/// the server is not shutting down. A failed reload does not make the
-/// server unready: it keeps serving its last good map.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    map_loaded: AtomicBool,
-    dns_listening: AtomicBool,
-    stopping: AtomicBool,
-    /// The DNS addresses, once listening.
-    dns_addresses: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
-}
-
-impl Readiness {
-    /// Not ready: no map, no DNS sockets.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A map snapshot is in force.
-    pub fn set_map_loaded(&self) {
-        self.map_loaded.store(true, Ordering::Release);
-    }
-
-    /// Every DNS socket is bound and served, on `addrs`.
-    pub fn set_dns_listening(&self, addrs: &[std::net::SocketAddr]) {
-        let _ = self.dns_addresses.set(addrs.to_vec());
-        self.dns_listening.store(true, Ordering::Release);
-    }
-
-    /// Shutdown has begun: report unready so load balancers stop sending.
-    pub fn set_stopping(&self) {
-        self.stopping.store(true, Ordering::Release);
-    }
-
-    /// Whether a map is loaded.
-    pub fn map_loaded(&self) -> bool {
-        self.map_loaded.load(Ordering::Acquire)
-    }
-
-    /// Whether the DNS sockets are bound.
-    pub fn dns_listening(&self) -> bool {
-        self.dns_listening.load(Ordering::Acquire)
-    }
-
-    /// Whether shutdown has begun.
-    pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
-    /// Map loaded, DNS bound, not stopping.
-    pub fn is_ready(&self) -> bool {
-        self.map_loaded() && self.dns_listening() && !self.stopping()
-    }
-}
 
 /// A JSON response that no cache keeps.
 fn json(status: StatusCode, body: &impl Serialize) -> Response {
@@ -118,12 +66,12 @@ fn unix(t: SystemTime) -> u64 {
 // Probes and metrics (no credentials).
 
 /// `GET /healthz`: the process is alive and its HTTP server answers.
-pub async fn healthz() -> Response {
+pub(super) async fn healthz() -> Response {
     json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: 200 when ready, 503 when not; the body says why.
-pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
     readiness_response(&app.readiness, Some(&*app.store))
 }
 
@@ -151,7 +99,7 @@ fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Res
         ready,
         map_loaded: readiness.map_loaded(),
         dns_listening: readiness.dns_listening(),
-        dns_addresses: readiness.dns_addresses.get().map_or(&[], Vec::as_slice),
+        dns_addresses: readiness.dns_addresses(),
         stopping: readiness.stopping(),
         map_version: view.as_deref().map(|v| v.map().version.as_str()),
         serial: view.as_deref().map(View::serial),
@@ -167,7 +115,7 @@ fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Res
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub async fn metrics() -> Response {
+pub(super) async fn metrics() -> Response {
     (
         [
             (
@@ -183,7 +131,7 @@ pub async fn metrics() -> Response {
 
 /// Answers a request that arrives before the map is loaded: the probes and
 /// the metrics work, everything else is 503 `starting` (with Retry-After).
-pub async fn starting(readiness: &Readiness, req: Request) -> Response {
+pub(super) async fn starting(readiness: &Readiness, req: Request) -> Response {
     let started = Instant::now();
     let get = req.method() == Method::GET;
     let (route, resp) = match req.uri().path() {
@@ -208,7 +156,7 @@ pub async fn starting(readiness: &Readiness, req: Request) -> Response {
 
 /// Middleware: records each request's latency by route template (never the
 /// raw path, which would make a series per tenant) and status.
-pub async fn track(req: Request, next: Next) -> Response {
+pub(super) async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or_else(
         || metrics::UNMATCHED_ROUTE.to_owned(),
         |m| m.as_str().to_owned(),
@@ -251,8 +199,11 @@ struct MapView<'a> {
 }
 
 /// `GET /v1/map`: the map in force and the reload status.
-pub async fn map_info(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
-    authorize(&app, req.headers(), req.extensions())?;
+pub(super) async fn map_info(
+    State(app): State<Arc<App>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    app.authorize(req.headers(), req.extensions())?;
     let view = app.store.view();
     let snap = view.map();
     let status = app.store.reload_status();
@@ -315,8 +266,8 @@ struct CellsView<'a> {
 
 /// `GET /v1/cells`: the cell registry of the zone version in force, with
 /// each cell's effective status.
-pub async fn cells(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
-    authorize(&app, req.headers(), req.extensions())?;
+pub(super) async fn cells(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    app.authorize(req.headers(), req.extensions())?;
     let view = app.store.view();
     let cells = view
         .map()
@@ -386,12 +337,12 @@ struct TenantView<'a> {
 /// `GET /v1/tenants/{tenant}`: the tenant's cell and why, decided by
 /// [`route::explain`] (as `cellns explain`, DNS and tokens do) on the view
 /// in force.
-pub async fn tenant(
+pub(super) async fn tenant(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&app, req.headers(), req.extensions())?;
+    app.authorize(req.headers(), req.extensions())?;
     let view = app.store.view();
     let r = route::explain(&view, &tenant).map_err(|e| match e {
         NoRoute::InvalidTenant(..) => {
@@ -444,18 +395,6 @@ fn tenant_view<'a>(view: &'a View, tenant: &str, r: &route::Route) -> TenantView
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ready_needs_map_and_dns_and_not_stopping() {
-        let r = Readiness::new();
-        assert!(!r.is_ready());
-        r.set_map_loaded();
-        assert!(!r.is_ready());
-        r.set_dns_listening(&["127.0.0.1:53".parse().expect("addr")]);
-        assert!(r.is_ready());
-        r.set_stopping();
-        assert!(!r.is_ready());
-    }
 
     #[test]
     fn tenant_view_follows_explain() {
