@@ -39,7 +39,9 @@ mod refresh;
 mod verify;
 mod wrong_cell;
 
-pub use claims::{ClaimsError, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME_SECS, TokenClaims, read_claims};
+pub use claims::{
+    ClaimsError, MAX_NUMERIC_DATE, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME_SECS, TokenClaims, read_claims,
+};
 pub use dns::{Lookup, ResolveError, Resolver};
 pub use host::canonical_host;
 pub use refresh::{Action, Backoff, CurrentToken, Refresher, refresh_lead};

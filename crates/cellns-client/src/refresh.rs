@@ -301,6 +301,7 @@ impl Refresher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::MAX_NUMERIC_DATE;
     use crate::claims::tests::{token, token_with};
 
     #[test]
@@ -404,7 +405,7 @@ mod tests {
         let clock = Clock::new();
         let mut r = Refresher::with_seed(Backoff::default(), 6);
         assert!(is_fetch(&r.next(clock.now())));
-        for exp in [u64::MAX, 1_000_000 + MAX_TOKEN_LIFETIME_SECS + 1] {
+        for exp in [MAX_NUMERIC_DATE, 1_000_000 + MAX_TOKEN_LIFETIME_SECS + 1] {
             let t = token_with(serde_json::json!({
                 "tenant": "acme", "cell": "a.example", "iat": 1_000_000, "exp": exp,
                 "map_version": "v"
