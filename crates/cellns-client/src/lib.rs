@@ -5,8 +5,8 @@
 //! - [`read_claims`]: a token's routing claims, read **without verifying**
 //!   it (SDKs hold no keys; the cell verifies);
 //! - [`WrongCell`]: the signal a cell sends when a token names another cell
-//!   or its tenant moved away (HTTP 421 with the `wrong_cell` code; the gRPC
-//!   form is in docs/sdk.md);
+//!   or its tenant moved away (HTTP 421 with the `wrong_cell` code, or gRPC
+//!   status 9 with the `cellns-wrong-cell` trailer; docs/sdk.md);
 //! - [`Refresher`]: the refresh rule as a state machine that says when to
 //!   fetch a token, when to wait and which token to send, with a bounded
 //!   exponential [`Backoff`] whose jitter can be seeded ([`Refresher::with_seed`])
@@ -50,5 +50,6 @@ pub use verify::{
     JWKS_MAX_AGE, JwksOptions, MAX_LEEWAY_SECS, PublicKeySet, REFETCH_FLOOR, Verifier, VerifyError,
 };
 pub use wrong_cell::{
-    GRPC_WRONG_CELL_STATUS, GRPC_WRONG_CELL_TRAILER, WRONG_CELL_CODE, WRONG_CELL_STATUS, WrongCell,
+    GRPC_WRONG_CELL_STATUS, GRPC_WRONG_CELL_TRAILER, MAX_SIGNAL_BODY, WRONG_CELL_CODE,
+    WRONG_CELL_STATUS, WrongCell,
 };
