@@ -11,7 +11,7 @@
 //!   fetch a token, when to wait and which token to send, with a bounded
 //!   exponential [`Backoff`] whose jitter can be seeded ([`Refresher::with_seed`])
 //!   so SDKs in other languages can check themselves against the same
-//!   sequences;
+//!   sequences ([`SplitMix64`]);
 //! - [`Resolver`]: A and AAAA lookups of a tenant or cell hostname from one
 //!   DNS server.
 //!
@@ -44,7 +44,7 @@ pub use claims::{
 };
 pub use dns::{Lookup, ResolveError, Resolver};
 pub use host::canonical_host;
-pub use refresh::{Action, Backoff, CurrentToken, Refresher, refresh_lead};
+pub use refresh::{Action, Backoff, CurrentToken, Refresher, SplitMix64, refresh_lead};
 pub use verify::{
     Claims, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_LIFETIME_SECS, Expectations, ExpectationsError,
     JWKS_MAX_AGE, JwksOptions, MAX_LEEWAY_SECS, PublicKeySet, REFETCH_FLOOR, Verifier, VerifyError,
