@@ -20,6 +20,34 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// default maximum is a day) and must not overflow the clock arithmetic.
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 30 * 86_400;
 
+/// Largest `iat`, `nbf` or `exp` accepted, by [`read_claims`] and by the
+/// [`crate::Verifier`]: 2^53 − 1, the largest integer every JSON reader
+/// (JavaScript's included) holds exactly, so the SDKs in every language
+/// read the same number or refuse the token alike.
+pub const MAX_NUMERIC_DATE: u64 = (1 << 53) - 1;
+
+/// Deserialises a JSON integer in `[0, MAX_NUMERIC_DATE]` (serde already
+/// refuses fractions, exponents, negatives, booleans and strings).
+pub(crate) fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n > MAX_NUMERIC_DATE {
+        return Err(serde::de::Error::custom(format_args!(
+            "{n} is above 2^53 - 1, the largest time accepted"
+        )));
+    }
+    Ok(n)
+}
+
+/// `bytes` as a JSON object deserialised into `T`. serde would also fill a
+/// struct from an array of its fields in order; a JOSE header or claims set
+/// is an object, nothing else.
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err("not a JSON object".into());
+    }
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
 /// base64url that accepts the payload with or without `=` padding (JWS
 /// forbids padding, but some libraries add it).
 const B64URL: GeneralPurpose = GeneralPurpose::new(
@@ -86,8 +114,9 @@ impl TokenClaims {
 }
 
 /// Reads the routing claims of `token` (a JWS compact serialisation)
-/// without verifying its signature: base64url-decodes the payload and parses
-/// `tenant`, `cell`, `iat`, `exp` and `map_version`. Other claims are
+/// without verifying its signature: base64url-decodes the payload (padding
+/// optional) and parses `tenant`, `cell`, `map_version` (strings), `iat`
+/// and `exp` (integers up to [`MAX_NUMERIC_DATE`]). Other claims are
 /// ignored. `cell` must be a hostname and `tenant` a DNS label, since a
 /// client puts them into names and URLs; `exp` must be after `iat`, by at
 /// most [`MAX_TOKEN_LIFETIME_SECS`].
@@ -96,7 +125,9 @@ pub fn read_claims(token: &str) -> Result<TokenClaims, ClaimsError> {
     struct Raw {
         tenant: String,
         cell: String,
+        #[serde(deserialize_with = "numeric_date")]
         iat: u64,
+        #[serde(deserialize_with = "numeric_date")]
         exp: u64,
         map_version: String,
     }
@@ -112,7 +143,7 @@ pub fn read_claims(token: &str) -> Result<TokenClaims, ClaimsError> {
     let json = B64URL
         .decode(payload)
         .map_err(|e| ClaimsError::Payload(format!("not base64url: {e}")))?;
-    let raw: Raw = serde_json::from_slice(&json)
+    let raw: Raw = json_object(&json)
         .map_err(|e| ClaimsError::Payload(format!("not the expected JSON: {e}")))?;
     let cell = canonical_host(&raw.cell);
     if !is_hostname(&cell) {
@@ -262,8 +293,14 @@ pub(crate) mod tests {
         );
         // The review's token: exp in the far future.
         assert!(matches!(
-            at(0, u64::MAX),
+            at(0, MAX_NUMERIC_DATE),
             Err(ClaimsError::LifetimeTooLong { .. })
         ));
+        // Beyond 2^53 - 1 a time is not read at all (JavaScript could not).
+        assert!(matches!(
+            at(0, MAX_NUMERIC_DATE + 1),
+            Err(ClaimsError::Payload(_))
+        ));
+        assert!(matches!(at(0, u64::MAX), Err(ClaimsError::Payload(_))));
     }
 }

@@ -43,8 +43,9 @@ impl Backoff {
         Duration::from_millis(self.delay_ms(attempt, jitter))
     }
 
-    /// [`Backoff::delay`] in milliseconds: the formula of the type's docs.
-    fn delay_ms(&self, attempt: u32, jitter: f64) -> u64 {
+    /// [`Backoff::delay`] in milliseconds: the formula of the type's docs
+    /// (what the shared SDK vectors, sdk/vectors/backoff.json, pin).
+    pub fn delay_ms(&self, attempt: u32, jitter: f64) -> u64 {
         let Some(doublings) = attempt.checked_sub(1) else {
             return 0;
         };
@@ -65,18 +66,22 @@ impl Backoff {
 
 /// The seeded random source of the backoff jitter: SplitMix64 (Steele,
 /// Lea and Flood, 2014), chosen because it is a few lines in any language
-/// and its outputs are published, so SDKs can run shared test vectors.
+/// and its outputs are published, so SDKs can run shared test vectors
+/// (docs/sdk.md, "Seeded jitter"). Not for anything that needs
+/// unpredictable numbers: a [`Refresher`] only uses it to spread clients.
 #[derive(Debug, Clone)]
-struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    fn new(seed: u64) -> Self {
+    /// The generator whose state is `seed`.
+    pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// The next output (all arithmetic wrapping modulo 2^64).
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -84,8 +89,9 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A jitter in `[0, 1)`: the top 53 bits of the next output, scaled.
-    fn next_jitter(&mut self) -> f64 {
+    /// A jitter in `[0, 1)`: the top 53 bits of the next output, scaled
+    /// by 2^-53.
+    pub fn next_jitter(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }
@@ -301,6 +307,7 @@ impl Refresher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::MAX_NUMERIC_DATE;
     use crate::claims::tests::{token, token_with};
 
     #[test]
@@ -404,7 +411,7 @@ mod tests {
         let clock = Clock::new();
         let mut r = Refresher::with_seed(Backoff::default(), 6);
         assert!(is_fetch(&r.next(clock.now())));
-        for exp in [u64::MAX, 1_000_000 + MAX_TOKEN_LIFETIME_SECS + 1] {
+        for exp in [MAX_NUMERIC_DATE, 1_000_000 + MAX_TOKEN_LIFETIME_SECS + 1] {
             let t = token_with(serde_json::json!({
                 "tenant": "acme", "cell": "a.example", "iat": 1_000_000, "exp": exp,
                 "map_version": "v"

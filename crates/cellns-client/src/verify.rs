@@ -39,7 +39,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::claims::MAX_TOKEN_LEN;
+use crate::claims::{MAX_TOKEN_LEN, json_object, numeric_date};
 use crate::host::canonical_host;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds, unless
@@ -70,11 +70,14 @@ pub struct Claims {
     pub aud: String,
     /// Subject: who the token was issued for.
     pub sub: String,
-    /// Issued at, Unix seconds.
+    /// Issued at, Unix seconds (at most [`crate::MAX_NUMERIC_DATE`]).
+    #[serde(deserialize_with = "numeric_date")]
     pub iat: u64,
-    /// Not before, Unix seconds (= `iat`).
+    /// Not before, Unix seconds (= `iat`; at most [`crate::MAX_NUMERIC_DATE`]).
+    #[serde(deserialize_with = "numeric_date")]
     pub nbf: u64,
-    /// Expiry, Unix seconds.
+    /// Expiry, Unix seconds (at most [`crate::MAX_NUMERIC_DATE`]).
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
     /// Unique token id: 128 random bits, base64url.
     pub jti: String,
@@ -91,6 +94,11 @@ pub struct Claims {
     /// The caller's extra claims, namespaced so they cannot override these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Any other members of the payload, as they are (cellns issues none;
+    /// another issuer's additions reach the cell unchanged, as in the
+    /// verifiers of the other SDKs, which return the whole payload).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a token was rejected. Each check has its own variant so a client can
@@ -366,21 +374,36 @@ impl std::fmt::Debug for PublicKeySet {
 }
 
 impl PublicKeySet {
-    /// Parses a JWKS document (RFC 7517). Keys cellns cannot use (other key
-    /// types or curves, no `kid`, another `use` or `alg`) are skipped, as
-    /// RFC 7517 §5 asks. A usable-looking key with a bad value is skipped
-    /// and logged; the others stay usable. A `kid` that appears more than
-    /// once in the document is ambiguous: every key with it is dropped (and
-    /// logged), so tokens naming it get `unknown_kid`. Only a document that
-    /// is not JSON with a `keys` array is an error.
+    /// Parses a JWKS document (RFC 7517): a JSON object with a `keys` array.
+    ///
+    /// Entries cellns cannot use are skipped, as RFC 7517 §5 asks: not an
+    /// object; no string `kid`; `kty`/`crv` (strings) other than
+    /// `OKP`/`Ed25519` or `EC`/`P-256`; a `use` other than absent, `null` or
+    /// `"sig"`; an `alg` other than absent, `null` or the curve's algorithm
+    /// (a `use` or `alg` that is not a string is "other" too).
+    ///
+    /// A usable-looking key with a bad value (`x` or `y` missing, not
+    /// strict base64url of 32 bytes, not a point of the curve, an Ed25519
+    /// key of small order) makes the whole document an error: the issuer
+    /// publishes something broken, and every SDK refuses such a set alike
+    /// (sdk/vectors/jwks.json). A `kid` that appears more than once in the
+    /// document is ambiguous: every key with it is dropped (and logged),
+    /// so tokens naming it get `unknown_kid`.
     pub fn from_jwks(json: &[u8]) -> Result<Self, VerifyError> {
         let bad = |m: String| VerifyError::Jwks(m);
+        if json.len() > MAX_JWKS_BYTES {
+            return Err(bad(format!(
+                "document of {} bytes, more than the {MAX_JWKS_BYTES} accepted",
+                json.len()
+            )));
+        }
         let doc: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| bad(format!("not JSON: {e}")))?;
         let list = doc
-            .get("keys")
+            .as_object()
+            .and_then(|d| d.get("keys"))
             .and_then(|k| k.as_array())
-            .ok_or_else(|| bad("no \"keys\" array".into()))?;
+            .ok_or_else(|| bad("not an object with a \"keys\" array".into()))?;
         fn kid_of(k: &serde_json::Value) -> Option<&str> {
             k.get("kid").and_then(|v| v.as_str())
         }
@@ -391,37 +414,36 @@ impl PublicKeySet {
         let mut keys = HashMap::new();
         for k in list {
             let s = |name: &str| k.get(name).and_then(|v| v.as_str());
-            let (Some(kid), Some(kty)) = (kid_of(k), s("kty")) else {
+            // Absent or null, or exactly `want` (a string).
+            let absent_or = |name: &str, want: &str| {
+                k.get(name)
+                    .is_none_or(|v| v.is_null() || v.as_str() == Some(want))
+            };
+            let (Some(kid), Some(kty), Some(crv)) = (kid_of(k), s("kty"), s("crv")) else {
                 continue;
             };
-            if seen.get(kid).is_some_and(|n| *n > 1) {
-                continue;
-            }
-            if s("use").is_some_and(|u| u != "sig") {
-                continue;
-            }
-            let alg = match (kty, s("crv")) {
-                ("OKP", Some("Ed25519")) => Alg::EdDSA,
-                ("EC", Some("P-256")) => Alg::ES256,
+            let alg = match (kty, crv) {
+                ("OKP", "Ed25519") => Alg::EdDSA,
+                ("EC", "P-256") => Alg::ES256,
                 _ => continue,
             };
-            if s("alg").is_some_and(|a| a != alg.as_str()) {
+            if !absent_or("use", "sig") || !absent_or("alg", alg.as_str()) {
                 continue;
             }
             let key = match alg {
                 Alg::EdDSA => s("x").and_then(ed25519_public),
                 Alg::ES256 => s("x").zip(s("y")).and_then(|(x, y)| p256_public(x, y)),
             };
-            match key {
-                Some(key) => {
-                    keys.insert(kid.to_owned(), key);
-                }
-                None => tracing::warn!(
-                    kid,
-                    "JWKS: key is not a valid {} public key; skipped",
-                    alg.as_str()
-                ),
+            let Some(key) = key else {
+                return Err(bad(format!(
+                    "key {kid:?} is not a valid {crv} public key (x{} strict base64url of 32 bytes, a point of the curve)",
+                    if alg == Alg::ES256 { " and y" } else { "" }
+                )));
+            };
+            if seen.get(kid).is_some_and(|n| *n > 1) {
+                continue;
             }
+            keys.insert(kid.to_owned(), key);
         }
         for (kid, n) in seen {
             if n > 1 {
@@ -435,6 +457,11 @@ impl PublicKeySet {
         Ok(Self { keys })
     }
 
+    /// The algorithm (`EdDSA` or `ES256`) of the key `kid`, if the set has it.
+    pub fn algorithm(&self, kid: &str) -> Option<&'static str> {
+        self.keys.get(kid).map(|k| k.alg().as_str())
+    }
+
     /// The key ids in the set.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
@@ -446,19 +473,21 @@ impl PublicKeySet {
         self.verify_at(token, expect, unix_now())
     }
 
-    /// [`PublicKeySet::verify`] at `now`, Unix seconds.
-    fn verify_at(
+    /// [`PublicKeySet::verify`] at `now_unix`, Unix seconds, instead of the
+    /// system clock: for tests (a cell's, or the shared SDK vectors), and
+    /// for checking a token as of a recorded time.
+    pub fn verify_at(
         &self,
         token: &str,
         expect: &Expectations,
-        now: u64,
+        now_unix: u64,
     ) -> Result<Claims, VerifyError> {
         let parsed = parse(token)?;
         let key = self
             .keys
             .get(&parsed.kid)
             .ok_or_else(|| VerifyError::UnknownKid(parsed.kid.clone()))?;
-        check(&parsed, key, expect, now)
+        check(&parsed, key, expect, now_unix)
     }
 }
 
@@ -515,16 +544,6 @@ struct RawHeader {
     kid: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "present")]
     crit: Option<serde_json::Value>,
-}
-
-/// `bytes` as a JSON object deserialised into `T`. serde would also fill a
-/// struct from an array of its fields in order; a JOSE header or claims set
-/// is an object, nothing else.
-fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err("not an object".into());
-    }
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
 /// `Some` for a member that is present, even as `null`.
@@ -612,7 +631,9 @@ fn check(
     }
 
     let leeway = expect.leeway_secs;
-    if now >= claims.exp.saturating_add(leeway) {
+    // Inclusive, as in every SDK (sdk/vectors): `exp + leeway` itself is
+    // the last second the token is accepted.
+    if now > claims.exp.saturating_add(leeway) {
         return Err(VerifyError::Expired);
     }
     if claims.nbf > now.saturating_add(leeway) {

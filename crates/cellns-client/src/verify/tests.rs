@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::claims::MAX_NUMERIC_DATE;
 
 const CELL: &str = "use1-a.cells.example.com";
 /// The time the tests verify at, Unix seconds.
@@ -209,10 +210,13 @@ fn rejects_expired() {
     let f = fixture(Alg::EdDSA, 1);
     let t = f.mint_with(&f.payload_at(NOW - 1000, 60));
     assert_eq!(f.verify(&t), Err(VerifyError::Expired));
-    // Within the leeway it still verifies; at exp + leeway it does not.
+    // Within the leeway it still verifies, up to exp + leeway included
+    // (as in every SDK); one second later it does not.
     let t = f.mint_with(&f.payload_at(NOW - 70, 60));
     f.verify(&t).unwrap();
     let t = f.mint_with(&f.payload_at(NOW - 90, 60));
+    f.verify(&t).unwrap();
+    let t = f.mint_with(&f.payload_at(NOW - 91, 60));
     assert_eq!(f.verify(&t), Err(VerifyError::Expired));
 }
 
@@ -420,9 +424,13 @@ fn rejects_malformed() {
         Err(VerifyError::Malformed(_))
     ));
     // Claims of the wrong type: a time with a fraction, an `ext` that is
-    // not an object, an array `aud`, a negative time.
+    // not an object, an array `aud`, a negative time, a boolean time, a
+    // time beyond 2^53 - 1 (JavaScript would read another number).
     for (claim, value) in [
         ("exp", json!((NOW + 600) as f64)),
+        ("iat", json!(true)),
+        ("exp", json!(MAX_NUMERIC_DATE + 1)),
+        ("nbf", json!(u64::MAX)),
         ("ext", json!("x")),
         ("aud", json!(["cells"])),
         ("iat", json!(-1)),
@@ -551,6 +559,39 @@ fn rejects_a_header_member_given_twice() {
 }
 
 #[test]
+fn rejects_a_claim_given_twice_and_keeps_other_claims() {
+    let f = fixture(Alg::EdDSA, 1);
+    let sign = |payload: String| {
+        let mut t = format!("{}.{}", b64(f.header().to_string()), b64(payload));
+        let sig = f.sign(t.as_bytes());
+        t.push('.');
+        t.push_str(&b64(sig));
+        t
+    };
+    // Parsers disagree on which copy wins: "cell" twice is malformed.
+    let p = f.payload().to_string();
+    let twice = format!(r#"{{"cell":"use1-b.cells.example.com",{}"#, &p[1..]);
+    assert!(matches!(
+        f.verify(&sign(twice)),
+        Err(VerifyError::Malformed(_))
+    ));
+    // Members cellns does not issue come back as they are; times up to
+    // 2^53 - 1 are read.
+    let mut p = f.payload();
+    p["scope"] = json!({"read": true});
+    p["ext"] = json!({"plan": "pro"});
+    let claims = f.verify(&sign(p.to_string())).unwrap();
+    assert_eq!(serde_json::to_value(&claims).unwrap(), p);
+    assert_eq!(claims.other.len(), 1);
+    let mut p = f.payload();
+    p["exp"] = json!(MAX_NUMERIC_DATE);
+    assert_eq!(
+        f.verify(&sign(p.to_string())).unwrap_err().code(),
+        "lifetime_too_long"
+    );
+}
+
+#[test]
 fn expectations_refuse_empty_values_and_a_large_leeway() {
     assert_eq!(
         Expectations::new("cellns", "cells", ""),
@@ -624,8 +665,9 @@ fn jwks_round_trip_and_bad_keys() {
 }
 
 #[test]
-fn jwks_skips_a_malformed_key_and_keeps_the_others() {
-    // The old parser refused the whole document for one bad key.
+fn jwks_with_a_malformed_key_is_refused_whole() {
+    // The contract of sdk/vectors/jwks.json: a usable-looking key with a
+    // bad value makes the document an error in every SDK.
     let good = fixture(Alg::EdDSA, 1);
     let ec = fixture(Alg::ES256, 2);
     let mut short = good.jwk();
@@ -643,15 +685,27 @@ fn jwks_skips_a_malformed_key_and_keeps_the_others() {
     let mut identity = [0u8; 32];
     identity[0] = 1;
     weak["x"] = b64(identity).into();
-    let doc = jwks(&[short, good.jwk(), off_curve, no_y, weak, ec.jwk()]);
-    let set = PublicKeySet::from_jwks(doc.as_bytes()).unwrap();
-    let mut kids: Vec<&str> = set.kids().collect();
-    kids.sort();
-    let mut want = vec![good.kid.as_str(), ec.kid.as_str()];
-    want.sort();
-    assert_eq!(kids, want);
+    for bad in [short, off_curve, no_y, weak] {
+        let doc = jwks(&[good.jwk(), bad.clone(), ec.jwk()]);
+        let e = PublicKeySet::from_jwks(doc.as_bytes()).unwrap_err();
+        assert_eq!(e.code(), "jwks_unavailable", "{bad}");
+        assert!(e.to_string().contains(bad["kid"].as_str().unwrap()), "{e}");
+    }
+    let set = PublicKeySet::from_jwks(jwks(&[good.jwk(), ec.jwk()]).as_bytes()).unwrap();
     set.verify_at(&good.mint(), &expect(), NOW).unwrap();
     set.verify_at(&ec.mint(), &expect(), NOW).unwrap();
+    assert_eq!(set.algorithm(&good.kid), Some("EdDSA"));
+    assert_eq!(set.algorithm(&ec.kid), Some("ES256"));
+    assert_eq!(set.algorithm("nope"), None);
+}
+
+#[test]
+fn jwks_larger_than_the_cap_is_refused() {
+    let good = fixture(Alg::EdDSA, 1);
+    let mut doc = json!({"keys": [good.jwk()]});
+    doc["pad"] = "x".repeat(1 << 20).into();
+    let e = PublicKeySet::from_jwks(doc.to_string().as_bytes()).unwrap_err();
+    assert_eq!(e.code(), "jwks_unavailable");
 }
 
 #[test]
