@@ -14,6 +14,8 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
+use super::wire::{self, HEADER_LEN};
+
 /// A response handler that keeps the encoded response for its caller.
 #[derive(Clone)]
 pub(crate) struct Capture {
@@ -129,14 +131,11 @@ fn compress(bytes: Vec<u8>) -> Vec<u8> {
 /// request's header echoed as a response (ID, opcode, RD, CD), no sections,
 /// no EDNS, as hickory-server sends it. `None` when the message is shorter
 /// than a header or is itself a response (never answered).
-pub(crate) fn formerr(msg: &[u8]) -> Option<[u8; 12]> {
-    if msg.len() < 12 || msg[2] & 0x80 != 0 {
+pub(crate) fn formerr(msg: &[u8]) -> Option<[u8; HEADER_LEN]> {
+    if msg.len() < HEADER_LEN || msg[2] & 0x80 != 0 {
         return None;
     }
-    let mut out = [0u8; 12];
-    out[0] = msg[0];
-    out[1] = msg[1];
-    out[2] = 0x80 | (msg[2] & 0x78) | (msg[2] & 0x01);
-    out[3] = (msg[3] & 0x10) | u16::from(ResponseCode::FormErr) as u8;
-    Some(out)
+    let mut header = wire::Header::reply_to(msg);
+    header.rcode = wire::FORMERR;
+    Some(header.bytes())
 }

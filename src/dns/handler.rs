@@ -13,12 +13,9 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::answer::{Answer, Outcome, answer};
 use super::prepared::Store;
+use super::wire::MAX_UDP_PAYLOAD;
 use super::xfr::Transfers;
 use crate::metrics::{self, Transport};
-
-/// Largest UDP response we send, whatever the client advertises: the
-/// DNS Flag Day 2020 value, which avoids IP fragmentation.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// Answers DNS requests from the zone version in force.
 #[derive(Debug, Clone)]

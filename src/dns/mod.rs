@@ -22,6 +22,7 @@
 //! whole zone transfer before writing it (see `udp` and `tcp`).
 
 pub mod answer;
+mod bodies;
 mod capture;
 pub mod fast;
 pub mod handler;
@@ -30,7 +31,7 @@ pub mod prepared;
 pub mod tcp;
 pub mod tsig;
 pub mod udp;
-pub mod wire;
+mod wire;
 pub mod xfr;
 
 pub use prepared::{Answers, Live, Store};

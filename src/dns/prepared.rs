@@ -2,7 +2,7 @@
 //! [`View`] when it is published (see `crate::live::Store`): the apex
 //! records (the SOA carries the version's serial), each cell's records as
 //! the view says (its effective endpoints), the fast path's wire bodies
-//! ([`super::wire`]) and the per-cell answer counters.
+//! ([`super::bodies`]) and the per-cell answer counters.
 //!
 //! Tenant answers need the query's owner name, so for them only the RDATA
 //! is prepared; the general path builds the records per query, the fast
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{RData, Record};
 
-use super::wire;
+use super::bodies::{Bodies, CellRdata};
 use crate::live::{Conditions, Serials, View};
 use crate::map::{CellId, Snapshot};
 
@@ -53,7 +53,7 @@ pub struct Answers {
     /// Per cell, indexed by [`CellId`].
     pub cells: Vec<CellRecords>,
     /// Wire-format bodies for the fast UDP path.
-    pub wire: wire::Prepared,
+    pub(super) bodies: Bodies,
     /// Per-cell answer counters (metrics), indexed by [`CellId`].
     counters: Vec<metrics::Counter>,
 }
@@ -130,17 +130,24 @@ impl Answers {
             .collect();
         let counters =
             crate::metrics::cell_answer_counters(map.cells.iter().map(|c| c.id.as_str()));
-        let mut answers = Self {
+        let bodies = Bodies::build(
+            view,
+            cells.iter().map(|c| CellRdata {
+                a: &c.a,
+                aaaa: &c.aaaa,
+                cname: c.cname.is_some(),
+            }),
+            &negative_soa,
+        );
+        Self {
             soa,
             negative_soa,
             ns,
             glue,
             cells,
-            wire: wire::Prepared::default(),
+            bodies,
             counters,
-        };
-        answers.wire = wire::Prepared::build(view, &answers);
-        answers
+        }
     }
 
     /// The records of cell `id`.

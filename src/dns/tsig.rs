@@ -5,7 +5,8 @@
 //! The MAC arithmetic is hickory-proto's (`TSigner`); this module owns the
 //! protocol around it: which error a bad request gets (BADKEY, BADSIG,
 //! BADTIME, each answered NOTAUTH), what is signed in the first and in later
-//! messages of a transfer, and the TSIG record appended to raw messages.
+//! messages of a transfer, and the TSIG record appended to raw messages
+//! (written with [`super::wire`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +17,8 @@ use hickory_proto::rr::rdata::tsig::{
     TSIG, TsigAlgorithm, make_tsig_record, signed_bitmessage_to_buf,
 };
 use hickory_proto::rr::{Name, Record, TSigner};
+
+use super::wire;
 
 /// Fudge (allowed clock difference, seconds) of the TSIG records we send;
 /// the RFC 8945 §10 recommendation.
@@ -318,10 +321,10 @@ impl ResponseSigner {
         tbs.extend_from_slice(&self.prior_mac);
         tbs.extend_from_slice(message);
         if self.first {
-            push_name(&mut tbs, &self.key_name);
-            tbs.extend_from_slice(&255u16.to_be_bytes()); // class ANY
+            wire::put_name_lowercase(&mut tbs, &self.key_name);
+            tbs.extend_from_slice(&wire::CLASS_ANY.to_be_bytes());
             tbs.extend_from_slice(&0u32.to_be_bytes()); // TTL
-            push_name(&mut tbs, &self.algorithm.to_name());
+            wire::put_name_lowercase(&mut tbs, &self.algorithm.to_name());
             tbs.extend_from_slice(&time.to_be_bytes()[2..]);
             tbs.extend_from_slice(&FUDGE.to_be_bytes());
             tbs.extend_from_slice(&self.error.map_or(0, u16::from).to_be_bytes());
@@ -350,13 +353,9 @@ impl ResponseSigner {
     /// the TSIG record and counts it in ARCOUNT.
     pub fn append(&mut self, buf: &mut Vec<u8>, start: usize) {
         let tsig = self.sign(&buf[start..]);
-        push_name(buf, &self.key_name);
-        buf.extend_from_slice(&250u16.to_be_bytes()); // TSIG
-        buf.extend_from_slice(&255u16.to_be_bytes()); // class ANY
-        buf.extend_from_slice(&0u32.to_be_bytes()); // TTL
-        let rdlen_at = buf.len();
-        buf.extend_from_slice(&[0, 0]);
-        push_name(buf, &tsig.algorithm.to_name());
+        wire::put_name_lowercase(buf, &self.key_name);
+        let rdlen_at = wire::begin_record(buf, wire::TYPE_TSIG, wire::CLASS_ANY, 0);
+        wire::put_name_lowercase(buf, &tsig.algorithm.to_name());
         buf.extend_from_slice(&tsig.time.to_be_bytes()[2..]);
         buf.extend_from_slice(&tsig.fudge.to_be_bytes());
         buf.extend_from_slice(&(tsig.mac.len() as u16).to_be_bytes());
@@ -365,22 +364,9 @@ impl ResponseSigner {
         buf.extend_from_slice(&tsig.error.map_or(0, u16::from).to_be_bytes());
         buf.extend_from_slice(&(tsig.other.len() as u16).to_be_bytes());
         buf.extend_from_slice(&tsig.other);
-        let rdlen = (buf.len() - rdlen_at - 2) as u16;
-        buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-        let arcount_at = start + 10;
-        let arcount = u16::from_be_bytes([buf[arcount_at], buf[arcount_at + 1]]) + 1;
-        buf[arcount_at..arcount_at + 2].copy_from_slice(&arcount.to_be_bytes());
+        wire::end_record(buf, rdlen_at);
+        wire::add_one(&mut buf[start..], wire::Section::Additional);
     }
-}
-
-/// Appends `name` uncompressed and lowercased (the canonical form TSIG
-/// uses for its variables, RFC 8945 §4.3.3).
-fn push_name(buf: &mut Vec<u8>, name: &Name) {
-    for label in name.iter() {
-        buf.push(label.len() as u8);
-        buf.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    buf.push(0);
 }
 
 #[cfg(test)]

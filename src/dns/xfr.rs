@@ -56,6 +56,7 @@ use tokio::sync::Semaphore;
 
 use super::prepared::{Live, Store};
 use super::tsig::{self, Key, KeyFileError, ResponseSigner};
+use super::wire::{self, Section};
 use crate::map::{Placement, Snapshot};
 
 /// Size at which a transfer message is closed and the next begun. Any
@@ -550,16 +551,18 @@ impl<'a> Writer<'a> {
     fn begin(&mut self, rcode: ResponseCode) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&self.id.to_be_bytes());
-        // QR, opcode QUERY, AA on NOERROR (RFC 5936 §2.2.1), RD copied.
-        let aa = if rcode == ResponseCode::NoError {
-            0x04
-        } else {
-            0
+        // Opcode QUERY, AA on NOERROR (RFC 5936 §2.2.1), RD copied; the
+        // counts are set as the message is closed.
+        let header = wire::Header {
+            id: self.id,
+            opcode: 0,
+            aa: rcode == ResponseCode::NoError,
+            rd: self.rd,
+            cd: false,
+            rcode: u16::from(rcode) as u8,
+            counts: [1, 0, 0, 0],
         };
-        self.buf.push(0x80 | aa | u8::from(self.rd));
-        self.buf.push(u16::from(rcode) as u8 & 0x0F);
-        self.buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        self.buf.extend_from_slice(&header.bytes());
         self.buf.extend_from_slice(self.question);
         self.origin_at = None;
         self.owner_at = None;
@@ -573,16 +576,11 @@ impl<'a> Writer<'a> {
 
     /// Closes the message (counts, OPT, TSIG, length) and writes it.
     async fn flush<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
-        self.buf[PREFIX + 6..PREFIX + 8].copy_from_slice(&self.ancount.to_be_bytes());
+        wire::set_count(&mut self.buf[PREFIX..], Section::Answer, self.ancount);
         if let Some(dnssec_ok) = self.edns_do {
-            // OPT: root owner, payload size, version 0, the DO bit echoed.
-            self.buf.push(0);
-            self.buf.extend_from_slice(&41u16.to_be_bytes());
             self.buf
-                .extend_from_slice(&super::handler::MAX_UDP_PAYLOAD.to_be_bytes());
-            self.buf
-                .extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
-            self.buf[PREFIX + 10..PREFIX + 12].copy_from_slice(&1u16.to_be_bytes());
+                .extend_from_slice(&wire::opt(wire::MAX_UDP_PAYLOAD, dnssec_ok));
+            wire::set_count(&mut self.buf[PREFIX..], Section::Additional, 1);
         }
         if let Some(signer) = &mut self.signer {
             signer.append(&mut self.buf, PREFIX);
@@ -668,11 +666,10 @@ impl<'a> Writer<'a> {
     /// it after the tenant's first record in this message.
     fn tenant_record(&mut self, label: &[u8], ttl: u32, rdata: &RData) {
         match self.owner_at {
-            Some(at) => self.pointer(at),
+            Some(at) => wire::put_pointer(&mut self.buf, at),
             None => {
                 let at = self.len();
-                self.buf.push(label.len() as u8);
-                self.buf.extend_from_slice(label);
+                wire::put_label(&mut self.buf, label);
                 self.origin();
                 self.owner_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
             }
@@ -682,11 +679,7 @@ impl<'a> Writer<'a> {
 
     /// Type, class IN, TTL and RDATA after an owner name.
     fn rr(&mut self, rtype: RecordType, ttl: u32, rdata: &RData) {
-        self.buf.extend_from_slice(&u16::from(rtype).to_be_bytes());
-        self.buf.extend_from_slice(&1u16.to_be_bytes());
-        self.buf.extend_from_slice(&ttl.to_be_bytes());
-        let rdlen_at = self.buf.len();
-        self.buf.extend_from_slice(&[0, 0]);
+        let rdlen_at = wire::begin_record(&mut self.buf, u16::from(rtype), wire::CLASS_IN, ttl);
         match rdata {
             RData::A(a) => self.buf.extend_from_slice(&a.0.octets()),
             RData::AAAA(a) => self.buf.extend_from_slice(&a.0.octets()),
@@ -717,8 +710,7 @@ impl<'a> Writer<'a> {
                 }
             }
         }
-        let rdlen = (self.buf.len() - rdlen_at - 2) as u16;
-        self.buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        wire::end_record(&mut self.buf, rdlen_at);
         self.ancount += 1;
         self.records += 1;
     }
@@ -729,35 +721,22 @@ impl<'a> Writer<'a> {
         if self.origin_lower.zone_of(&LowerName::new(name)) {
             let below = usize::from(name.num_labels() - self.origin.num_labels());
             for label in name.iter().take(below) {
-                self.buf.push(label.len() as u8);
-                self.buf.extend_from_slice(label);
+                wire::put_label(&mut self.buf, label);
             }
             self.origin();
         } else {
-            for label in name.iter() {
-                self.buf.push(label.len() as u8);
-                self.buf.extend_from_slice(label);
-            }
-            self.buf.push(0);
+            wire::put_name(&mut self.buf, name);
         }
     }
 
     /// Appends the origin: a pointer once it is in the message.
     fn origin(&mut self) {
         if let Some(at) = self.origin_at {
-            return self.pointer(at);
+            return wire::put_pointer(&mut self.buf, at);
         }
         let at = self.len();
-        for label in self.origin.iter() {
-            self.buf.push(label.len() as u8);
-            self.buf.extend_from_slice(label);
-        }
-        self.buf.push(0);
+        wire::put_name(&mut self.buf, self.origin);
         self.origin_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
-    }
-
-    fn pointer(&mut self, at: u16) {
-        self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes());
     }
 }
 
