@@ -1,8 +1,6 @@
 //! Running the hickory-server handler outside hickory-server's own
 //! transports: a [`ResponseHandler`] that encodes the response into bytes
-//! with hickory-server's size rules, and the FORMERR sent for messages whose
-//! header is readable but whose body is not. Used by [`super::udp`] and
-//! [`super::tcp`].
+//! with hickory-server's size rules. Used by [`super::dispatch`].
 
 use std::sync::{Arc, Mutex};
 
@@ -13,8 +11,6 @@ use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
-
-use super::wire::{self, HEADER_LEN};
 
 /// A response handler that keeps the encoded response for its caller.
 #[derive(Clone)]
@@ -125,17 +121,4 @@ fn compress(bytes: Vec<u8>) -> Vec<u8> {
         },
         _ => bytes,
     }
-}
-
-/// FORMERR for a message whose header is readable but the rest is not: the
-/// request's header echoed as a response (ID, opcode, RD, CD), no sections,
-/// no EDNS, as hickory-server sends it. `None` when the message is shorter
-/// than a header or is itself a response (never answered).
-pub(crate) fn formerr(msg: &[u8]) -> Option<[u8; HEADER_LEN]> {
-    if msg.len() < HEADER_LEN || msg[2] & 0x80 != 0 {
-        return None;
-    }
-    let mut header = wire::Header::reply_to(msg);
-    header.rcode = wire::FORMERR;
-    Some(header.bytes())
 }

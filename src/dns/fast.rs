@@ -269,9 +269,8 @@ mod tests {
     use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
-    use crate::dns::handler::Handler;
+    use crate::dns::dispatch::Dispatch;
     use crate::dns::prepared::{Store, store_of};
-    use crate::dns::udp::general;
     use crate::map::{Format, Source, load_str};
 
     fn query(name: &str, t: RecordType, edns: Option<u16>, rd: bool, cd: bool) -> Vec<u8> {
@@ -306,7 +305,8 @@ mod tests {
         let f = respond(&snap, q, &mut fast_out);
         let mut gen_out = [0u8; RESPONSE_BUF];
         let src = "127.0.0.1:5300".parse().unwrap();
-        let g = general(&Handler::new(store.clone()), q, src, &mut gen_out)
+        let g = Dispatch::new(store.clone(), Default::default())
+            .general_datagram(q, src, &mut gen_out)
             .map(|n| gen_out[..n].to_vec());
         let fast_bytes = match f {
             Fast::Answered(n, ..) => fast_out[..n].to_vec(),

@@ -24,11 +24,12 @@
 pub mod answer;
 mod bodies;
 mod capture;
+pub mod dispatch;
 pub mod fast;
-pub mod handler;
+mod handler;
 pub mod notify;
 pub mod prepared;
-pub mod tcp;
+mod tcp;
 pub mod tsig;
 pub mod udp;
 mod wire;
@@ -38,14 +39,11 @@ pub use prepared::{Answers, Live, Store};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Idle time after which a TCP connection with no new query is closed
-/// (RFC 7766 §6.2.3 suggests seconds, not minutes).
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+use dispatch::Dispatch;
 
 /// Why the DNS server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +79,7 @@ pub struct DnsConfig {
 pub struct DnsServer {
     tcp: Vec<TcpListener>,
     udp: Vec<std::net::UdpSocket>,
-    store: Arc<Store>,
-    handler: handler::Handler,
-    transfers: Arc<xfr::Transfers>,
+    dispatch: Dispatch,
     addrs: Vec<SocketAddr>,
 }
 
@@ -100,7 +96,6 @@ impl DnsServer {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let handler = handler::Handler::with_transfers(store.clone(), transfers.clone());
         let mut tcp_listeners = Vec::new();
         let mut addrs = Vec::new();
         let mut udp = Vec::new();
@@ -117,9 +112,7 @@ impl DnsServer {
         Ok(Self {
             tcp: tcp_listeners,
             udp,
-            store,
-            handler,
-            transfers,
+            dispatch: Dispatch::new(store, transfers),
             addrs,
         })
     }
@@ -135,22 +128,14 @@ impl DnsServer {
     /// of it stops on its own (a socket error a worker cannot recover
     /// from, a panic), which [`Running::wait`] reports.
     pub fn start(mut self, cancel: CancellationToken) -> Result<Running, DnsError> {
-        let mut workers = udp::Workers::start(
-            std::mem::take(&mut self.udp),
-            self.store.clone(),
-            self.handler.clone(),
-        )
-        .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
-        let ctx = Arc::new(tcp::Context {
-            handler: self.handler,
-            transfers: self.transfers,
-            store: self.store,
-        });
+        let mut workers = udp::Workers::start(std::mem::take(&mut self.udp), self.dispatch.clone())
+            .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
+        let dispatch = Arc::new(self.dispatch);
         // The listeners stop with the server, whichever way it stops.
         let stop = cancel.child_token();
         let mut listeners = tokio::task::JoinSet::new();
         for l in self.tcp {
-            listeners.spawn(tcp::serve(l, ctx.clone(), stop.clone()));
+            listeners.spawn(tcp::serve(l, dispatch.clone(), stop.clone()));
         }
         let task = tokio::spawn(async move {
             let failure = tokio::select! {
