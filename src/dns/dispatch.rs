@@ -159,13 +159,18 @@ impl Dispatch {
             }
             let edns = handler::response_edns(&request);
             let mut sink = capture.clone();
-            self.transfers
-                .respond_single(&self.store, &request, edns.as_ref(), &mut sink)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::debug!(error = %e, "cannot send DNS response");
-                    servfail(&request)
-                })
+            xfr::single::respond(
+                &self.transfers,
+                &self.store,
+                &request,
+                edns.as_ref(),
+                &mut sink,
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "cannot send DNS response");
+                servfail(&request)
+            })
         } else {
             self.handler
                 .handle_request::<_, TokioTime>(&request, capture.clone())
@@ -187,7 +192,7 @@ impl Dispatch {
         request: &Request,
         out: &mut W,
     ) -> std::io::Result<()> {
-        self.transfers.serve_tcp(&self.store, request, out).await
+        xfr::stream::serve(&self.transfers, &self.store, request, out).await
     }
 }
 
