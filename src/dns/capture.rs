@@ -14,7 +14,7 @@ use hickory_server::zone_handler::MessageResponse;
 
 /// A response handler that keeps the encoded response for its caller.
 #[derive(Clone)]
-pub(crate) struct Capture {
+pub(super) struct Capture {
     protocol: Protocol,
     slot: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -22,7 +22,7 @@ pub(crate) struct Capture {
 impl Capture {
     /// A capture for a request that came over `protocol` (UDP responses are
     /// limited to the response's EDNS payload size, or 512 bytes).
-    pub(crate) fn new(protocol: Protocol) -> Self {
+    pub(super) fn new(protocol: Protocol) -> Self {
         Self {
             protocol,
             slot: Arc::default(),
@@ -30,7 +30,7 @@ impl Capture {
     }
 
     /// The encoded response, if the handler sent one.
-    pub(crate) fn take(&self) -> Option<Vec<u8>> {
+    pub(super) fn take(&self) -> Option<Vec<u8>> {
         self.slot.lock().ok()?.take()
     }
 }

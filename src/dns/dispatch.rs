@@ -1,6 +1,6 @@
 //! The one way a DNS message is answered, whatever transport brought it:
-//! bytes, source and transport in, a [`Reply`] out. Both transports call
-//! it ([`super::udp`] per datagram, [`super::tcp`] per message); it owns
+//! bytes, source and transport in, a `Reply` out. Both transports call
+//! it ([`super::udp`] per datagram, `tcp` per message); it owns
 //! what they used to do twice:
 //!
 //! - dropping what is never answered (shorter than a header, or a
@@ -8,12 +8,12 @@
 //! - FORMERR for a message whose header is readable but the rest is not;
 //! - routing: AXFR/IXFR to [`super::xfr`] (streamed over TCP, one message
 //!   over UDP), everything else to the hickory-server handler
-//!   ([`super::handler`]) run through [`super::capture`];
+//!   (`handler`) run through `capture`;
 //! - counting each response exactly once in `cellns_dns_queries_total`
 //!   (a streamed TCP transfer is not counted).
 //!
 //! On UDP the fast path ([`super::fast`]) is tried first
-//! ([`Dispatch::datagram`]); it counts through the same function as the
+//! (`Dispatch::datagram`); it counts through the same function as the
 //! general path.
 
 use std::net::SocketAddr;
@@ -36,7 +36,7 @@ use super::xfr::{self, Transfers};
 use crate::metrics::{self, Transport};
 
 /// What to do with a message.
-pub(crate) enum Reply {
+pub(super) enum Reply {
     /// Send this response.
     Message(Vec<u8>),
     /// Send nothing.
@@ -66,7 +66,7 @@ impl Dispatch {
     }
 
     /// The zone versions it answers from.
-    pub(crate) fn store(&self) -> &Arc<Store> {
+    pub(super) fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
@@ -77,7 +77,7 @@ impl Dispatch {
     /// (answered FORMERR). Returns the response length, or `None` to send
     /// nothing.
     #[inline]
-    pub(crate) fn datagram(
+    pub(super) fn datagram(
         &self,
         live: &Live,
         query: &[u8],
@@ -101,7 +101,7 @@ impl Dispatch {
     }
 
     /// Answers the UDP datagram `query` by the general path alone, as
-    /// [`Dispatch::datagram`] does for what the fast path leaves (the
+    /// `Dispatch::datagram` does for what the fast path leaves (the
     /// benchmarks and the fast path's byte-for-byte test compare the two).
     /// Returns the response length.
     pub fn general_datagram(
@@ -130,7 +130,7 @@ impl Dispatch {
     /// gets, as hickory-server's own transports would answer it (same
     /// decoding, same FORMERR, same encoding limits), except that zone
     /// transfers over TCP come back as [`Reply::Transfer`].
-    pub(crate) async fn message(
+    pub(super) async fn message(
         &self,
         msg: Vec<u8>,
         src: SocketAddr,
@@ -187,7 +187,7 @@ impl Dispatch {
 
     /// Streams the zone transfer `request` (a [`Reply::Transfer`]) to `out`.
     /// An error is the connection's: the caller closes it.
-    pub(crate) async fn transfer<W: AsyncWrite + Unpin>(
+    pub(super) async fn transfer<W: AsyncWrite + Unpin>(
         &self,
         request: &Request,
         out: &mut W,

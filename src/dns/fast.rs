@@ -1,13 +1,14 @@
 //! The fast path: answers the common UDP queries (tenant A/AAAA, NODATA,
 //! NXDOMAIN, out-of-zone REFUSED) straight from wire bytes, by copying a
-//! prepared body ([`super::bodies`]) and patching it, with the header and
-//! OPT written by [`super::wire`]. No allocation, no lock.
+//! prepared body (`bodies`) and patching it, with the header and
+//! OPT written by `wire`. No allocation, no lock.
 //!
 //! Anything unusual (other opcodes, several questions, compressed question
 //! names, EDNS options or versions, ANY/AXFR, the apex, nameserver and cell
 //! hostnames, CNAME cells, answers that would truncate) returns
-//! [`Fast::General`], and the caller hands the query to the hickory-server
-//! handler. Both produce the same bytes for the same query (see tests).
+//! [`Fast::General`], and [`super::dispatch`] hands the query to the general
+//! path (the hickory-server handler). Both produce the same bytes for the
+//! same query (see tests). The dispatch counts what the fast path answers.
 
 use super::answer::Outcome;
 use super::bodies::Body;

@@ -1,21 +1,43 @@
 //! DNS: binding the listeners and answering queries.
 //!
+//! What each module owns:
+//!
 //! - [`prepared`]: the answers of a zone version, prepared from its
-//!   effective view when it is published.
+//!   effective view when it is published (records, per-cell counters, and
+//!   the fast path's wire bodies, built by `bodies`).
 //! - [`answer`]: the answer table, a pure function of zone version + question.
-//! - [`handler`]: the hickory-server handler (protocol rules, EDNS).
-//! - [`udp`] (with [`fast`] and [`wire`]) and [`tcp`]: the transports.
-//! - [`xfr`] and [`tsig`]: zone transfers to secondaries; [`notify`]: NOTIFY
-//!   to them after each reload.
+//! - [`dispatch`]: the one way a message is answered, for both transports:
+//!   drop, FORMERR, routing (fast path, handler, zone transfers), counting.
+//! - [`fast`]: UDP answers straight from prepared bytes, no allocation.
+//! - `handler` (the hickory-server handler: opcodes, EDNS, truncation) run
+//!   through `capture` (which encodes its response).
+//! - [`udp`] and `tcp`: the transports (sockets, batching, framing,
+//!   connection limits); they call the dispatch and nothing else.
+//! - [`xfr`]: zone transfers to secondaries (who may, streamed over TCP,
+//!   one message over UDP); [`tsig`]: their signatures; [`notify`]: NOTIFY
+//!   to the secondaries after each change.
+//! - `wire`: the one byte writer (header, OPT, names, records) the fast
+//!   path, transfers, TSIG and FORMERR write with; `MAX_UDP_PAYLOAD`.
 //!
 //! The server listens on UDP and TCP on every `--dns-listen` address.
 //!
 //! ```text
-//! UDP datagram ─▶ udp worker ─▶ fast::respond ──(tenant A/AAAA, NODATA, NXDOMAIN, REFUSED)──▶ reply
-//!                                   └─ anything else ─▶ handler (hickory-server) ─▶ capture ─▶ reply
-//! TCP message  ─▶ tcp connection ─▶ AXFR/IXFR? ─▶ xfr (streamed)
-//!                                   └─ else ─▶ handler ─▶ capture ─▶ reply
+//! UDP datagram ─▶ udp worker ─▶ dispatch::datagram ─▶ fast::respond ─(tenant A/AAAA, NODATA,
+//!                                    │                                NXDOMAIN, REFUSED)─▶ reply
+//!                                    └─ anything else ─▶ dispatch::message ┐
+//! TCP message ─▶ tcp connection ─────────────────────▶ dispatch::message ┤
+//!                                                                         │
+//!   dispatch::message: short, or a response ─▶ dropped
+//!                      undecodable          ─▶ FORMERR
+//!                      AXFR/IXFR            ─▶ over TCP: xfr::stream (streamed to the connection)
+//!                                              over UDP: xfr::single ─▶ capture ─▶ reply
+//!                      anything else        ─▶ handler (hickory-server) ─▶ capture ─▶ reply
 //! ```
+//!
+//! Every reply is counted once, in the dispatch (a streamed transfer is
+//! not counted). Imports go one way: transports → dispatch → fast,
+//! handler, xfr → prepared, answer → bodies, wire; no module imports one
+//! that imports it back.
 //!
 //! Why our own transports around hickory-server's handler: its UDP loop
 //! spawns a task per datagram without bound, and its TCP loop queues a
@@ -75,7 +97,7 @@ pub struct DnsConfig {
 }
 
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
-/// ([`udp`]), TCP on [`tcp`] (queries and zone transfers).
+/// ([`udp`]), TCP on `tcp` (queries and zone transfers).
 pub struct DnsServer {
     tcp: Vec<TcpListener>,
     udp: Vec<std::net::UdpSocket>,

@@ -1,7 +1,7 @@
 //! The UDP server: one thread per worker, each with its own `SO_REUSEPORT`
 //! socket (the kernel spreads datagrams over them), reading and writing in
 //! batches with `recvmmsg`/`sendmmsg`. Each datagram is answered inline by
-//! [`Dispatch::datagram`] (the fast path when it can, else the general
+//! `Dispatch::datagram` (the fast path when it can, else the general
 //! path), from the zone version loaded once per batch. No task per
 //! datagram, no allocation on the fast path, no lock.
 
@@ -53,11 +53,11 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::UdpSoc
 
 /// A worker that stopped without being asked to.
 #[derive(Debug)]
-pub struct Exit {
+pub(super) struct Exit {
     /// Its index.
-    pub worker: usize,
+    pub(super) worker: usize,
     /// Why: the socket error it could not recover from, or its panic.
-    pub error: String,
+    pub(super) error: String,
 }
 
 /// Running UDP workers; stop them with [`Workers::stop`].
@@ -159,7 +159,7 @@ impl Workers {
     }
 
     /// Resolves when a worker stops without being asked to.
-    pub async fn failed(&mut self) -> Exit {
+    pub(super) async fn failed(&mut self) -> Exit {
         match self.exits.recv().await {
             Some(exit) => exit,
             // Every guard is gone: all threads ended, reported or not.

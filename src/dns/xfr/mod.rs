@@ -3,11 +3,11 @@
 //! at once ([`Transfers`], built from [`TransferConfig`]); the transfers
 //! themselves are answered by
 //!
-//! - [`stream`]: over TCP, the whole zone streamed message by message;
-//! - [`single`]: over UDP, the one-message answers (IXFR: the SOA; AXFR:
+//! - `stream`: over TCP, the whole zone streamed message by message;
+//! - `single`: over UDP, the one-message answers (IXFR: the SOA; AXFR:
 //!   FORMERR).
 //!
-//! [`super::dispatch`] routes a request here when [`is_transfer`] says so.
+//! [`super::dispatch`] routes a request here when `is_transfer` says so.
 //!
 //! # Who
 //!
@@ -18,8 +18,8 @@
 //! by hashing (`placement.unknown = "hash"`) cannot be transferred; that is
 //! warned about at start-up ([`warn_unexpressible`]).
 
-pub(crate) mod single;
-pub(crate) mod stream;
+pub(super) mod single;
+pub(super) mod stream;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -42,7 +42,7 @@ const MAX_CONCURRENT: usize = 4;
 /// An address prefix of `--axfr-allow`: `10.0.0.0/8`, `::1/128`, or a
 /// bare address (a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prefix {
+pub(super) struct Prefix {
     net: IpAddr,
     len: u8,
 }
@@ -50,7 +50,7 @@ pub struct Prefix {
 impl Prefix {
     /// Whether `ip` is inside the prefix (IPv4-mapped IPv6 addresses are
     /// taken as the IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 mask(u128::from(u32::from(a)), 32, self.len) == u128::from(u32::from(n))
@@ -158,7 +158,7 @@ impl Default for Transfers {
 
 impl Transfers {
     /// Transfers from `allow`, signed with `key` when given.
-    pub fn new(allow: Vec<Prefix>, key: Option<Key>) -> Self {
+    fn new(allow: Vec<Prefix>, key: Option<Key>) -> Self {
         Self {
             allow,
             key: key.map(Arc::new),
@@ -197,11 +197,6 @@ impl Transfers {
     /// The TSIG key, when transfers (and NOTIFY) must be signed.
     pub fn key(&self) -> Option<&Key> {
         self.key.as_deref()
-    }
-
-    /// The `--axfr-allow` prefixes.
-    pub fn allowed(&self) -> &[Prefix] {
-        &self.allow
     }
 
     fn allows(&self, ip: IpAddr) -> bool {
@@ -257,7 +252,7 @@ impl Transfers {
 /// AXFR or IXFR, no EDNS or EDNS version 0. Anything else, even with an
 /// AXFR question, goes to the handler, which owns the general rules
 /// (FORMERR, NOTIMP, BADVERS).
-pub fn is_transfer(request: &Request) -> bool {
+pub(super) fn is_transfer(request: &Request) -> bool {
     use hickory_proto::op::{MessageType, OpCode};
     request.metadata.message_type == MessageType::Query
         && request.metadata.op_code == OpCode::Query

@@ -19,7 +19,7 @@ use crate::dns::prepared::Store;
 /// arrived over UDP, as `transfers` allows, through `response_handle`
 /// with `edns` as the response's EDNS: IXFR gets the current SOA, AXFR
 /// FORMERR, refusals as over TCP.
-pub(crate) async fn respond<R: ResponseHandler>(
+pub(in crate::dns) async fn respond<R: ResponseHandler>(
     transfers: &Transfers,
     store: &Store,
     request: &Request,

@@ -60,7 +60,7 @@ const PREFIX: usize = 2;
 /// [`super::is_transfer`]) on a TCP connection, as `transfers` allows:
 /// the refusal, or the whole transfer, written to `out` message by
 /// message. An error is the connection's: the caller closes it.
-pub(crate) async fn serve<W: AsyncWrite + Unpin>(
+pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
     transfers: &Transfers,
     store: &Store,
     request: &Request,
