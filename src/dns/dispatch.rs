@@ -10,7 +10,8 @@
 //!   over UDP), everything else to the hickory-server handler
 //!   (`handler`) run through `capture`;
 //! - counting each response exactly once in `cellns_dns_queries_total`
-//!   (a streamed TCP transfer is not counted).
+//!   (a streamed TCP transfer is not counted), and those of the fast path
+//!   in `cellns_dns_fast_path_total` too.
 //!
 //! On UDP the fast path ([`super::fast`]) is tried first
 //! (`Dispatch::datagram`); it counts through the same function as the
@@ -234,12 +235,14 @@ fn count(transport: Transport, qtype: u16, rcode: ResponseCode) {
     metrics::dns().query(transport, qtype, u16::from(rcode));
 }
 
-/// Counts a fast-path response: the query and the tenant's
+/// Counts a fast-path response: the query, the path, and the tenant's
 /// cell (the general path counts cells in the handler, which knows about
 /// truncation).
 #[inline]
 fn count_fast(live: &Live, outcome: Outcome, qtype: u16, rcode: u8) {
-    metrics::dns().query(Transport::Udp, qtype, u16::from(rcode));
+    let dns = metrics::dns();
+    dns.query(Transport::Udp, qtype, u16::from(rcode));
+    dns.fast_path();
     if let Outcome::Tenant(cell) | Outcome::TenantNodata(cell) = outcome {
         live.answers.count_answer(cell);
     }
