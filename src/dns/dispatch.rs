@@ -14,8 +14,7 @@
 //!   in `cellns_dns_fast_path_total` too.
 //!
 //! On UDP the fast path ([`super::fast`]) is tried first
-//! (`Dispatch::datagram`); it counts through the same function as the
-//! general path.
+//! (`Dispatch::datagram`), and what it answers is counted here too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,19 +136,21 @@ impl Dispatch {
         src: SocketAddr,
         transport: Transport,
     ) -> Reply {
-        if msg.len() < HEADER_LEN || msg[2] & 0x80 != 0 {
+        // What would be the FORMERR is also the test of what is never
+        // answered (see `formerr_bytes`).
+        let Some(head) = formerr_bytes(&msg) else {
             return Reply::Drop;
-        }
+        };
         let protocol = match transport {
             Transport::Udp => Protocol::Udp,
             Transport::Tcp => Protocol::Tcp,
         };
-        let head = formerr_bytes(&msg);
         let request = match Request::from_bytes(msg, src, protocol) {
             Ok(r) => r,
             Err(_) => {
+                // Its question is unreadable, so its type is "other".
                 count(transport, 0, ResponseCode::FormErr);
-                return head.map_or(Reply::Drop, |h| Reply::Message(h.to_vec()));
+                return Reply::Message(head.to_vec());
             }
         };
         let capture = Capture::new(protocol);
@@ -208,9 +209,9 @@ fn servfail(request: &Request) -> ResponseInfo {
     .into()
 }
 
-/// FORMERR for a message whose header is readable but the rest is not,
-/// counted (its question is unreadable, so its type is "other"); `None`
-/// for what is never answered (see [`formerr_bytes`]).
+/// FORMERR for a datagram cut short by the receive buffer, counted (its
+/// question is unreadable, so its type is "other"); `None` for what is
+/// never answered (see [`formerr_bytes`]).
 fn formerr(msg: &[u8], transport: Transport) -> Option<[u8; HEADER_LEN]> {
     let head = formerr_bytes(msg)?;
     count(transport, 0, ResponseCode::FormErr);

@@ -134,7 +134,7 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
     let limit = usize::from(payload.map_or(512, |(size, _)| size));
 
     if !in_zone {
-        let h = Reply {
+        let h = Head {
             aa: false,
             rcode: REFUSED,
             an: 0,
@@ -160,7 +160,7 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
     let (header, body, outcome) = match route::lookup(&live.view, label) {
         None if !exact_suffix => return Fast::General,
         None => (
-            Reply {
+            Head {
                 aa: true,
                 rcode: NXDOMAIN,
                 an: 0,
@@ -186,7 +186,7 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
                     return Fast::General;
                 }
                 (
-                    Reply {
+                    Head {
                         aa: true,
                         rcode: NOERROR,
                         an: 0,
@@ -197,7 +197,7 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
                 )
             } else {
                 (
-                    Reply {
+                    Head {
                         aa: true,
                         rcode: NOERROR,
                         an: body.records,
@@ -213,8 +213,8 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
         .map_or(Fast::General, |n| Fast::Answered(n, outcome, qtype))
 }
 
-/// What differs between fast replies' headers.
-struct Reply {
+/// What differs between the headers of fast replies.
+struct Head {
     aa: bool,
     rcode: u8,
     an: u16,
@@ -227,7 +227,7 @@ fn finish(
     q: &[u8],
     out: &mut [u8; RESPONSE_BUF],
     question_end: usize,
-    r: Reply,
+    r: Head,
     body: Option<&Body>,
     payload: Option<(u16, bool)>,
     limit: usize,
