@@ -6,8 +6,8 @@
 //!   hit (A), NXDOMAIN, out-of-zone REFUSED, from query bytes to response bytes;
 //!   `fast/N/10-cells` repeats it on the same tenants spread over 10 cells
 //!   instead of 1000, to show what the number of cells costs per query.
-//! - `general`: the same queries through the hickory-server path
-//!   ([`cellns::dns::udp::general`]), for comparison.
+//! - `general`: the same queries through the general path
+//!   ([`cellns::dns::dispatch::Dispatch::general_datagram`]), for comparison.
 //! - `udp_roundtrip`: end to end over loopback UDP against a running
 //!   fast-path worker: `/1` one query at a time (latency, dominated by
 //!   thread wake-ups), `/32` 32 queries in flight (per-query cost of client
@@ -28,8 +28,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cellns::dns::dispatch::Dispatch;
 use cellns::dns::fast::{self, Fast, RESPONSE_BUF};
-use cellns::dns::handler::Handler;
 use cellns::dns::udp;
 use cellns::dns::{Live, Store};
 use cellns::map::{Format, Source, load_str};
@@ -214,7 +214,7 @@ fn bench_fast(c: &mut Criterion, snap: &Live, corpus: &Corpus, group: &str) {
 fn bench_general(c: &mut Criterion, store: &Arc<Store>, corpus: &Corpus, n: usize) {
     let mut g = c.benchmark_group(format!("general/{n}"));
     g.throughput(Throughput::Elements(1));
-    let handler = Handler::new(store.clone());
+    let dispatch = Dispatch::new(store.clone(), Default::default());
     let src: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
     let mut out = Box::new([0u8; RESPONSE_BUF]);
     for (case, queries) in [
@@ -224,7 +224,7 @@ fn bench_general(c: &mut Criterion, store: &Arc<Store>, corpus: &Corpus, n: usiz
     ] {
         let mut qs = Cycle::new(queries);
         g.bench_function(case, |b| {
-            b.iter(|| black_box(udp::general(&handler, black_box(qs.next()), src, &mut out)))
+            b.iter(|| black_box(dispatch.general_datagram(black_box(qs.next()), src, &mut out)))
         });
     }
     g.finish();
@@ -236,7 +236,7 @@ fn bench_roundtrip(c: &mut Criterion, store: &Arc<Store>, corpus: &Corpus, n: us
     let addr = sockets[0]
         .local_addr()
         .expect("bound socket has an address");
-    let workers = udp::Workers::start(sockets, store.clone(), Handler::new(store.clone()))
+    let workers = udp::Workers::start(sockets, Dispatch::new(store.clone(), Default::default()))
         .expect("start UDP worker");
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
     client.connect(addr).expect("connect client");

@@ -33,6 +33,9 @@ pub const DNS_UNKNOWN_TENANT: &str = "cellns_dns_unknown_tenant_total";
 /// UDP answers the kernel refused to send (an unreachable peer, a full
 /// buffer); the client retries.
 pub const DNS_SEND_ERRORS: &str = "cellns_dns_send_errors_total";
+/// DNS responses sent by the fast UDP path (also counted in
+/// [`DNS_QUERIES`]); the rest of the UDP responses took the general path.
+pub const DNS_FAST_PATH: &str = "cellns_dns_fast_path_total";
 /// 1, labelled with the map `version` in force (one series: the versions
 /// served before are not kept).
 pub const MAP_VERSION: &str = "cellns_map_version_info";
@@ -57,11 +60,12 @@ pub const TOKEN_ERRORS: &str = "cellns_token_errors_total";
 pub const HTTP_DURATION: &str = "cellns_http_request_duration_seconds";
 
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
     DNS_SEND_ERRORS,
+    DNS_FAST_PATH,
     MAP_VERSION,
     MAP_SERIAL,
     MAP_LOADED,
@@ -130,6 +134,10 @@ fn describe() {
     describe_counter!(
         DNS_SEND_ERRORS,
         "UDP answers the kernel refused to send (the client retries)"
+    );
+    describe_counter!(
+        DNS_FAST_PATH,
+        "DNS responses sent by the fast UDP path (a subset of cellns_dns_queries_total)"
     );
     describe_gauge!(MAP_SERIAL, "SOA serial of the zone version in force");
     describe_gauge!(
@@ -226,6 +234,7 @@ pub struct DnsCounters {
     queries: Vec<Counter>,
     unknown_tenant: Counter,
     send_errors: Counter,
+    fast_path: Counter,
 }
 
 impl DnsCounters {
@@ -245,10 +254,13 @@ impl DnsCounters {
         unknown_tenant.increment(0);
         let send_errors = counter!(DNS_SEND_ERRORS);
         send_errors.increment(0);
+        let fast_path = counter!(DNS_FAST_PATH);
+        fast_path.increment(0);
         Self {
             queries,
             unknown_tenant,
             send_errors,
+            fast_path,
         }
     }
 
@@ -256,6 +268,12 @@ impl DnsCounters {
     #[inline]
     pub fn send_failed(&self) {
         self.send_errors.increment(1);
+    }
+
+    /// Counts one response of the fast path (besides [`DnsCounters::query`]).
+    #[inline]
+    pub fn fast_path(&self) {
+        self.fast_path.increment(1);
     }
 
     /// Counts one answered query. `rcode` is the full (extended) rcode.
@@ -390,5 +408,22 @@ mod tests {
         );
         // The highest index is in range.
         d.query(Transport::Tcp, 255, 4095);
+    }
+
+    /// The README's metrics table lists exactly the metrics of [`ALL`].
+    #[test]
+    fn readme_metrics_table_lists_every_metric() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("| metric | labels | meaning |")
+            .expect("README has a metrics table");
+        let listed: std::collections::BTreeSet<&str> = readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('`').nth(1))
+            .collect();
+        let all: std::collections::BTreeSet<&str> = ALL.into_iter().collect();
+        assert_eq!(listed, all, "README metrics table vs metrics::ALL");
     }
 }

@@ -1,7 +1,8 @@
 //! What a query gets: the decision table of DESIGN.md ("What a query gets"),
 //! as a pure function of a zone version (its view and prepared answers) and
-//! a question. Transport concerns
-//! (EDNS, truncation, opcodes, malformed input) live in [`super::handler`].
+//! a question. Protocol concerns (EDNS, truncation, opcodes) live in
+//! `handler`, malformed input in [`super::dispatch`]. [`Outcome`] is what
+//! the fast path reports too.
 
 use std::borrow::Cow;
 
@@ -29,19 +30,19 @@ pub enum Outcome {
 
 /// The sections of an authoritative answer.
 #[derive(Debug, Clone)]
-pub struct Answer<'s> {
+pub(super) struct Answer<'s> {
     /// NOERROR, NXDOMAIN or REFUSED.
-    pub rcode: ResponseCode,
+    pub(super) rcode: ResponseCode,
     /// AA flag: set for everything inside the zone.
-    pub authoritative: bool,
+    pub(super) authoritative: bool,
     /// Answer section.
-    pub answers: Cow<'s, [Record]>,
+    pub(super) answers: Cow<'s, [Record]>,
     /// Authority section (the SOA of negative answers).
-    pub authority: Cow<'s, [Record]>,
+    pub(super) authority: Cow<'s, [Record]>,
     /// Additional section (glue for NS answers).
-    pub additional: Cow<'s, [Record]>,
+    pub(super) additional: Cow<'s, [Record]>,
     /// What happened, for metrics.
-    pub outcome: Outcome,
+    pub(super) outcome: Outcome,
 }
 
 impl<'s> Answer<'s> {
@@ -81,7 +82,7 @@ impl<'s> Answer<'s> {
 
 /// Answers one question. `qname` is the question's name as sent (its case
 /// is kept in owner names); `lower` the same name lowercased.
-pub fn answer<'s>(
+pub(super) fn answer<'s>(
     live: &'s Live,
     qname: &Name,
     lower: &LowerName,

@@ -1,8 +1,6 @@
 //! Running the hickory-server handler outside hickory-server's own
 //! transports: a [`ResponseHandler`] that encodes the response into bytes
-//! with hickory-server's size rules, and the FORMERR sent for messages whose
-//! header is readable but whose body is not. Used by [`super::udp`] and
-//! [`super::tcp`].
+//! with hickory-server's size rules. Used by [`super::dispatch`].
 
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +14,7 @@ use hickory_server::zone_handler::MessageResponse;
 
 /// A response handler that keeps the encoded response for its caller.
 #[derive(Clone)]
-pub(crate) struct Capture {
+pub(super) struct Capture {
     protocol: Protocol,
     slot: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -24,7 +22,7 @@ pub(crate) struct Capture {
 impl Capture {
     /// A capture for a request that came over `protocol` (UDP responses are
     /// limited to the response's EDNS payload size, or 512 bytes).
-    pub(crate) fn new(protocol: Protocol) -> Self {
+    pub(super) fn new(protocol: Protocol) -> Self {
         Self {
             protocol,
             slot: Arc::default(),
@@ -32,7 +30,7 @@ impl Capture {
     }
 
     /// The encoded response, if the handler sent one.
-    pub(crate) fn take(&self) -> Option<Vec<u8>> {
+    pub(super) fn take(&self) -> Option<Vec<u8>> {
         self.slot.lock().ok()?.take()
     }
 }
@@ -123,20 +121,4 @@ fn compress(bytes: Vec<u8>) -> Vec<u8> {
         },
         _ => bytes,
     }
-}
-
-/// FORMERR for a message whose header is readable but the rest is not: the
-/// request's header echoed as a response (ID, opcode, RD, CD), no sections,
-/// no EDNS, as hickory-server sends it. `None` when the message is shorter
-/// than a header or is itself a response (never answered).
-pub(crate) fn formerr(msg: &[u8]) -> Option<[u8; 12]> {
-    if msg.len() < 12 || msg[2] & 0x80 != 0 {
-        return None;
-    }
-    let mut out = [0u8; 12];
-    out[0] = msg[0];
-    out[1] = msg[1];
-    out[2] = 0x80 | (msg[2] & 0x78) | (msg[2] & 0x01);
-    out[3] = (msg[3] & 0x10) | u16::from(ResponseCode::FormErr) as u8;
-    Some(out)
 }

@@ -1,17 +1,19 @@
 //! The fast path: answers the common UDP queries (tenant A/AAAA, NODATA,
 //! NXDOMAIN, out-of-zone REFUSED) straight from wire bytes, by copying a
-//! [`super::wire`] body and patching it. No allocation, no lock.
+//! prepared body (`bodies`) and patching it, with the header and
+//! OPT written by `wire`. No allocation, no lock.
 //!
 //! Anything unusual (other opcodes, several questions, compressed question
 //! names, EDNS options or versions, ANY/AXFR, the apex, nameserver and cell
 //! hostnames, CNAME cells, answers that would truncate) returns
-//! [`Fast::General`], and the caller hands the query to the hickory-server
-//! handler. Both produce the same bytes for the same query (see tests).
+//! [`Fast::General`], and [`super::dispatch`] hands the query to the general
+//! path (the hickory-server handler). Both produce the same bytes for the
+//! same query (see tests). The dispatch counts what the fast path answers.
 
 use super::answer::Outcome;
-use super::handler::MAX_UDP_PAYLOAD;
+use super::bodies::Body;
 use super::prepared::Live;
-use super::wire::Body;
+use super::wire::{self, HEADER_LEN, MAX_UDP_PAYLOAD, NOERROR, NXDOMAIN, OPT_LEN, REFUSED};
 use crate::route;
 
 /// Size of response buffers the fast path writes into.
@@ -49,9 +51,6 @@ enum Kind {
 
 /// The body of a type the cell has no data for.
 static EMPTY: Body = Body::EMPTY;
-
-const RCODE_NXDOMAIN: u8 = 3;
-const RCODE_REFUSED: u8 = 5;
 
 /// Answers `query` into `out` if it is a fast-path query.
 #[inline]
@@ -109,7 +108,7 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
         // RFC 3225 §3: the DO bit is copied into the response.
         Some((
             u16::from_be_bytes([o[3], o[4]]).clamp(512, MAX_UDP_PAYLOAD),
-            o[7] & 0x80,
+            o[7] & 0x80 != 0,
         ))
     } else if question_end == q.len() {
         None
@@ -123,8 +122,8 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
         return Fast::General;
     };
 
-    let wire = &live.answers.wire;
-    let origin = &wire.origin_lower[..];
+    let bodies = &live.answers.bodies;
+    let origin = &bodies.origin_lower[..];
     if origin.is_empty() {
         // Nothing was prepared for this snapshot: everything is general.
         return Fast::General;
@@ -135,9 +134,9 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
     let limit = usize::from(payload.map_or(512, |(size, _)| size));
 
     if !in_zone {
-        let h = Header {
+        let h = Head {
             aa: false,
-            rcode: RCODE_REFUSED,
+            rcode: REFUSED,
             an: 0,
             ns: 0,
         };
@@ -146,32 +145,32 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
         });
     }
     // Only tenants (one label below the apex) are fast.
-    if labels != wire.origin_labels + 1 {
+    if labels != bodies.origin_labels + 1 {
         return Fast::General;
     }
     let label = &q[13..13 + usize::from(q[12])];
-    if wire.reserved_labels.get(label).is_some() {
+    if bodies.reserved_labels.get(label).is_some() {
         return Fast::General;
     }
 
     // The SOA of a negative answer is compressed against the question's
     // suffix only when it is the origin byte for byte (as the map writes
     // it); other cases (0x20-randomised queries) take the general path.
-    let exact_suffix = q[name_end - origin.len()..name_end] == wire.origin_exact[..];
+    let exact_suffix = q[name_end - origin.len()..name_end] == bodies.origin_exact[..];
     let (header, body, outcome) = match route::lookup(&live.view, label) {
         None if !exact_suffix => return Fast::General,
         None => (
-            Header {
+            Head {
                 aa: true,
-                rcode: RCODE_NXDOMAIN,
+                rcode: NXDOMAIN,
                 an: 0,
                 ns: 1,
             },
-            &wire.negative,
+            &bodies.negative,
             Outcome::NxDomain,
         ),
         Some(cell) => {
-            let Some(w) = wire.cells.get(usize::from(cell.0)) else {
+            let Some(w) = bodies.cells.get(usize::from(cell.0)) else {
                 return Fast::General;
             };
             if w.cname {
@@ -187,20 +186,20 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
                     return Fast::General;
                 }
                 (
-                    Header {
+                    Head {
                         aa: true,
-                        rcode: 0,
+                        rcode: NOERROR,
                         an: 0,
                         ns: 1,
                     },
-                    &wire.negative,
+                    &bodies.negative,
                     Outcome::TenantNodata(cell),
                 )
             } else {
                 (
-                    Header {
+                    Head {
                         aa: true,
-                        rcode: 0,
+                        rcode: NOERROR,
                         an: body.records,
                         ns: 0,
                     },
@@ -214,7 +213,8 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
         .map_or(Fast::General, |n| Fast::Answered(n, outcome, qtype))
 }
 
-struct Header {
+/// What differs between the headers of fast replies.
+struct Head {
     aa: bool,
     rcode: u8,
     an: u16,
@@ -227,25 +227,22 @@ fn finish(
     q: &[u8],
     out: &mut [u8; RESPONSE_BUF],
     question_end: usize,
-    h: Header,
+    r: Head,
     body: Option<&Body>,
-    payload: Option<(u16, u8)>,
+    payload: Option<(u16, bool)>,
     limit: usize,
 ) -> Option<usize> {
     let body_len = body.map_or(0, |b| b.bytes.len());
-    let total = question_end + body_len + if payload.is_some() { 11 } else { 0 };
+    let total = question_end + body_len + if payload.is_some() { OPT_LEN } else { 0 };
     if total > limit {
         return None;
     }
-    out[0] = q[0];
-    out[1] = q[1];
-    out[2] = 0x80 | if h.aa { 0x04 } else { 0 } | (q[2] & 0x01);
-    out[3] = (q[3] & 0x10) | h.rcode;
-    out[4..6].copy_from_slice(&1u16.to_be_bytes());
-    out[6..8].copy_from_slice(&h.an.to_be_bytes());
-    out[8..10].copy_from_slice(&h.ns.to_be_bytes());
-    out[10..12].copy_from_slice(&u16::from(payload.is_some()).to_be_bytes());
-    out[12..question_end].copy_from_slice(&q[12..question_end]);
+    let mut header = wire::Header::reply_to(q);
+    header.aa = r.aa;
+    header.rcode = r.rcode;
+    header.counts = [1, r.an, r.ns, u16::from(payload.is_some())];
+    out[..HEADER_LEN].copy_from_slice(&header.bytes());
+    out[HEADER_LEN..question_end].copy_from_slice(&q[HEADER_LEN..question_end]);
     let mut at = question_end;
     if let Some(b) = body {
         out[at..at + b.bytes.len()].copy_from_slice(&b.bytes);
@@ -253,25 +250,13 @@ fn finish(
         let shift = u16::from(q[12]) - 1;
         for &(pos, target) in &b.shifts {
             let p = at + usize::from(pos);
-            out[p..p + 2].copy_from_slice(&(0xC000 | (target + shift)).to_be_bytes());
+            out[p..p + 2].copy_from_slice(&wire::pointer(target + shift));
         }
         at += b.bytes.len();
     }
     if let Some((size, dnssec_ok)) = payload {
-        out[at..at + 11].copy_from_slice(&[
-            0,
-            0,
-            41,
-            (size >> 8) as u8,
-            size as u8,
-            0,
-            0,
-            dnssec_ok,
-            0,
-            0,
-            0,
-        ]);
-        at += 11;
+        out[at..at + OPT_LEN].copy_from_slice(&wire::opt(size, dnssec_ok));
+        at += OPT_LEN;
     }
     Some(at)
 }
@@ -285,9 +270,8 @@ mod tests {
     use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
-    use crate::dns::handler::Handler;
+    use crate::dns::dispatch::Dispatch;
     use crate::dns::prepared::{Store, store_of};
-    use crate::dns::udp::general;
     use crate::map::{Format, Source, load_str};
 
     fn query(name: &str, t: RecordType, edns: Option<u16>, rd: bool, cd: bool) -> Vec<u8> {
@@ -322,7 +306,8 @@ mod tests {
         let f = respond(&snap, q, &mut fast_out);
         let mut gen_out = [0u8; RESPONSE_BUF];
         let src = "127.0.0.1:5300".parse().unwrap();
-        let g = general(&Handler::new(store.clone()), q, src, &mut gen_out)
+        let g = Dispatch::new(store.clone(), Default::default())
+            .general_datagram(q, src, &mut gen_out)
             .map(|n| gen_out[..n].to_vec());
         let fast_bytes = match f {
             Fast::Answered(n, ..) => fast_out[..n].to_vec(),

@@ -1,10 +1,15 @@
 //! The hickory-server request handler: protocol rules around
-//! [`super::answer`] (opcodes, question count, class, EDNS, truncation).
+//! [`super::answer`] (opcodes, question count, EDNS, truncation). Zone
+//! transfers never reach it: [`super::dispatch`] routes them to
+//! [`super::xfr`] first (the answer table refuses them, should one come).
+//! Counting the responses is the dispatch's too; the handler counts only
+//! tenant answers per cell, as it alone knows whether a UDP answer was
+//! truncated.
 
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -13,32 +18,33 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::answer::{Answer, Outcome, answer};
 use super::prepared::Store;
-use super::xfr::Transfers;
-use crate::metrics::{self, Transport};
-
-/// Largest UDP response we send, whatever the client advertises: the
-/// DNS Flag Day 2020 value, which avoids IP fragmentation.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+use super::wire::MAX_UDP_PAYLOAD;
 
 /// Answers DNS requests from the zone version in force.
 #[derive(Debug, Clone)]
-pub struct Handler {
+pub(super) struct Handler {
     store: Arc<Store>,
-    transfers: Arc<Transfers>,
 }
 
 impl Handler {
-    /// A handler reading `store`; zone transfers are refused.
-    pub fn new(store: Arc<Store>) -> Self {
-        Self::with_transfers(store, Arc::new(Transfers::default()))
+    /// A handler reading `store`.
+    pub(super) fn new(store: Arc<Store>) -> Self {
+        Self { store }
     }
+}
 
-    /// A handler reading `store`, answering AXFR/IXFR as `transfers` allows
-    /// (here only what fits one message; TCP transfers are streamed by
-    /// [`super::tcp`] before they reach the handler).
-    pub fn with_transfers(store: Arc<Store>, transfers: Arc<Transfers>) -> Self {
-        Self { store, transfers }
-    }
+/// The EDNS of the response to `request`: none without EDNS in the query
+/// (RFC 6891 §7), else version 0 with our payload size (the client's,
+/// clamped to 512..=[`MAX_UDP_PAYLOAD`]) and the query's DO bit (RFC 3225
+/// §3).
+pub(super) fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req_edns| {
+        let mut e = Edns::new();
+        e.set_max_payload(req_edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+        e.set_version(0);
+        e.set_dnssec_ok(req_edns.flags().dnssec_ok);
+        e
+    })
 }
 
 #[async_trait::async_trait]
@@ -52,18 +58,10 @@ impl RequestHandler for Handler {
         let mut meta = Metadata::response_from_request(&request.metadata);
 
         // RFC 6891 §6.1.3: answer only version 0; others get BADVERS with
-        // our OPT (version 0). Without EDNS in the query, none in the reply.
-        let mut resp_edns = None;
-        if let Some(req_edns) = &request.edns {
-            let mut e = Edns::new();
-            e.set_max_payload(req_edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            e.set_version(0);
-            // RFC 3225 §3: the DO bit of the query is copied into the response.
-            e.set_dnssec_ok(req_edns.flags().dnssec_ok);
-            if req_edns.version() > 0 {
-                meta.response_code = ResponseCode::BADVERS;
-            }
-            resp_edns = Some(e);
+        // our OPT (version 0).
+        let resp_edns = response_edns(request);
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            meta.response_code = ResponseCode::BADVERS;
         }
         if let Some(e) = &resp_edns {
             builder.edns(e);
@@ -85,18 +83,6 @@ impl RequestHandler for Handler {
                     meta.response_code = ResponseCode::FormErr;
                     response_handle
                         .send_response(builder.build_no_records(meta))
-                        .await
-                }
-                Ok(info)
-                    if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) =>
-                {
-                    self.transfers
-                        .respond_single(
-                            &self.store,
-                            request,
-                            resp_edns.as_ref(),
-                            &mut response_handle,
-                        )
                         .await
                 }
                 Ok(info) => {
@@ -151,7 +137,7 @@ impl RequestHandler for Handler {
                 }
             }
         };
-        let info: ResponseInfo = result.unwrap_or_else(|e| {
+        result.unwrap_or_else(|e| {
             tracing::debug!(error = %e, "cannot send DNS response");
             meta.response_code = ResponseCode::ServFail;
             Header {
@@ -159,25 +145,8 @@ impl RequestHandler for Handler {
                 counts: Default::default(),
             }
             .into()
-        });
-        count(request, &info);
-        info
+        })
     }
-}
-
-/// Counts a response of this handler (once per request; the fast UDP path
-/// counts its own, and never hands a query it answered to the handler).
-fn count(request: &Request, info: &ResponseInfo) {
-    let transport = match request.protocol() {
-        Protocol::Udp => Transport::Udp,
-        _ => Transport::Tcp,
-    };
-    let qtype = request
-        .queries
-        .queries()
-        .first()
-        .map_or(0, |q| u16::from(q.query_type()));
-    metrics::dns().query(transport, qtype, u16::from(info.response_code));
 }
 
 /// Whether the full response to `request` fits in `limit` bytes. A cheap

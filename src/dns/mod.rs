@@ -1,50 +1,71 @@
 //! DNS: binding the listeners and answering queries.
 //!
+//! What each module owns:
+//!
 //! - [`prepared`]: the answers of a zone version, prepared from its
-//!   effective view when it is published.
+//!   effective view when it is published (records, per-cell counters, and
+//!   the fast path's wire bodies, built by `bodies`).
 //! - [`answer`]: the answer table, a pure function of zone version + question.
-//! - [`handler`]: the hickory-server handler (protocol rules, EDNS).
-//! - [`udp`] (with [`fast`] and [`wire`]) and [`tcp`]: the transports.
-//! - [`xfr`] and [`tsig`]: zone transfers to secondaries; [`notify`]: NOTIFY
-//!   to them after each reload.
+//! - [`dispatch`]: the one way a message is answered, for both transports:
+//!   drop, FORMERR, routing (fast path, handler, zone transfers), counting.
+//! - [`fast`]: UDP answers straight from prepared bytes, no allocation.
+//! - `handler` (the hickory-server handler: opcodes, EDNS, truncation) run
+//!   through `capture` (which encodes its response).
+//! - [`udp`] and `tcp`: the transports (sockets, batching, framing,
+//!   connection limits); they call the dispatch and nothing else.
+//! - [`xfr`]: zone transfers to secondaries (who may, streamed over TCP,
+//!   one message over UDP); [`tsig`]: their signatures; [`notify`]: NOTIFY
+//!   to the secondaries after each change.
+//! - `wire`: the one byte writer (header, OPT, names, records) the fast
+//!   path, transfers, TSIG and FORMERR write with; `MAX_UDP_PAYLOAD`.
 //!
 //! The server listens on UDP and TCP on every `--dns-listen` address.
 //!
 //! ```text
-//! UDP datagram ─▶ udp worker ─▶ fast::respond ──(tenant A/AAAA, NODATA, NXDOMAIN, REFUSED)──▶ reply
-//!                                   └─ anything else ─▶ handler (hickory-server) ─▶ capture ─▶ reply
-//! TCP message  ─▶ tcp connection ─▶ AXFR/IXFR? ─▶ xfr (streamed)
-//!                                   └─ else ─▶ handler ─▶ capture ─▶ reply
+//! UDP datagram ─▶ udp worker ─▶ dispatch::datagram ─▶ fast::respond ─(tenant A/AAAA, NODATA,
+//!                                    │                                NXDOMAIN, REFUSED)─▶ reply
+//!                                    └─ anything else ─▶ dispatch::message ┐
+//! TCP message ─▶ tcp connection ─────────────────────▶ dispatch::message ┤
+//!                                                                         │
+//!   dispatch::message: short, or a response ─▶ dropped
+//!                      undecodable          ─▶ FORMERR
+//!                      AXFR/IXFR            ─▶ over TCP: xfr::stream (streamed to the connection)
+//!                                              over UDP: xfr::single ─▶ capture ─▶ reply
+//!                      anything else        ─▶ handler (hickory-server) ─▶ capture ─▶ reply
 //! ```
+//!
+//! Every reply is counted once, in the dispatch (a streamed transfer is
+//! not counted). Imports go one way: transports → dispatch → fast,
+//! handler, xfr → prepared, answer → bodies, wire; no module imports one
+//! that imports it back.
 //!
 //! Why our own transports around hickory-server's handler: its UDP loop
 //! spawns a task per datagram without bound, and its TCP loop queues a
 //! whole zone transfer before writing it (see `udp` and `tcp`).
 
 pub mod answer;
+mod bodies;
 mod capture;
+pub mod dispatch;
 pub mod fast;
-pub mod handler;
+mod handler;
 pub mod notify;
 pub mod prepared;
-pub mod tcp;
+mod tcp;
 pub mod tsig;
 pub mod udp;
-pub mod wire;
+mod wire;
 pub mod xfr;
 
 pub use prepared::{Answers, Live, Store};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Idle time after which a TCP connection with no new query is closed
-/// (RFC 7766 §6.2.3 suggests seconds, not minutes).
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+use dispatch::Dispatch;
 
 /// Why the DNS server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +97,11 @@ pub struct DnsConfig {
 }
 
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
-/// ([`udp`]), TCP on [`tcp`] (queries and zone transfers).
+/// ([`udp`]), TCP on `tcp` (queries and zone transfers).
 pub struct DnsServer {
     tcp: Vec<TcpListener>,
     udp: Vec<std::net::UdpSocket>,
-    store: Arc<Store>,
-    handler: handler::Handler,
-    transfers: Arc<xfr::Transfers>,
+    dispatch: Dispatch,
     addrs: Vec<SocketAddr>,
 }
 
@@ -99,7 +118,6 @@ impl DnsServer {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let handler = handler::Handler::with_transfers(store.clone(), transfers.clone());
         let mut tcp_listeners = Vec::new();
         let mut addrs = Vec::new();
         let mut udp = Vec::new();
@@ -116,9 +134,7 @@ impl DnsServer {
         Ok(Self {
             tcp: tcp_listeners,
             udp,
-            store,
-            handler,
-            transfers,
+            dispatch: Dispatch::new(store, transfers),
             addrs,
         })
     }
@@ -134,22 +150,14 @@ impl DnsServer {
     /// of it stops on its own (a socket error a worker cannot recover
     /// from, a panic), which [`Running::wait`] reports.
     pub fn start(mut self, cancel: CancellationToken) -> Result<Running, DnsError> {
-        let mut workers = udp::Workers::start(
-            std::mem::take(&mut self.udp),
-            self.store.clone(),
-            self.handler.clone(),
-        )
-        .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
-        let ctx = Arc::new(tcp::Context {
-            handler: self.handler,
-            transfers: self.transfers,
-            store: self.store,
-        });
+        let mut workers = udp::Workers::start(std::mem::take(&mut self.udp), self.dispatch.clone())
+            .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
+        let dispatch = Arc::new(self.dispatch);
         // The listeners stop with the server, whichever way it stops.
         let stop = cancel.child_token();
         let mut listeners = tokio::task::JoinSet::new();
         for l in self.tcp {
-            listeners.spawn(tcp::serve(l, ctx.clone(), stop.clone()));
+            listeners.spawn(tcp::serve(l, dispatch.clone(), stop.clone()));
         }
         let task = tokio::spawn(async move {
             let failure = tokio::select! {

@@ -7,8 +7,8 @@
 //! secondaries see the primary's address as the source). Each NOTIFY
 //! carries the zone's SOA in the answer section (§3.7) and is signed with
 //! the `--tsig-key` when one is set. It is sent again every
-//! [`RETRY_INTERVAL`] until a response with its ID, opcode NOTIFY, from that
-//! secondary (and verifying, when signed) arrives, at most [`ATTEMPTS`]
+//! `RETRY_INTERVAL` until a response with its ID, opcode NOTIFY, from that
+//! secondary (and verifying, when signed) arrives, at most `ATTEMPTS`
 //! times. A newer serial supersedes the NOTIFY still being retried.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -26,9 +26,9 @@ use super::tsig::{self, Key};
 use crate::map::Placement;
 
 /// Time between sends of an unanswered NOTIFY.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 /// Sends of one NOTIFY (the first and the retries) before giving up.
-pub const ATTEMPTS: u32 = 6;
+const ATTEMPTS: u32 = 6;
 
 /// Why NOTIFY cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! [`View`] when it is published (see `crate::live::Store`): the apex
 //! records (the SOA carries the version's serial), each cell's records as
 //! the view says (its effective endpoints), the fast path's wire bodies
-//! ([`super::wire`]) and the per-cell answer counters.
+//! (`bodies`) and the per-cell answer counters.
 //!
 //! Tenant answers need the query's owner name, so for them only the RDATA
 //! is prepared; the general path builds the records per query, the fast
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{RData, Record};
 
-use super::wire;
+use super::bodies::{Bodies, CellRdata};
 use crate::live::{Conditions, Serials, View};
 use crate::map::{CellId, Snapshot};
 
@@ -25,42 +25,42 @@ pub type Store = crate::live::Store<Answers>;
 
 /// Records of one cell.
 #[derive(Debug, Clone, Default)]
-pub struct CellRecords {
+pub(super) struct CellRecords {
     /// A RDATA of the cell's effective endpoints.
-    pub a: Vec<RData>,
+    pub(super) a: Vec<RData>,
     /// AAAA RDATA of the cell's effective endpoints.
-    pub aaaa: Vec<RData>,
+    pub(super) aaaa: Vec<RData>,
     /// CNAME RDATA when the cell is given only by an out-of-zone hostname.
-    pub cname: Option<RData>,
+    pub(super) cname: Option<RData>,
     /// A records owned by the cell's hostname (in-zone hostnames only).
-    pub host_a: Vec<Record>,
+    pub(super) host_a: Vec<Record>,
     /// AAAA records owned by the cell's hostname (in-zone hostnames only).
-    pub host_aaaa: Vec<Record>,
+    pub(super) host_aaaa: Vec<Record>,
 }
 
 /// The prepared answers of one zone version.
 #[derive(Debug)]
 pub struct Answers {
     /// The SOA record (TTL `apex_ttl`), for SOA queries and transfers.
-    pub soa: Record,
+    pub(super) soa: Record,
     /// The SOA record with TTL `min(apex_ttl, negative_ttl)`, for the
     /// authority section of negative answers (RFC 2308 §3).
-    pub negative_soa: Record,
+    pub(super) negative_soa: Record,
     /// The apex NS records.
-    pub ns: Vec<Record>,
+    pub(super) ns: Vec<Record>,
     /// A/AAAA records of in-zone nameservers.
-    pub glue: Vec<Record>,
+    pub(super) glue: Vec<Record>,
     /// Per cell, indexed by [`CellId`].
-    pub cells: Vec<CellRecords>,
+    pub(super) cells: Vec<CellRecords>,
     /// Wire-format bodies for the fast UDP path.
-    pub wire: wire::Prepared,
+    pub(super) bodies: Bodies,
     /// Per-cell answer counters (metrics), indexed by [`CellId`].
     counters: Vec<metrics::Counter>,
 }
 
 impl Answers {
     /// Prepares the answers of `view`.
-    pub fn prepare(view: &View) -> Self {
+    fn prepare(view: &View) -> Self {
         let map = view.map();
         let z = &map.zone;
         let soa_rdata = |minimum: u32| {
@@ -130,28 +130,35 @@ impl Answers {
             .collect();
         let counters =
             crate::metrics::cell_answer_counters(map.cells.iter().map(|c| c.id.as_str()));
-        let mut answers = Self {
+        let bodies = Bodies::build(
+            view,
+            cells.iter().map(|c| CellRdata {
+                a: &c.a,
+                aaaa: &c.aaaa,
+                cname: c.cname.is_some(),
+            }),
+            &negative_soa,
+        );
+        Self {
             soa,
             negative_soa,
             ns,
             glue,
             cells,
-            wire: wire::Prepared::default(),
+            bodies,
             counters,
-        };
-        answers.wire = wire::Prepared::build(view, &answers);
-        answers
+        }
     }
 
     /// The records of cell `id`.
     #[inline]
-    pub fn cell(&self, id: CellId) -> &CellRecords {
+    pub(super) fn cell(&self, id: CellId) -> &CellRecords {
         &self.cells[usize::from(id.0)]
     }
 
     /// Counts one answer for a tenant served by `cell`.
     #[inline]
-    pub fn count_answer(&self, cell: CellId) {
+    pub(super) fn count_answer(&self, cell: CellId) {
         if let Some(c) = self.counters.get(usize::from(cell.0)) {
             c.increment(1);
         }

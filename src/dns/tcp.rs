@@ -1,6 +1,6 @@
 //! DNS over TCP (RFC 1035 §4.2.2, RFC 7766): the accept loop and the
-//! connections. Queries are answered by the hickory-server handler, as
-//! on UDP; zone transfers are streamed by [`super::xfr`].
+//! connections. Each message is answered by [`Dispatch::message`], as on
+//! UDP; zone transfers it hands back are streamed ([`Dispatch::transfer`]).
 //!
 //! Why not hickory-server's own TCP listener: it handles a connection's
 //! requests inline and writes responses only after the handler returns, and
@@ -17,45 +17,34 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::ResponseCode;
-use hickory_server::net::runtime::TokioTime;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::TCP_IDLE_TIMEOUT;
-use super::capture::{self, Capture};
-use super::handler::Handler;
-use super::prepared::Store;
-use super::xfr::{self, Transfers};
+use super::dispatch::{Dispatch, Reply};
+use crate::metrics::Transport;
 
+/// Idle time after which a TCP connection with no new query is closed
+/// (RFC 7766 §6.2.3 suggests seconds, not minutes).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open TCP connections per listener; more wait in the kernel's backlog
 /// until one closes (RFC 7766 §6.2.2: servers must bound their resources).
-pub const MAX_CONNECTIONS: usize = 1024;
+const MAX_CONNECTIONS: usize = 1024;
 /// How long a response may wait for the client to read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the
 /// loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// What every connection needs.
-#[derive(Debug)]
-pub struct Context {
-    /// Answers queries.
-    pub handler: Handler,
-    /// Serves zone transfers.
-    pub transfers: Arc<Transfers>,
-    /// The zone versions transfers read.
-    pub store: Arc<Store>,
-}
-
-/// Accepts connections on `listener` until `cancel` fires; then open
-/// connections are dropped.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>, cancel: CancellationToken) {
+/// Accepts connections on `listener` until `cancel` fires, each answered
+/// through `dispatch`; then open connections are dropped.
+pub(super) async fn serve(
+    listener: TcpListener,
+    dispatch: Arc<Dispatch>,
+    cancel: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
     loop {
@@ -72,10 +61,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, cancel: Cancellatio
         };
         match accepted {
             Ok((stream, src)) => {
-                let ctx = ctx.clone();
+                let dispatch = dispatch.clone();
                 conns.spawn(async move {
                     let _permit = permit;
-                    connection(stream, src, &ctx).await;
+                    connection(stream, src, &dispatch).await;
                 });
             }
             Err(e) => {
@@ -88,7 +77,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, cancel: Cancellatio
 }
 
 /// Serves one connection: length-prefixed messages, answered in order.
-async fn connection(mut stream: TcpStream, src: SocketAddr, ctx: &Context) {
+async fn connection(mut stream: TcpStream, src: SocketAddr, dispatch: &Dispatch) {
     // Responses are written whole; do not hold them for Nagle.
     let _ = stream.set_nodelay(true);
     let mut len = [0u8; 2];
@@ -108,50 +97,15 @@ async fn connection(mut stream: TcpStream, src: SocketAddr, ctx: &Context) {
             Ok(Ok(_)) => {}
             _ => return,
         }
-        if let Err(e) = respond(ctx, msg, src, &mut stream).await {
+        let sent = match dispatch.message(msg, src, Transport::Tcp).await {
+            Reply::Message(bytes) => write(&mut stream, &bytes).await,
+            Reply::Drop => Ok(()),
+            Reply::Transfer(request) => dispatch.transfer(&request, &mut stream).await,
+        };
+        if let Err(e) = sent {
             tracing::debug!(%src, error = %e, "TCP connection closed");
             return;
         }
-    }
-}
-
-/// Answers one message (or drops it, as hickory-server does, when it is
-/// shorter than a header or is itself a response).
-async fn respond(
-    ctx: &Context,
-    msg: Vec<u8>,
-    src: SocketAddr,
-    stream: &mut TcpStream,
-) -> io::Result<()> {
-    if msg.len() < 12 || msg[2] & 0x80 != 0 {
-        return Ok(());
-    }
-    let head = capture::formerr(&msg);
-    let request = match Request::from_bytes(msg, src, Protocol::Tcp) {
-        Ok(r) => r,
-        Err(_) => {
-            // The handler never sees these, so they are counted here.
-            crate::metrics::dns().query(
-                crate::metrics::Transport::Tcp,
-                0,
-                u16::from(ResponseCode::FormErr),
-            );
-            return match head {
-                Some(head) => write(stream, &head).await,
-                None => Ok(()),
-            };
-        }
-    };
-    if xfr::is_transfer(&request) {
-        return ctx.transfers.serve_tcp(&ctx.store, &request, stream).await;
-    }
-    let capture = Capture::new(Protocol::Tcp);
-    ctx.handler
-        .handle_request::<_, TokioTime>(&request, capture.clone())
-        .await;
-    match capture.take() {
-        Some(bytes) => write(stream, &bytes).await,
-        None => Ok(()),
     }
 }
 

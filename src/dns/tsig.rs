@@ -5,21 +5,24 @@
 //! The MAC arithmetic is hickory-proto's (`TSigner`); this module owns the
 //! protocol around it: which error a bad request gets (BADKEY, BADSIG,
 //! BADTIME, each answered NOTAUTH), what is signed in the first and in later
-//! messages of a transfer, and the TSIG record appended to raw messages.
+//! messages of a transfer, and the TSIG record appended to raw messages
+//! (written with `wire`).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-pub use hickory_proto::rr::rdata::tsig::TsigError;
+pub(super) use hickory_proto::rr::rdata::tsig::TsigError;
 use hickory_proto::rr::rdata::tsig::{
     TSIG, TsigAlgorithm, make_tsig_record, signed_bitmessage_to_buf,
 };
 use hickory_proto::rr::{Name, Record, TSigner};
 
+use super::wire;
+
 /// Fudge (allowed clock difference, seconds) of the TSIG records we send;
 /// the RFC 8945 §10 recommendation.
-pub const FUDGE: u16 = 300;
+const FUDGE: u16 = 300;
 
 /// Length of an HMAC-SHA256 MAC.
 const MAC_LEN: usize = 32;
@@ -71,7 +74,7 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     /// A key from its name and secret.
-    pub fn new(name: &str, secret: Vec<u8>) -> Result<Self, String> {
+    fn new(name: &str, secret: Vec<u8>) -> Result<Self, String> {
         let name =
             Name::from_ascii(name).map_err(|e| format!("`{name}` is not a key name: {e}"))?;
         if secret.len() < MIN_SECRET {
@@ -92,7 +95,7 @@ impl Key {
 
     /// Reads a key file: one line `NAME hmac-sha256 BASE64SECRET`; blank
     /// lines and `#` comments are ignored.
-    pub fn load(path: &Path) -> Result<Self, KeyFileError> {
+    pub(super) fn load(path: &Path) -> Result<Self, KeyFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
             path: path.to_owned(),
             source,
@@ -105,7 +108,7 @@ impl Key {
     }
 
     /// Parses the text of a key file (see [`Key::load`]).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(super) fn parse(text: &str) -> Result<Self, String> {
         let mut lines = text
             .lines()
             .map(str::trim)
@@ -143,12 +146,12 @@ impl Key {
     }
 
     /// The key name (lowercase, absolute).
-    pub fn name(&self) -> &Name {
+    pub(super) fn name(&self) -> &Name {
         self.signer.signer_name()
     }
 
     /// The hickory-proto signer (for signing requests, e.g. NOTIFY).
-    pub fn signer(&self) -> &TSigner {
+    pub(super) fn signer(&self) -> &TSigner {
         &self.signer
     }
 }
@@ -170,7 +173,7 @@ fn warn_if_world_readable(path: &Path) {
 fn warn_if_world_readable(_: &Path) {}
 
 /// Seconds since the Unix epoch.
-pub fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -178,7 +181,7 @@ pub fn now() -> u64 {
 
 /// What a request's TSIG says.
 #[derive(Debug)]
-pub enum Check {
+pub(super) enum Check {
     /// The request has no TSIG record.
     Unsigned,
     /// Signed with our key, MAC and time good: sign the responses with this.
@@ -192,7 +195,7 @@ pub enum Check {
 /// Checks the TSIG of the request whose wire form is `message`, against
 /// `key` (none configured: any signed request is BADKEY), at time `now`.
 /// `signature` is the request's decoded TSIG record, if it has one.
-pub fn check(
+pub(super) fn check(
     key: Option<&Key>,
     message: &[u8],
     signature: Option<&Record<TSIG>>,
@@ -235,7 +238,7 @@ pub fn check(
 }
 
 /// Makes the TSIG records of the response messages to one request.
-pub struct ResponseSigner {
+pub(super) struct ResponseSigner {
     key_name: Name,
     algorithm: TsigAlgorithm,
     /// The key, or `None` for the unsigned error records (BADKEY, BADSIG).
@@ -296,7 +299,7 @@ impl ResponseSigner {
 
     /// The TSIG RDATA for the next response message, whose wire form
     /// without the TSIG record is `message`; chains the MAC for the next.
-    pub fn sign(&mut self, message: &[u8]) -> TSIG {
+    pub(super) fn sign(&mut self, message: &[u8]) -> TSIG {
         let time = self.time.unwrap_or_else(now).max(self.last_time);
         self.last_time = time;
         let mut tsig = TSIG::new(
@@ -318,10 +321,10 @@ impl ResponseSigner {
         tbs.extend_from_slice(&self.prior_mac);
         tbs.extend_from_slice(message);
         if self.first {
-            push_name(&mut tbs, &self.key_name);
-            tbs.extend_from_slice(&255u16.to_be_bytes()); // class ANY
+            wire::put_name_lowercase(&mut tbs, &self.key_name);
+            tbs.extend_from_slice(&wire::CLASS_ANY.to_be_bytes());
             tbs.extend_from_slice(&0u32.to_be_bytes()); // TTL
-            push_name(&mut tbs, &self.algorithm.to_name());
+            wire::put_name_lowercase(&mut tbs, &self.algorithm.to_name());
             tbs.extend_from_slice(&time.to_be_bytes()[2..]);
             tbs.extend_from_slice(&FUDGE.to_be_bytes());
             tbs.extend_from_slice(&self.error.map_or(0, u16::from).to_be_bytes());
@@ -341,22 +344,18 @@ impl ResponseSigner {
     }
 
     /// The TSIG record for the next response message (see [`Self::sign`]).
-    pub fn record(&mut self, message: &[u8]) -> Record<TSIG> {
+    pub(super) fn record(&mut self, message: &[u8]) -> Record<TSIG> {
         let tsig = self.sign(message);
         make_tsig_record(self.key_name.clone(), tsig)
     }
 
     /// Signs the message in `buf[start..]` (complete, without TSIG): appends
     /// the TSIG record and counts it in ARCOUNT.
-    pub fn append(&mut self, buf: &mut Vec<u8>, start: usize) {
+    pub(super) fn append(&mut self, buf: &mut Vec<u8>, start: usize) {
         let tsig = self.sign(&buf[start..]);
-        push_name(buf, &self.key_name);
-        buf.extend_from_slice(&250u16.to_be_bytes()); // TSIG
-        buf.extend_from_slice(&255u16.to_be_bytes()); // class ANY
-        buf.extend_from_slice(&0u32.to_be_bytes()); // TTL
-        let rdlen_at = buf.len();
-        buf.extend_from_slice(&[0, 0]);
-        push_name(buf, &tsig.algorithm.to_name());
+        wire::put_name_lowercase(buf, &self.key_name);
+        let rdlen_at = wire::begin_record(buf, wire::TYPE_TSIG, wire::CLASS_ANY, 0);
+        wire::put_name_lowercase(buf, &tsig.algorithm.to_name());
         buf.extend_from_slice(&tsig.time.to_be_bytes()[2..]);
         buf.extend_from_slice(&tsig.fudge.to_be_bytes());
         buf.extend_from_slice(&(tsig.mac.len() as u16).to_be_bytes());
@@ -365,22 +364,9 @@ impl ResponseSigner {
         buf.extend_from_slice(&tsig.error.map_or(0, u16::from).to_be_bytes());
         buf.extend_from_slice(&(tsig.other.len() as u16).to_be_bytes());
         buf.extend_from_slice(&tsig.other);
-        let rdlen = (buf.len() - rdlen_at - 2) as u16;
-        buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-        let arcount_at = start + 10;
-        let arcount = u16::from_be_bytes([buf[arcount_at], buf[arcount_at + 1]]) + 1;
-        buf[arcount_at..arcount_at + 2].copy_from_slice(&arcount.to_be_bytes());
+        wire::end_record(buf, rdlen_at);
+        wire::add_one(&mut buf[start..], wire::Section::Additional);
     }
-}
-
-/// Appends `name` uncompressed and lowercased (the canonical form TSIG
-/// uses for its variables, RFC 8945 §4.3.3).
-fn push_name(buf: &mut Vec<u8>, name: &Name) {
-    for label in name.iter() {
-        buf.push(label.len() as u8);
-        buf.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    buf.push(0);
 }
 
 #[cfg(test)]

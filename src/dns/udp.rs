@@ -1,9 +1,9 @@
 //! The UDP server: one thread per worker, each with its own `SO_REUSEPORT`
 //! socket (the kernel spreads datagrams over them), reading and writing in
-//! batches with `recvmmsg`/`sendmmsg`. Each datagram is answered by the fast
-//! path when it can ([`super::fast`]), else by the hickory-server handler
-//! called inline ([`general`]). No task per datagram, no allocation on the
-//! fast path, no lock.
+//! batches with `recvmmsg`/`sendmmsg`. Each datagram is answered inline by
+//! `Dispatch::datagram` (the fast path when it can, else the general
+//! path), from the zone version loaded once per batch. No task per
+//! datagram, no allocation on the fast path, no lock.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -11,28 +11,18 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hickory_proto::op::{Header, ResponseCode};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::net::runtime::TokioTime;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler};
 use socket2::{Domain, Socket, Type};
 
-use super::answer::Outcome;
-use super::capture::{self, Capture};
-use super::fast::{self, Fast, RESPONSE_BUF};
-use super::handler::Handler;
-use super::prepared::{Live, Store};
-use crate::metrics::Transport;
+use super::dispatch::Dispatch;
+use super::fast::RESPONSE_BUF;
 
 /// Datagrams read per `recvmmsg` call.
 const BATCH: usize = 64;
 /// Largest datagram read; longer ones are truncated by the kernel and
-/// answered FORMERR by the general path.
+/// answered FORMERR.
 const RECV_BUF: usize = 4096;
 /// How often a blocked worker looks at the shutdown flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -63,11 +53,11 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::UdpSoc
 
 /// A worker that stopped without being asked to.
 #[derive(Debug)]
-pub struct Exit {
+pub(super) struct Exit {
     /// Its index.
-    pub worker: usize,
+    pub(super) worker: usize,
     /// Why: the socket error it could not recover from, or its panic.
-    pub error: String,
+    pub(super) error: String,
 }
 
 /// Running UDP workers; stop them with [`Workers::stop`].
@@ -114,20 +104,17 @@ impl Drop for ExitGuard {
 }
 
 impl Workers {
-    /// Starts one thread per socket, `handler` answering what the fast path
-    /// does not; returns once every thread is in its receive loop.
-    pub fn start(
-        sockets: Vec<std::net::UdpSocket>,
-        store: Arc<Store>,
-        handler: Handler,
-    ) -> io::Result<Self> {
+    /// Starts one thread per socket (named `cellns-udp-<i>`), each
+    /// answering through its clone of `dispatch`; returns once every
+    /// thread is in its receive loop.
+    pub fn start(sockets: Vec<std::net::UdpSocket>, dispatch: Dispatch) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (exit_tx, exits) = tokio::sync::mpsc::unbounded_channel();
         let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
         let mut threads = Vec::new();
         let n = sockets.len();
         for (i, sock) in sockets.into_iter().enumerate() {
-            let (store, handler) = (store.clone(), handler.clone());
+            let dispatch = dispatch.clone();
             let guard = ExitGuard {
                 worker: i,
                 stop: stop.clone(),
@@ -140,7 +127,7 @@ impl Workers {
                 .spawn(move || {
                     let stop = guard.stop.clone();
                     let _ = ready.send(());
-                    let result = Worker::new(sock, store, handler).run(&stop);
+                    let result = Worker::new(sock, dispatch).run(&stop);
                     guard.finish(result);
                 });
             match spawned {
@@ -172,7 +159,7 @@ impl Workers {
     }
 
     /// Resolves when a worker stops without being asked to.
-    pub async fn failed(&mut self) -> Exit {
+    pub(super) async fn failed(&mut self) -> Exit {
         match self.exits.recv().await {
             Some(exit) => exit,
             // Every guard is gone: all threads ended, reported or not.
@@ -192,18 +179,16 @@ impl Workers {
 
 struct Worker {
     sock: std::net::UdpSocket,
-    store: Arc<Store>,
-    handler: Handler,
+    dispatch: Dispatch,
     recv: Box<[[u8; RECV_BUF]]>,
     send: Box<[[u8; RESPONSE_BUF]]>,
 }
 
 impl Worker {
-    fn new(sock: std::net::UdpSocket, store: Arc<Store>, handler: Handler) -> Self {
+    fn new(sock: std::net::UdpSocket, dispatch: Dispatch) -> Self {
         Self {
             sock,
-            handler,
-            store,
+            dispatch,
             recv: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
             send: vec![[0u8; RESPONSE_BUF]; BATCH].into_boxed_slice(),
         }
@@ -271,7 +256,7 @@ impl Worker {
                 ));
             }
             errors.ok();
-            let live = self.store.load();
+            let live = self.dispatch.store().load();
             let mut out = 0;
             for i in 0..n as usize {
                 let len = msgs_in[i].msg_len as usize;
@@ -292,18 +277,9 @@ impl Worker {
                     continue;
                 }
                 let query = &self.recv[i][..len];
-                let answer = if truncated {
-                    general_formerr(query, &mut self.send[out])
-                } else {
-                    match fast::respond(&live, query, &mut self.send[out]) {
-                        Fast::Answered(n, outcome, qtype) => {
-                            count_fast(&live, outcome, qtype, self.send[out][3]);
-                            Some(n)
-                        }
-                        Fast::Drop => None,
-                        Fast::General => general(&self.handler, query, src, &mut self.send[out]),
-                    }
-                };
+                let answer =
+                    self.dispatch
+                        .datagram(&live, query, src, truncated, &mut self.send[out]);
                 let Some(resp_len) = answer else { continue };
                 iov_out[out] = libc::iovec {
                     iov_base: self.send[out].as_mut_ptr().cast(),
@@ -385,15 +361,6 @@ impl ErrorBackoff {
     }
 }
 
-/// Counts a fast-path answer (the general path counts in the handler).
-#[inline]
-fn count_fast(live: &Live, outcome: Outcome, qtype: u16, flags: u8) {
-    crate::metrics::dns().query(Transport::Udp, qtype, u16::from(flags & 0x0F));
-    if let Outcome::Tenant(cell) | Outcome::TenantNodata(cell) = outcome {
-        live.answers.count_answer(cell);
-    }
-}
-
 fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(a.ss_family) {
         libc::AF_INET => {
@@ -418,51 +385,4 @@ fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
-}
-
-/// Answers a datagram with the hickory-server handler, exactly as
-/// hickory-server's own UDP loop would (same decoding, same FORMERR for
-/// undecodable messages, same encoding limits). Returns the response length.
-pub fn general(
-    handler: &Handler,
-    query: &[u8],
-    src: SocketAddr,
-    out: &mut [u8; RESPONSE_BUF],
-) -> Option<usize> {
-    let mut decoder = BinDecoder::new(query);
-    let header = Header::read(&mut decoder).ok()?;
-    if header.metadata.message_type == hickory_proto::op::MessageType::Response {
-        // Never answer a response (reflection).
-        return None;
-    }
-    let request = match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
-        Ok(r) => r,
-        Err(_) => return general_formerr(query, out),
-    };
-    let capture = Capture::new(Protocol::Udp);
-    let fut = handler.handle_request::<_, TokioTime>(&request, capture.clone());
-    // The handler never waits on I/O: `Capture` completes at once and the
-    // snapshot read is lock-free, so one poll finishes it.
-    let mut fut = std::pin::pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(_) => {}
-        Poll::Pending => return None,
-    }
-    let bytes = capture.take()?;
-    if bytes.len() > out.len() {
-        return None;
-    }
-    out[..bytes.len()].copy_from_slice(&bytes);
-    Some(bytes.len())
-}
-
-/// FORMERR for a datagram whose header is readable but the rest is not
-/// (see [`capture::formerr`]). Counted here: the handler never sees these.
-fn general_formerr(query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Option<usize> {
-    let head = capture::formerr(query)?;
-    out[..12].copy_from_slice(&head);
-    // The question is unreadable, so its type is "other".
-    crate::metrics::dns().query(Transport::Udp, 0, u16::from(ResponseCode::FormErr));
-    Some(12)
 }

@@ -17,6 +17,7 @@ use crate::support::map::{self, MapDir, ORIGIN, cell_v4};
 use crate::support::unix_now;
 
 const Q: &str = "cellns_dns_queries_total";
+const FAST: &str = "cellns_dns_fast_path_total";
 
 fn name(label: &str) -> String {
     format!("{label}.{ORIGIN}")
@@ -165,6 +166,9 @@ fn check_dns(m: &Metrics) {
         "answers per cell"
     );
     assert_eq!(m.value("cellns_dns_unknown_tenant_total", &[]), 3.0);
+    // The fast path answered the 9 queries of its section, and nothing of
+    // the general path's or of TCP.
+    assert_eq!(m.value(FAST, &[]), 9.0, "fast-path responses");
 }
 
 fn check_tokens(m: &Metrics) {
@@ -290,4 +294,40 @@ fn obs_truncated_udp_replies_are_not_counted_per_cell_their_tcp_retry_is() {
     assert_eq!(answers(&m), 2.0, "the whole UDP answer is counted");
     assert_eq!(m.nonzero(Q).get(&aaaa("udp")), Some(&4.0));
     assert_eq!(m.nonzero(Q).get(&aaaa("tcp")), Some(&1.0));
+}
+
+/// The running server answers plain queries by the fast path: tenant A
+/// queries over UDP move the fast-path counter one each, while an apex SOA
+/// query, ANY, and the same tenant query over TCP (all answered, all
+/// counted in `cellns_dns_queries_total`) leave it alone.
+#[test]
+fn obs_plain_queries_are_answered_by_the_fast_path() {
+    let map = MapDir::new(&map::small("obs-fast", 'b').toml(), false);
+    let s = TokenServer::start(&["--map", &map.arg()]);
+    let (dns, http) = (s.dns(), s.http());
+    let total = |m: &Metrics| m.nonzero(Q).values().sum::<f64>();
+
+    let m = scrape(http);
+    assert_eq!((m.value(FAST, &[]), total(&m)), (0.0, 0.0));
+
+    // Tenant A over UDP: fast, one count per query.
+    for (i, tenant) in ["acme", "f00", "f01", "acme", "f19"].iter().enumerate() {
+        let a = Udp::new(dns).ask(&name(tenant), RecordType::A).unwrap();
+        assert_eq!(a.rcode, ResponseCode::NoError, "{tenant}");
+        assert!(!a.addrs.is_empty(), "{tenant}: no address");
+        let m = scrape(http);
+        assert_eq!(m.value(FAST, &[]), (i + 1) as f64, "after {tenant} A");
+        assert_eq!(total(&m), (i + 1) as f64);
+    }
+
+    // The apex SOA, ANY at a tenant: answered by the general path.
+    let soa = Udp::new(dns).ask(ORIGIN, RecordType::SOA).unwrap();
+    assert!(soa.serial.is_some(), "SOA answer");
+    udp(dns, "acme", RecordType::ANY, ResponseCode::NoError);
+    // TCP never takes the fast path.
+    let a = Tcp::connect(dns).ask(&name("acme"), RecordType::A).unwrap();
+    assert_eq!(a.addrs, cell_v4('b'));
+    let m = scrape(http);
+    assert_eq!(total(&m), 8.0, "{:#?}", m.nonzero(Q));
+    assert_eq!(m.value(FAST, &[]), 5.0, "the general path counted as fast");
 }

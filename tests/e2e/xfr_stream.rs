@@ -15,7 +15,7 @@ use crate::support::dns::{Tcp, decode, query, wire};
 use crate::support::map::{ORIGIN, generate_spec, generated};
 use crate::support::server::Server;
 
-/// Tenants of the zone: 40 times the 5,000 of the unit test in src/dns/xfr.rs.
+/// Tenants of the zone: 40 times the 5,000 of the unit test in src/dns/xfr/stream.rs.
 const TENANTS: usize = 200_000;
 /// Cells of the zone.
 const CELLS: usize = 10;

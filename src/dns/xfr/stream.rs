@@ -1,6 +1,4 @@
-//! Zone transfers: cellns as the primary of standard secondaries (NSD,
-//! Knot, BIND). Owns who may transfer (`--axfr-allow`, `--tsig-key`), the
-//! records a transfer carries, and streaming them (RFC 5936).
+//! Zone transfers over TCP: the whole zone, streamed.
 //!
 //! # What is transferred
 //!
@@ -8,55 +6,39 @@
 //! glue, the A/AAAA of in-zone cell hostnames, every listed tenant with the
 //! records of the cell that serves it now (its failover cell when its own
 //! is down; a CNAME for a cell known only by an out-of-zone hostname), and
-//! the SOA again. Tenants placed by hashing (`placement.unknown = "hash"`)
-//! cannot be written as records: a secondary answers them NXDOMAIN. That is
-//! warned about at start-up ([`warn_unexpressible`]).
+//! the SOA again. Tenants placed by hashing cannot be written as records: a
+//! secondary answers them NXDOMAIN.
 //!
 //! # How
 //!
-//! Over TCP, [`Transfers::serve_tcp`] writes the messages straight to the
-//! connection as it encodes them (about 16 KiB each), so a transfer holds
-//! one message in memory whatever the zone size, the secondary's reading
-//! paces it, and it may take as long as the secondary needs. (hickory-server's
-//! TCP path cannot do this: it writes only after the handler returns, so a
-//! transfer would be queued whole in memory, and its idle timer, reset only
-//! by incoming messages, would cut transfers that take longer to write; see
-//! [`super::tcp`].) At most [`MAX_CONCURRENT`] transfers run at once; each
-//! pins the zone version it started from, so it is a consistent one.
+//! [`serve`] writes the messages straight to the connection as it encodes
+//! them (about 16 KiB each, with [`Writer`] over [`crate::dns::wire`]), so
+//! a transfer holds one message in memory whatever the zone size, the
+//! secondary's reading paces it, and it may take as long as the secondary
+//! needs. (hickory-server's TCP path cannot do this: it writes only after
+//! the handler returns, so a transfer would be queued whole in memory, and
+//! its idle timer, reset only by incoming messages, would cut transfers
+//! that take longer to write; see `dns::tcp`.) At most
+//! [`super::MAX_CONCURRENT`] transfers run at once; each pins the zone
+//! version it started from, so it is a consistent one.
 //!
 //! IXFR is answered with the whole zone in AXFR form (RFC 1995 §4), or with
-//! the current SOA alone when the client already has it. Over UDP, IXFR gets
-//! the SOA alone (RFC 1995 §2: the client then transfers over TCP), and AXFR
-//! gets FORMERR: RFC 5936 §4.2 leaves AXFR over UDP undefined (BIND answers
-//! the same).
-//!
-//! # Who
-//!
-//! A request must come from a `--axfr-allow` prefix (none configured: every
-//! transfer is refused) and, when `--tsig-key` is set, be signed with that
-//! key (RFC 8945; the responses are signed too). A bad signature is NOTAUTH
-//! with the TSIG error; anything else not allowed is REFUSED.
+//! the current SOA alone when the client already has it.
 
-use std::fmt;
 use std::io;
-use std::net::IpAddr;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Metadata, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder, NameEncoding};
-use hickory_server::net::NetError;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::server::Request;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::Semaphore;
 
-use super::prepared::{Live, Store};
-use super::tsig::{self, Key, KeyFileError, ResponseSigner};
-use crate::map::{Placement, Snapshot};
+use super::{Decision, MAX_CONCURRENT, Transfers};
+use crate::dns::prepared::{Live, Store};
+use crate::dns::tsig::ResponseSigner;
+use crate::dns::wire::{self, Section};
+use crate::map::Snapshot;
 
 /// Size at which a transfer message is closed and the next begun. Any
 /// split is valid (RFC 5936 §2.2); 16 KiB amortises headers and TSIG
@@ -65,10 +47,6 @@ const MESSAGE_TARGET: usize = 16 * 1024;
 /// A message is closed before a record that could carry it past the 64 KiB
 /// wire limit (only a cell with thousands of addresses gets near it).
 const MESSAGE_HARD: usize = 60 * 1024;
-/// Transfers streamed at the same time. Streaming keeps each one's memory
-/// at one message, but each pins the zone version it started from and costs a
-/// core while it encodes.
-pub const MAX_CONCURRENT: usize = 4;
 /// How long a transfer waits for a free slot before SERVFAIL; less than
 /// the I/O timeouts of secondaries (Knot: 5 s), so they see an answer and
 /// retry rather than time out.
@@ -78,411 +56,86 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes before a message on TCP: its length (RFC 1035 §4.2.2).
 const PREFIX: usize = 2;
 
-/// An address prefix of `--axfr-allow`: `10.0.0.0/8`, `::1/128`, or a
-/// bare address (a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prefix {
-    net: IpAddr,
-    len: u8,
-}
-
-impl Prefix {
-    /// Whether `ip` is inside the prefix (IPv4-mapped IPv6 addresses are
-    /// taken as the IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                mask(u128::from(u32::from(a)), 32, self.len) == u128::from(u32::from(n))
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => mask(u128::from(a), 128, self.len) == u128::from(n),
-            _ => false,
-        }
-    }
-}
-
-/// `bits` (of a `width`-bit address) with all but the first `len` zeroed.
-fn mask(bits: u128, width: u8, len: u8) -> u128 {
-    if len == 0 {
-        return 0;
-    }
-    let host = u32::from(width - len);
-    bits >> host << host
-}
-
-impl FromStr for Prefix {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{addr}` is not an IP address"))?;
-        let width = if net.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            None => width,
-            Some(l) => match l.trim().parse::<u8>() {
-                Ok(l) if l <= width => l,
-                _ => return Err(format!("`/{l}` is not a prefix length (0..={width})")),
-            },
-        };
-        let bits = match net {
-            IpAddr::V4(a) => u128::from(u32::from(a)),
-            IpAddr::V6(a) => u128::from(a),
-        };
-        let masked = mask(bits, width, len);
-        if masked != bits {
-            let net = match net {
-                IpAddr::V4(_) => IpAddr::V4((masked as u32).into()),
-                IpAddr::V6(_) => IpAddr::V6(masked.into()),
-            };
-            return Err(format!("host bits are set (the network is {net}/{len})"));
-        }
-        Ok(Self { net, len })
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.len)
-    }
-}
-
-/// Why the transfer settings cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A `--axfr-allow` value is not a prefix.
-    #[error(
-        "invalid --axfr-allow value `{value}`: {reason} (expected an address or prefix, e.g. 192.0.2.53, 10.0.0.0/8, ::1/128)"
-    )]
-    Prefix {
-        /// The value given.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The `--tsig-key` file is not usable.
-    #[error(transparent)]
-    Key(#[from] KeyFileError),
-}
-
-/// Zone transfer settings (built by the serve wiring from the flags).
-#[derive(Debug, Clone, Default)]
-pub struct TransferConfig {
-    /// `--axfr-allow` values: addresses or prefixes allowed to transfer.
-    pub allow: Vec<String>,
-    /// `--tsig-key`: the key file transfers must be signed with.
-    pub tsig_key: Option<std::path::PathBuf>,
-    /// `--notify`: the secondaries told of every change.
-    pub secondaries: Vec<std::net::SocketAddr>,
-}
-
-/// Who may transfer the zone, and the transfers in progress.
-#[derive(Debug)]
-pub struct Transfers {
-    allow: Vec<Prefix>,
-    key: Option<Arc<Key>>,
-    slots: Semaphore,
-}
-
-impl Default for Transfers {
-    fn default() -> Self {
-        Self::new(Vec::new(), None)
-    }
-}
-
-impl Transfers {
-    /// Transfers from `allow`, signed with `key` when given.
-    pub fn new(allow: Vec<Prefix>, key: Option<Key>) -> Self {
-        Self {
-            allow,
-            key: key.map(Arc::new),
-            slots: Semaphore::new(MAX_CONCURRENT),
-        }
-    }
-
-    /// Transfers as `cfg` says: the allowed prefixes parsed, the key read.
-    pub fn from_config(cfg: &TransferConfig) -> Result<Self, ConfigError> {
-        let allow = cfg
-            .allow
-            .iter()
-            .map(|v| {
-                v.parse().map_err(|reason| ConfigError::Prefix {
-                    value: v.clone(),
-                    reason,
-                })
-            })
-            .collect::<Result<Vec<Prefix>, _>>()?;
-        let key = cfg.tsig_key.as_deref().map(Key::load).transpose()?;
-        if key.is_some() && allow.is_empty() {
-            tracing::warn!(
-                "--tsig-key is set but --axfr-allow is not: every zone transfer is refused \
-                 (allow the secondaries' addresses, or 0.0.0.0/0 and ::/0 to rely on TSIG alone)"
-            );
-        }
-        if !cfg.secondaries.is_empty() && allow.is_empty() {
-            tracing::warn!(
-                "--notify is set but --axfr-allow is not: the secondaries are notified but every \
-                 transfer they ask for is refused"
-            );
-        }
-        Ok(Self::new(allow, key))
-    }
-
-    /// The TSIG key, when transfers (and NOTIFY) must be signed.
-    pub fn key(&self) -> Option<&Key> {
-        self.key.as_deref()
-    }
-
-    /// The `--axfr-allow` prefixes.
-    pub fn allowed(&self) -> &[Prefix] {
-        &self.allow
-    }
-
-    fn allows(&self, ip: IpAddr) -> bool {
-        self.allow.iter().any(|p| p.contains(ip))
-    }
-
-    /// Who may have the transfer `request` asks for, by the rules in the
-    /// module docs (TSIG first: a bad signature is NOTAUTH whatever else).
-    fn decide(&self, snap: &Snapshot, request: &Request) -> Decision {
-        let signer = match tsig::check(
-            self.key(),
-            request.as_slice(),
-            request.signature.as_deref(),
-            tsig::now(),
-        ) {
-            tsig::Check::Unsigned => None,
-            tsig::Check::Valid(s) => Some(s),
-            tsig::Check::Invalid(error, signer) => {
-                return Decision::Deny {
-                    rcode: ResponseCode::NotAuth,
-                    signer: Some(signer),
-                    why: match error {
-                        tsig::TsigError::BadKey => "TSIG key unknown (BADKEY)",
-                        tsig::TsigError::BadTime => "TSIG time outside the fudge (BADTIME)",
-                        _ => "TSIG signature does not verify (BADSIG)",
-                    },
-                };
-            }
-        };
-        let deny = |why, signer| Decision::Deny {
-            rcode: ResponseCode::Refused,
-            signer,
-            why,
-        };
-        let Some(q) = request.queries.queries().first() else {
-            return deny("no question", signer);
-        };
-        if *q.name() != snap.zone.origin_lower || q.query_class() != DNSClass::IN {
-            return deny("not a zone served here", signer);
-        }
-        if !self.allows(request.src().ip()) {
-            return deny("source address not in --axfr-allow", signer);
-        }
-        if self.key.is_some() && signer.is_none() {
-            return deny("not signed, and --tsig-key requires TSIG", signer);
-        }
-        Decision::Allow(signer)
-    }
-
-    /// Answers an AXFR/IXFR `request` that arrived over a transport that
-    /// carries one message (UDP): IXFR gets the current SOA, AXFR FORMERR,
-    /// refusals as in [`Transfers::serve_tcp`]. Called by the handler.
-    pub async fn respond_single<R: ResponseHandler>(
-        &self,
-        store: &Store,
-        request: &Request,
-        edns: Option<&Edns>,
-        response_handle: &mut R,
-    ) -> Result<ResponseInfo, NetError> {
-        let live = store.load_full();
-        let snap = live.view.map();
-        let is_axfr = request
-            .queries
-            .queries()
-            .first()
-            .is_some_and(|q| q.query_type() == RecordType::AXFR);
-        let (rcode, answer, signer) = match self.decide(snap, request) {
-            Decision::Deny {
-                rcode: rcode @ ResponseCode::NotAuth,
-                signer,
-                ..
-            } => (rcode, false, signer),
-            Decision::Allow(signer) | Decision::Deny { signer, .. } if is_axfr => {
-                (ResponseCode::FormErr, false, signer)
-            }
-            Decision::Deny { rcode, signer, why } => {
-                tracing::debug!(src = %request.src(), why, "zone transfer over UDP refused");
-                (rcode, false, signer)
-            }
-            Decision::Allow(signer) => (ResponseCode::NoError, true, signer),
-        };
-        let mut meta = Metadata::response_from_request(&request.metadata);
-        meta.response_code = rcode;
-        // RFC 5936 §2.2.1: AA on NOERROR.
-        meta.authoritative = rcode == ResponseCode::NoError;
-        let answers: &[Record] = if answer {
-            std::slice::from_ref(&live.answers.soa)
-        } else {
-            &[]
-        };
-        let build = || {
-            let mut b = MessageResponseBuilder::from_message_request(request);
-            if let Some(e) = edns {
-                b.edns(e);
-            }
-            b.build(
-                meta,
-                answers.iter(),
-                std::iter::empty(),
-                std::iter::empty(),
-                std::iter::empty(),
-            )
-        };
-        let Some(mut signer) = signer else {
-            return response_handle.send_response(build()).await;
-        };
-        // The MAC covers the message as it will be sent, minus the TSIG
-        // record: encode it once unsigned to compute it.
-        let mut unsigned = Vec::with_capacity(512);
-        let mut enc = BinEncoder::new(&mut unsigned);
-        enc.set_max_size(match request.protocol() {
-            Protocol::Udp => edns.map_or(512, Edns::max_payload),
-            _ => u16::MAX,
-        });
-        build()
-            .destructive_emit(&mut enc)
-            .map_err(|e| NetError::from(e.to_string()))?;
-        let mut msg = build();
-        msg.set_signature(Box::new(signer.record(&unsigned)));
-        response_handle.send_response(msg).await
-    }
-
-    /// Serves the AXFR or IXFR `request` (one question, opcode QUERY) on a
-    /// TCP connection: the refusal, or the whole transfer, written to `out`
-    /// message by message. An error is the connection's: the caller
-    /// closes it.
-    pub async fn serve_tcp<W: AsyncWrite + Unpin>(
-        &self,
-        store: &Store,
-        request: &Request,
-        out: &mut W,
-    ) -> io::Result<()> {
-        // One zone version for the whole transfer: a consistent one.
-        let live = store.load_full();
-        let snap = live.view.map();
-        let serial = live.view.serial();
-        let src = request.src();
-        let qtype = request
-            .queries
-            .queries()
-            .first()
-            .map_or(RecordType::AXFR, |q| q.query_type());
-        let decision = self.decide(snap, request);
-        let mut w = Writer::new(request, snap);
-        let signer = match decision {
-            Decision::Deny { rcode, signer, why } => {
-                tracing::info!(%src, %qtype, %rcode, why, "zone transfer refused");
-                w.signer = signer;
-                w.begin(rcode);
-                return w.flush(out).await;
-            }
-            Decision::Allow(signer) => signer,
-        };
-        w.signer = signer;
-        if qtype == RecordType::IXFR
-            && let Some(theirs) = client_serial(request, &snap.zone.origin_lower)
-            && serial_at_least(theirs, serial)
-        {
-            // RFC 1995 §2: up to date, the answer is our SOA alone.
-            tracing::debug!(%src, serial, "IXFR: the client is up to date");
-            w.begin(ResponseCode::NoError);
-            w.record(&live.answers.soa);
+/// Serves the AXFR or IXFR `request` (one question, opcode QUERY; see
+/// [`super::is_transfer`]) on a TCP connection, as `transfers` allows:
+/// the refusal, or the whole transfer, written to `out` message by
+/// message. An error is the connection's: the caller closes it.
+pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
+    transfers: &Transfers,
+    store: &Store,
+    request: &Request,
+    out: &mut W,
+) -> io::Result<()> {
+    // One zone version for the whole transfer: a consistent one.
+    let live = store.load_full();
+    let snap = live.view.map();
+    let serial = live.view.serial();
+    let src = request.src();
+    let qtype = request
+        .queries
+        .queries()
+        .first()
+        .map_or(RecordType::AXFR, |q| q.query_type());
+    let decision = transfers.decide(snap, request);
+    let mut w = Writer::new(request, snap);
+    let signer = match decision {
+        Decision::Deny { rcode, signer, why } => {
+            tracing::info!(%src, %qtype, %rcode, why, "zone transfer refused");
+            w.signer = signer;
+            w.begin(rcode);
             return w.flush(out).await;
         }
-        let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                tracing::warn!(
-                    %src,
-                    limit = MAX_CONCURRENT,
-                    "zone transfer refused: too many transfers in progress (SERVFAIL; the secondary retries)"
-                );
-                w.begin(ResponseCode::ServFail);
-                return w.flush(out).await;
-            }
-        };
-        let started = Instant::now();
-        let result = w.transfer(&live, out).await;
-        let ms = started.elapsed().as_millis() as u64;
-        match &result {
-            Ok(()) => tracing::info!(
+        Decision::Allow(signer) => signer,
+    };
+    w.signer = signer;
+    if qtype == RecordType::IXFR
+        && let Some(theirs) = client_serial(request, &snap.zone.origin_lower)
+        && serial_at_least(theirs, serial)
+    {
+        // RFC 1995 §2: up to date, the answer is our SOA alone.
+        tracing::debug!(%src, serial, "IXFR: the client is up to date");
+        w.begin(ResponseCode::NoError);
+        w.record(&live.answers.soa);
+        return w.flush(out).await;
+    }
+    let _slot = match tokio::time::timeout(SLOT_WAIT, transfers.slots.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            tracing::warn!(
                 %src,
-                %qtype,
-                serial,
-                records = w.records,
-                messages = w.messages,
-                bytes = w.bytes,
-                ms,
-                tsig = w.signer.is_some(),
-                "zone transfer done"
-            ),
-            Err(e) => tracing::warn!(
-                %src,
-                %qtype,
-                serial,
-                records = w.records,
-                ms,
-                error = %e,
-                "zone transfer aborted"
-            ),
+                limit = MAX_CONCURRENT,
+                "zone transfer refused: too many transfers in progress (SERVFAIL; the secondary retries)"
+            );
+            w.begin(ResponseCode::ServFail);
+            return w.flush(out).await;
         }
-        result
+    };
+    let started = Instant::now();
+    let result = w.transfer(&live, out).await;
+    let ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(()) => tracing::info!(
+            %src,
+            %qtype,
+            serial,
+            records = w.records,
+            messages = w.messages,
+            bytes = w.bytes,
+            ms,
+            tsig = w.signer.is_some(),
+            "zone transfer done"
+        ),
+        Err(e) => tracing::warn!(
+            %src,
+            %qtype,
+            serial,
+            records = w.records,
+            ms,
+            error = %e,
+            "zone transfer aborted"
+        ),
     }
-}
-
-/// Whether a request arriving over TCP is one [`Transfers::serve_tcp`]
-/// takes: a query (not a response), opcode QUERY, one question of type
-/// AXFR or IXFR, no EDNS or EDNS version 0. Anything else, even with an
-/// AXFR question, goes to the handler, which owns the general rules
-/// (FORMERR, NOTIMP, BADVERS).
-pub fn is_transfer(request: &Request) -> bool {
-    use hickory_proto::op::{MessageType, OpCode};
-    request.metadata.message_type == MessageType::Query
-        && request.metadata.op_code == OpCode::Query
-        && request.queries.queries().len() == 1
-        && matches!(
-            request.queries.queries()[0].query_type(),
-            RecordType::AXFR | RecordType::IXFR
-        )
-        && request.edns.as_ref().is_none_or(|e| e.version() == 0)
-}
-
-/// Start-up warning: tenants placed by hashing cannot be transferred, so
-/// secondaries would answer them NXDOMAIN while cellns answers them.
-pub fn warn_unexpressible(cfg: &TransferConfig, snap: &Snapshot) {
-    if snap.placement == Placement::Hash && (!cfg.secondaries.is_empty() || !cfg.allow.is_empty()) {
-        tracing::warn!(
-            placement = snap.placement.as_str(),
-            "secondaries are configured (--notify/--axfr-allow) but the map places unlisted \
-             tenants by hashing, which zone transfers cannot carry: secondaries answer only listed \
-             tenants and NXDOMAIN for the rest (see deploy/secondaries/README.md)"
-        );
-    }
-}
-
-enum Decision {
-    Allow(Option<ResponseSigner>),
-    Deny {
-        rcode: ResponseCode,
-        signer: Option<ResponseSigner>,
-        why: &'static str,
-    },
+    result
 }
 
 /// The SOA serial the IXFR client has (its SOA in the authority section).
@@ -550,16 +203,18 @@ impl<'a> Writer<'a> {
     fn begin(&mut self, rcode: ResponseCode) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&self.id.to_be_bytes());
-        // QR, opcode QUERY, AA on NOERROR (RFC 5936 §2.2.1), RD copied.
-        let aa = if rcode == ResponseCode::NoError {
-            0x04
-        } else {
-            0
+        // Opcode QUERY, AA on NOERROR (RFC 5936 §2.2.1), RD copied; the
+        // counts are set as the message is closed.
+        let header = wire::Header {
+            id: self.id,
+            opcode: 0,
+            aa: rcode == ResponseCode::NoError,
+            rd: self.rd,
+            cd: false,
+            rcode: u16::from(rcode) as u8,
+            counts: [1, 0, 0, 0],
         };
-        self.buf.push(0x80 | aa | u8::from(self.rd));
-        self.buf.push(u16::from(rcode) as u8 & 0x0F);
-        self.buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        self.buf.extend_from_slice(&header.bytes());
         self.buf.extend_from_slice(self.question);
         self.origin_at = None;
         self.owner_at = None;
@@ -573,16 +228,11 @@ impl<'a> Writer<'a> {
 
     /// Closes the message (counts, OPT, TSIG, length) and writes it.
     async fn flush<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
-        self.buf[PREFIX + 6..PREFIX + 8].copy_from_slice(&self.ancount.to_be_bytes());
+        wire::set_count(&mut self.buf[PREFIX..], Section::Answer, self.ancount);
         if let Some(dnssec_ok) = self.edns_do {
-            // OPT: root owner, payload size, version 0, the DO bit echoed.
-            self.buf.push(0);
-            self.buf.extend_from_slice(&41u16.to_be_bytes());
             self.buf
-                .extend_from_slice(&super::handler::MAX_UDP_PAYLOAD.to_be_bytes());
-            self.buf
-                .extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
-            self.buf[PREFIX + 10..PREFIX + 12].copy_from_slice(&1u16.to_be_bytes());
+                .extend_from_slice(&wire::opt(wire::MAX_UDP_PAYLOAD, dnssec_ok));
+            wire::set_count(&mut self.buf[PREFIX..], Section::Additional, 1);
         }
         if let Some(signer) = &mut self.signer {
             signer.append(&mut self.buf, PREFIX);
@@ -668,11 +318,10 @@ impl<'a> Writer<'a> {
     /// it after the tenant's first record in this message.
     fn tenant_record(&mut self, label: &[u8], ttl: u32, rdata: &RData) {
         match self.owner_at {
-            Some(at) => self.pointer(at),
+            Some(at) => wire::put_pointer(&mut self.buf, at),
             None => {
                 let at = self.len();
-                self.buf.push(label.len() as u8);
-                self.buf.extend_from_slice(label);
+                wire::put_label(&mut self.buf, label);
                 self.origin();
                 self.owner_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
             }
@@ -682,11 +331,7 @@ impl<'a> Writer<'a> {
 
     /// Type, class IN, TTL and RDATA after an owner name.
     fn rr(&mut self, rtype: RecordType, ttl: u32, rdata: &RData) {
-        self.buf.extend_from_slice(&u16::from(rtype).to_be_bytes());
-        self.buf.extend_from_slice(&1u16.to_be_bytes());
-        self.buf.extend_from_slice(&ttl.to_be_bytes());
-        let rdlen_at = self.buf.len();
-        self.buf.extend_from_slice(&[0, 0]);
+        let rdlen_at = wire::begin_record(&mut self.buf, u16::from(rtype), wire::CLASS_IN, ttl);
         match rdata {
             RData::A(a) => self.buf.extend_from_slice(&a.0.octets()),
             RData::AAAA(a) => self.buf.extend_from_slice(&a.0.octets()),
@@ -717,8 +362,7 @@ impl<'a> Writer<'a> {
                 }
             }
         }
-        let rdlen = (self.buf.len() - rdlen_at - 2) as u16;
-        self.buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        wire::end_record(&mut self.buf, rdlen_at);
         self.ancount += 1;
         self.records += 1;
     }
@@ -729,35 +373,22 @@ impl<'a> Writer<'a> {
         if self.origin_lower.zone_of(&LowerName::new(name)) {
             let below = usize::from(name.num_labels() - self.origin.num_labels());
             for label in name.iter().take(below) {
-                self.buf.push(label.len() as u8);
-                self.buf.extend_from_slice(label);
+                wire::put_label(&mut self.buf, label);
             }
             self.origin();
         } else {
-            for label in name.iter() {
-                self.buf.push(label.len() as u8);
-                self.buf.extend_from_slice(label);
-            }
-            self.buf.push(0);
+            wire::put_name(&mut self.buf, name);
         }
     }
 
     /// Appends the origin: a pointer once it is in the message.
     fn origin(&mut self) {
         if let Some(at) = self.origin_at {
-            return self.pointer(at);
+            return wire::put_pointer(&mut self.buf, at);
         }
         let at = self.len();
-        for label in self.origin.iter() {
-            self.buf.push(label.len() as u8);
-            self.buf.extend_from_slice(label);
-        }
-        self.buf.push(0);
+        wire::put_name(&mut self.buf, self.origin);
         self.origin_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
-    }
-
-    fn pointer(&mut self, at: u16) {
-        self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes());
     }
 }
 
@@ -765,43 +396,12 @@ impl<'a> Writer<'a> {
 mod tests {
     use super::*;
     use crate::dns::prepared::store_of;
+    use crate::dns::tsig::{self, Key};
     use crate::map::{Format, Source, load_example, load_str};
     use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::DNSClass;
+    use hickory_server::net::xfer::Protocol;
     use std::net::SocketAddr;
-
-    #[test]
-    fn prefixes_parse_and_match() {
-        let p: Prefix = "10.0.0.0/8".parse().expect("prefix");
-        assert!(p.contains("10.1.2.3".parse().expect("ip")));
-        assert!(!p.contains("11.0.0.1".parse().expect("ip")));
-        assert!(!p.contains("::1".parse().expect("ip")));
-        let host: Prefix = "127.0.0.1".parse().expect("address");
-        assert_eq!(host.to_string(), "127.0.0.1/32");
-        assert!(host.contains("127.0.0.1".parse().expect("ip")));
-        assert!(!host.contains("127.0.0.2".parse().expect("ip")));
-        // IPv4-mapped IPv6 sources count as IPv4.
-        assert!(host.contains("::ffff:127.0.0.1".parse().expect("ip")));
-        let v6: Prefix = "::1/128".parse().expect("prefix");
-        assert!(v6.contains("::1".parse().expect("ip")));
-        let all: Prefix = "::/0".parse().expect("prefix");
-        assert!(all.contains("2001:db8::1".parse().expect("ip")));
-        let all4: Prefix = "0.0.0.0/0".parse().expect("prefix");
-        assert!(all4.contains("192.0.2.1".parse().expect("ip")));
-        let net6: Prefix = "2001:db8::/32".parse().expect("prefix");
-        assert!(net6.contains("2001:db8:ffff::1".parse().expect("ip")));
-        assert!(!net6.contains("2001:db9::1".parse().expect("ip")));
-        for (bad, why) in [
-            ("10.0.0.1/8", "host bits"),
-            ("10.0.0.0/33", "prefix length"),
-            ("::1/129", "prefix length"),
-            ("example.com", "not an IP"),
-            ("10.0.0.0/x", "prefix length"),
-            ("", "not an IP"),
-        ] {
-            let e = bad.parse::<Prefix>().expect_err(bad);
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn serial_arithmetic() {
@@ -835,7 +435,7 @@ mod tests {
             .enable_time()
             .build()
             .expect("runtime")
-            .block_on(t.serve_tcp(store, req, &mut out))
+            .block_on(serve(t, store, req, &mut out))
             .expect("transfer");
         let mut msgs = Vec::new();
         let mut rest = &out[..];
@@ -920,8 +520,7 @@ mod tests {
             let mut want = Vec::new();
             for t in [RecordType::A, RecordType::AAAA] {
                 let q = Name::from_ascii(&name).expect("name");
-                let a =
-                    super::super::answer::answer(&live, &q, &LowerName::new(&q), t, DNSClass::IN);
+                let a = crate::dns::answer::answer(&live, &q, &LowerName::new(&q), t, DNSClass::IN);
                 want.extend(a.answers.iter().map(|r| {
                     format!(
                         "{} {} {} {}",
@@ -1078,7 +677,7 @@ mod tests {
             .enable_time()
             .build()
             .expect("runtime")
-            .block_on(t.serve_tcp(&store, &req, &mut out))
+            .block_on(serve(&t, &store, &req, &mut out))
             .expect("transfer");
         let mut rest = &out[..];
         let mut n = 0;
