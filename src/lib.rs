@@ -36,7 +36,8 @@
 //! server's dependencies. The server uses it too (the hostname canonical
 //! form, `cellns verify-token`).
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod dns;

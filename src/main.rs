@@ -2,6 +2,8 @@
 //! logging, and hand over to the library. Errors are printed as one line
 //! and exit non-zero.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

@@ -199,13 +199,11 @@ impl Worker {
     fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut errors = ErrorBackoff::default();
         let fd = self.sock.as_raw_fd();
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut addrs: [libc::sockaddr_storage; BATCH] =
-            unsafe { MaybeUninit::zeroed().assume_init() };
-        let mut iov_in: [libc::iovec; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        let mut msgs_in: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        let mut iov_out: [libc::iovec; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-        let mut msgs_out: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut addrs: [libc::sockaddr_storage; BATCH] = zeroed();
+        let mut iov_in: [libc::iovec; BATCH] = zeroed();
+        let mut msgs_in: [libc::mmsghdr; BATCH] = zeroed();
+        let mut iov_out: [libc::iovec; BATCH] = zeroed();
+        let mut msgs_out: [libc::mmsghdr; BATCH] = zeroed();
 
         while !stop.load(Ordering::Relaxed) {
             for i in 0..BATCH {
@@ -323,6 +321,20 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Plain C structs whose all-zero bytes are a valid value (integers and
+/// null pointers only).
+trait ZeroValid {}
+impl ZeroValid for libc::sockaddr_storage {}
+impl ZeroValid for libc::iovec {}
+impl ZeroValid for libc::mmsghdr {}
+
+/// An array of all-zero `T`s.
+fn zeroed<T: ZeroValid, const N: usize>() -> [T; N] {
+    // SAFETY: `ZeroValid` types are plain C structs made of integers and
+    // raw pointers, for which all-zero bytes are a valid value (0 and null).
+    unsafe { MaybeUninit::zeroed().assume_init() }
 }
 
 /// Errors that mean the socket itself is gone: no retry can help.
