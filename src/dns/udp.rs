@@ -48,7 +48,66 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::UdpSoc
         addr = sock.local_addr()?;
         sockets.push(sock);
     }
+    if let Some(last) = sockets.last()
+        && let Err(e) = steer_to_own(last, sockets.len())
+    {
+        tracing::warn!(
+            error = %e,
+            "cannot attach the SO_REUSEPORT steering program: another socket of this user \
+             bound to the DNS port would get a share of its queries"
+        );
+    }
     Ok(sockets)
+}
+
+/// Makes the kernel hand every datagram of the port to one of our `n`
+/// sockets: the one of index (receiving CPU mod `n`) in the port's
+/// `SO_REUSEPORT` group, as Knot steers. Without a program the kernel
+/// spreads datagrams over every socket of the group, and any process of the
+/// same user may join the group by binding the port with `SO_REUSEPORT`;
+/// ours occupy indexes `0..n` (a socket that joins later is appended), so
+/// it would receive nothing. (It could replace the program: a same-user
+/// process can also ptrace us; this keeps out accidents, such as a second
+/// instance started on the same port, not an attacker with our uid.)
+fn steer_to_own(sock: &std::net::UdpSocket, n: usize) -> io::Result<()> {
+    /// asm-generic value (libc only defines it for Android).
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let ins = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut code = [
+        // A = the CPU the datagram arrived on.
+        ins(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        ),
+        ins(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n.max(1) as u32),
+        // Return A: the index of the socket in the group.
+        ins(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `code`, both live for the call; the kernel
+    // copies the program and reads nothing after returning.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const prog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A worker that stopped without being asked to.

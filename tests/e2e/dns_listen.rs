@@ -40,27 +40,50 @@ fn ipv6_listen_address_answers_over_udp_and_tcp() {
     assert_eq!(m.answers.len(), BIG_CELL_ADDRS);
 }
 
-/// BUG, found by this suite (see the helper's report on issue 20): the UDP
-/// workers bind with SO_REUSEPORT, so any process of the same user can
-/// bind the same port with SO_REUSEPORT and the kernel hands it a share of
-/// cellns's queries, existing flows included (demonstrated by hand: after
-/// such a bind, 3 of 8 client sockets were answered by the intruder). With
-/// `--dns-listen ADDR:0` two cellns of one user can even land on one port
-/// by chance (a port-0 bind with SO_REUSEPORT may return a port another
-/// SO_REUSEPORT socket holds), and then split each other's queries: a rare
-/// failure of any e2e test that runs beside another. Ignored until src/dns
-/// binds the port exclusively (e.g. one socket shared by the workers).
+/// Another socket of the same user may join the UDP port (SO_REUSEPORT,
+/// which cellns's workers need), but it gets none of the queries: the
+/// steering program cellns attaches to the port sends every datagram to
+/// one of its own workers. Found by this suite: before the program, such a
+/// socket took a share of the queries, existing flows included.
 #[test]
-#[ignore = "BUG: another process can join cellns's UDP port with SO_REUSEPORT and take a share of its queries (src/dns/udp.rs bind)"]
-fn no_other_socket_can_join_the_dns_port() {
+fn a_socket_that_joins_the_dns_port_gets_no_queries() {
     use socket2::{Domain, Socket, Type};
+
+    use crate::support::EXCHANGE;
+    use crate::support::dns::{Udp, wire};
+
     let srv = t::start();
+    // (Were a query delivered to the intruder, its client would go
+    // unanswered: the per-query check below catches it first.)
     let intruder = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("socket");
     intruder.set_reuse_port(true).expect("SO_REUSEPORT");
-    let joined = intruder.bind(&srv.addr().into());
-    assert!(
-        joined.is_err(),
-        "a socket that is not cellns's joined its UDP port {} and now gets a share of its queries",
-        srv.addr()
-    );
+    intruder
+        .bind(&srv.addr().into())
+        .expect("the same user can join the port");
+    let intruder: std::net::UdpSocket = intruder.into();
+    intruder
+        .set_nonblocking(true)
+        .expect("non-blocking intruder");
+    // Many flows (one client socket each, so many source ports), as the
+    // kernel's default spreading is per flow.
+    for i in 0..200u16 {
+        let id = 0x4000 + i;
+        let udp = Udp::new(srv.addr());
+        udp.send(&wire(&query(
+            id,
+            "acme.cells.example.com.",
+            RecordType::A,
+            None,
+        )));
+        assert!(
+            udp.recv_id(id.to_be_bytes(), EXCHANGE).is_some(),
+            "query {i} was not answered by cellns"
+        );
+    }
+    let mut buf = [0u8; 512];
+    let mut stolen = 0;
+    while intruder.recv(&mut buf).is_ok() {
+        stolen += 1;
+    }
+    assert_eq!(stolen, 0, "the intruder received {stolen} of 200 queries");
 }
