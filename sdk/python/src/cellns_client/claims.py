@@ -3,14 +3,14 @@
 SDKs hold no keys: the cell verifies the token, and a forged token gets a
 client nowhere. The claims are still outsider-controlled input, so they are
 checked before use: `cell` must be a hostname (it ends up in a URL), `tenant`
-one DNS label, and `exp` after `iat`.
+one DNS label, and `exp` after `iat` by at most 30 days.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 from . import _b64
 
@@ -20,14 +20,19 @@ MAX_TOKEN_BYTES = 16384
 #: Largest `iat`/`nbf`/`exp` accepted: 2^53 - 1, the largest integer every
 #: JSON implementation (JavaScript's included) reads exactly.
 MAX_NUMERIC_DATE = 2**53 - 1
+#: Longest lifetime (``exp - iat``, seconds) a client accepts: 30 days. A
+#: client keeps times as "received + lifetime"; a token claiming to live for
+#: centuries is nonsense (cells accept a day by default).
+MAX_TOKEN_LIFETIME = 30 * 86400
 
 
 class ClaimsError(ValueError):
     """A token whose claims a client cannot use.
 
     ``kind`` is ``"not_jwt"`` (too long, or not three dot-separated parts),
-    ``"payload"`` (not base64url JSON, or a claim missing or of the wrong
-    type) or ``"invalid"`` (a claim with a value a client must not use).
+    ``"payload"`` (not base64url JSON, a member name twice in an object, or
+    a claim missing or of the wrong type) or ``"invalid"`` (a claim with a
+    value a client must not use, a lifetime of more than 30 days).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -82,8 +87,10 @@ def is_hostname(name: str) -> bool:
 
 
 def canonical_host(name: str) -> str:
-    """How hostnames are compared: ASCII-lowercase, trailing dots removed."""
-    return _ascii_lower(name.rstrip("."))
+    """The one canonical form of a hostname, as in every cellns SDK: ASCII
+    letters lowercased and ONE trailing dot removed (``a.example..`` becomes
+    ``a.example.``, which is not a hostname, rather than ``a.example``)."""
+    return _ascii_lower(name[:-1] if name.endswith(".") else name)
 
 
 def _ascii_lower(s: str) -> str:
@@ -95,17 +102,35 @@ def _ascii_lower(s: str) -> str:
 _LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
+def _unique_members(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    obj: Dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise ValueError(f"member {name!r} appears twice in one object")
+        obj[name] = value
+    return obj
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` refusing (ValueError) an object with a member name
+    twice, at any depth: JSON parsers disagree on which copy wins (Python's
+    and JavaScript's keep the last), so every cellns SDK refuses it."""
+    return json.loads(text, object_pairs_hook=_unique_members)
+
+
 def decode_part(part: str, *, padding_optional: bool = False) -> Any:
     """The JSON value a base64url token part encodes (ValueError if none)."""
     raw = (
         _b64.decode_padding_optional(part) if padding_optional else _b64.decode(part)
     )
-    return json.loads(raw.decode("utf-8"))
+    return loads(raw.decode("utf-8"))
 
 
 def read_claims(token: str) -> TokenClaims:
     """Reads the routing claims of ``token`` (a JWS compact serialisation)
-    without verifying its signature. Raises :class:`ClaimsError`."""
+    without verifying its signature: ``cell`` a hostname (canonical form),
+    ``tenant`` one DNS label, ``exp`` after ``iat`` by at most
+    :data:`MAX_TOKEN_LIFETIME`. Raises :class:`ClaimsError`."""
     if utf8_length(token) > MAX_TOKEN_BYTES:
         raise ClaimsError("not_jwt", f"not a JWT: longer than {MAX_TOKEN_BYTES} bytes")
     parts = token.strip().split(".")
@@ -142,6 +167,12 @@ def _routing_claims(payload: Mapping[str, Any]) -> TokenClaims:
         raise ClaimsError("invalid", f"claim tenant {payload['tenant']!r}: not one DNS label")
     if payload["exp"] <= payload["iat"]:
         raise ClaimsError("invalid", "claim exp: not after iat, the token has no lifetime")
+    if payload["exp"] - payload["iat"] > MAX_TOKEN_LIFETIME:
+        raise ClaimsError(
+            "invalid",
+            f"token lifetime (exp - iat) of {payload['exp'] - payload['iat']} s is longer "
+            f"than the {MAX_TOKEN_LIFETIME} s a client accepts",
+        )
     return TokenClaims(
         tenant=tenant,
         cell=cell,
