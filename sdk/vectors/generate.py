@@ -451,6 +451,34 @@ def token_cases() -> list[dict]:
     ):
         assert raw.count(b"globex") <= 1
         bad(f"malformed_payload_duplicate_{name}", token(ED, payload=raw), "malformed")
+    # One JSON grammar for every SDK (Rust's serde_json is the strictest of
+    # the parsers): no NaN or Infinity, no unpaired surrogate escape, no
+    # number beyond a double's range, at most 127 nested arrays and objects.
+    base = js(claims())[:-1]
+    nested = lambda n: base + b',"x":' + b"[" * n + b"]" * n + b"}"  # noqa: E731
+    for name, raw in (
+        ("payload_nan", base + b',"x":NaN}'),
+        ("payload_infinity", base + b',"x":-Infinity}'),
+        ("payload_unpaired_surrogate", base + b',"x":"\\ud800"}'),
+        ("payload_unpaired_low_surrogate", base + b',"x":"a\\udc00"}'),
+        ("payload_unpaired_surrogate_in_a_name", base + b',"\\ud83dx":1}'),
+        ("payload_number_overflows", base + b',"x":1e400}'),
+        ("payload_integer_overflows", base + b',"x":' + b"9" * 400 + b"}"),
+        ("payload_nested_128", nested(127)),
+        ("payload_nested_2000", nested(2000)),
+    ):
+        bad(f"malformed_{name}", token(ED, payload=raw), "malformed")
+    deep = lambda n: js(header(ED))[:-1] + b',"x":' + b"[" * n + b"]" * n + b"}"  # noqa: E731
+    bad("malformed_header_nested_128", token(ED, hdr=deep(127)), "malformed")
+    # (The limit's other side is in the header: claims nested 127 deep would
+    # be too deep for the vector file itself, in serde_json.)
+    valid("json_header_nested_127", token(ED, hdr=deep(126)), claims())
+    bad("malformed_header_nan", token(ED, hdr=js(header(ED))[:-1] + b',"x":NaN}'), "malformed")
+    for name, raw, value in (
+        ("surrogate_pair", base + b',"x":"\\ud83d\\ude00"}', "\U0001F600"),
+        ("large_finite_number", base + b',"x":1e300}', 1e300),
+    ):
+        valid(f"json_{name}", token(ED, payload=raw), {**claims(), "x": value})
     # The same names in different objects are not duplicates.
     p = claims(ext={"tenant": "x", "ext": {"tenant": "y"}})
     valid("same_name_in_nested_objects", token(ED, payload=p), p)
@@ -640,8 +668,15 @@ def claims_cases() -> list[dict]:
         ("duplicate_exp", with_member(js(base), "exp", 1900)),
         ("duplicate_unknown_member", with_member(js({**base, "x": 1}), "x", 1)),
         ("duplicate_nested", with_member(js(base), "ext", {"a": 1}).replace(b'{"a":1}', b'{"a":1,"a":1}')),
+        # The JSON grammar of tokens.json.
+        ("nan", js(base)[:-1] + b',"x":NaN}'),
+        ("unpaired_surrogate", js(base)[:-1] + b',"x":"\\udfff"}'),
+        ("number_overflows", js(base)[:-1] + b',"x":-1e309}'),
+        ("nested_128", js(base)[:-1] + b',"x":' + b"[" * 127 + b"]" * 127 + b"}"),
+        ("nested_5000", js(base)[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}"),
     ):
         err(name, unsigned(raw), "payload")
+    ok("nested_127", unsigned(js(base)[:-1] + b',"x":' + b"[" * 126 + b"]" * 126 + b"}"), base)
     for missing in ("tenant", "cell", "iat", "exp", "map_version"):
         err(f"missing_{missing}", unsigned({k: v for k, v in base.items() if k != missing}), "payload")
     for name, over in (
