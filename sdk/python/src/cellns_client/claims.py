@@ -9,6 +9,8 @@ one DNS label, and `exp` after `iat` by at most 30 days.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Tuple
 
@@ -102,6 +104,14 @@ def _ascii_lower(s: str) -> str:
 _LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
+#: Deepest nesting of arrays and objects in a token's header or payload
+#: (the outer object counts): the limit of Rust's serde_json, which the
+#: other SDKs follow so that the three refuse the same documents.
+MAX_JSON_DEPTH = 127
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _unique_members(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     obj: Dict[str, Any] = {}
     for name, value in pairs:
@@ -111,11 +121,59 @@ def _unique_members(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return obj
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:24]} is beyond a double's range")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    if math.isinf(float(text)):
+        raise ValueError(f"number {text[:24]}... is beyond a double's range")
+    return int(text)
+
+
+def _depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (strings skipped)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper: no need to scan
+    depth = deepest = 0
+    for c in _STRING.sub("", text):
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
 def loads(text: str) -> Any:
-    """``json.loads`` refusing (ValueError) an object with a member name
-    twice, at any depth: JSON parsers disagree on which copy wins (Python's
-    and JavaScript's keep the last), so every cellns SDK refuses it."""
-    return json.loads(text, object_pairs_hook=_unique_members)
+    """``json.loads`` with the one JSON grammar of every cellns SDK (that of
+    Rust's serde_json), else ValueError: no object with a member name twice,
+    at any depth (parsers disagree on which copy wins; Python's keeps the
+    last); no ``NaN`` or ``Infinity``; no number beyond a double's range; no
+    unpaired surrogate escape; at most :data:`MAX_JSON_DEPTH` nested arrays
+    and objects (deeper, Python's parser would raise RecursionError)."""
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"arrays and objects nested deeper than {MAX_JSON_DEPTH}")
+    value = json.loads(
+        text,
+        object_pairs_hook=_unique_members,
+        parse_constant=_no_constant,
+        parse_float=_finite_float,
+        parse_int=_finite_int,
+    )
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string with an unpaired surrogate escape") from None
+    return value
 
 
 def decode_part(part: str, *, padding_optional: bool = False) -> Any:
