@@ -43,7 +43,10 @@ pub(crate) fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64
 /// is an object, nothing else. An object anywhere in it with a member name
 /// twice is refused: JSON parsers disagree on which copy wins (serde keeps
 /// the last of a map, refuses a struct field given twice, ignores unknown
-/// ones), so the SDKs all refuse such a document (sdk/vectors).
+/// ones), so the SDKs all refuse such a document (sdk/vectors). The rest
+/// of serde_json's grammar (no unpaired surrogate escape, no number beyond
+/// a double's range, at most 127 nested arrays and objects) is the one the
+/// Python and TypeScript SDKs follow too.
 pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err("not a JSON object".into());
