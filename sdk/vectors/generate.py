@@ -38,7 +38,16 @@ CELL = "use1-a.cells.example.com"
 OTHER_CELL = "use1-b.cells.example.com"
 
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
+ED25519_P = 2**255 - 19
+ED25519_D = -121665 * pow(121666, ED25519_P - 2, ED25519_P) % ED25519_P
+#: The longest lifetime (exp - iat) a client's claims reader accepts: 30 days.
+CLIENT_MAX_LIFETIME = 30 * 86400
+
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def b64u(data: bytes) -> str:
@@ -51,6 +60,67 @@ def js(obj: object) -> bytes:
 
 def seed_bytes(label: str) -> bytes:
     return hashlib.sha256(b"cellns sdk vectors: " + label.encode()).digest()
+
+
+def canonical_host(name: str) -> str:
+    """The one canonical form of a hostname: ONE trailing dot removed, ASCII
+    letters lowercased (`a.example..` stays `a.example.`, not a hostname)."""
+    if name.endswith("."):
+        name = name[:-1]
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)
+
+
+# ---------------------------------------------------------------------------
+# Curve arithmetic, to construct (and assert the nature of) the bad keys of
+# jwks.json: points off the curve, of small order, non-canonical encodings.
+
+
+def ed25519_x(y: int, sign: int) -> int | None:
+    """The x of the Ed25519 point with this y and sign bit (RFC 8032 §5.1.3),
+    or None when there is none (y not reduced, no square root, -0)."""
+    p = ED25519_P
+    if y >= p:
+        return None
+    u, v = (y * y - 1) % p, (ED25519_D * y * y + 1) % p
+    x = u * pow(v, 3, p) * pow(u * pow(v, 7, p), (p - 5) // 8, p) % p
+    if v * x * x % p == (-u) % p:
+        x = x * pow(2, (p - 1) // 4, p) % p
+    if v * x * x % p != u:
+        return None
+    if x == 0 and sign:
+        return None
+    return p - x if x % 2 != sign else x
+
+
+def ed25519_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    p, (x1, y1), (x2, y2) = ED25519_P, a, b
+    t = ED25519_D * x1 * x2 * y1 * y2 % p
+    return (x1 * y2 + y1 * x2) * pow(1 + t, p - 2, p) % p, (y1 * y2 + x1 * x2) * pow(1 - t, p - 2, p) % p
+
+
+def ed25519_times_2k(pt: tuple[int, int], k: int) -> tuple[int, int]:
+    for _ in range(k):
+        pt = ed25519_add(pt, pt)
+    return pt
+
+
+def ed25519_order_divides_8(pt: tuple[int, int]) -> bool:
+    return ed25519_times_2k(pt, 3) == (0, 1)
+
+
+def ed25519_encoding(y: int, sign: int = 0) -> str:
+    """x of a JWK: y little-endian (not reduced: the caller decides), sign in the top bit."""
+    raw = bytearray(y.to_bytes(32, "little"))
+    raw[31] |= sign << 7
+    return b64u(bytes(raw))
+
+
+def p256_y(x: int) -> int | None:
+    """A y of the P-256 point with this x, or None (p = 3 mod 4)."""
+    p = P256_P
+    rhs = (x**3 - 3 * x + P256_B) % p
+    y = pow(rhs, (p + 1) // 4, p)
+    return y if y * y % p == rhs else None
 
 
 # ---------------------------------------------------------------------------
@@ -111,6 +181,33 @@ ES = EsKey("p256 signer")
 ED_OTHER = EdKey("ed25519 not published")
 ES_OTHER = EsKey("p256 not published")
 
+# Bad key material, each asserted to be what its name says.
+ED_NOT_ON_CURVE = next(y for y in range(2, 100) if ed25519_x(y, 0) is None)
+# A point of order 8 (the encoding libsodium's small-order blocklist has),
+# checked here: on the curve, 8P = 0, 4P != 0.
+_O8 = int.from_bytes(bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little")
+ED_ORDER_8 = (_O8 & (2**255 - 1), _O8 >> 255)
+_x8 = ed25519_x(*ED_ORDER_8)
+assert _x8 is not None and ed25519_order_divides_8((_x8, ED_ORDER_8[0]))
+assert ed25519_times_2k((_x8, ED_ORDER_8[0]), 2) != (0, 1)
+# A full-order point with a small y, written non-canonically as y + p (RFC
+# 8032 §5.1.3: decoding fails when y >= p; some libraries reduce it).
+ED_NON_CANONICAL_Y = next(
+    y for y in range(2, 100) if (x := ed25519_x(y, 0)) is not None and not ed25519_order_divides_8((x, y))
+)
+# A P-256 point with a small x, so that x + p still fits in 32 bytes.
+P256_SMALL_X = next(x for x in range(1, 100) if p256_y(x) is not None)
+
+#: The tokens.json key set also publishes a key whose material is bad
+#: (skipped) and one kid on two keys (both dropped).
+SKIPPED_KID = "skipped-not-a-point"
+TWICE_KID = "published-twice"
+
+
+def tokens_jwks() -> dict:
+    broken = {**ED_OTHER.jwk(), "kid": SKIPPED_KID, "x": ed25519_encoding(ED_NOT_ON_CURVE)}
+    return {"keys": [ED.jwk(), ES.jwk(), broken, {**ED_OTHER.jwk(), "kid": TWICE_KID}, {**ES_OTHER.jwk(), "kid": TWICE_KID}]}
+
 
 # ---------------------------------------------------------------------------
 # Tokens.
@@ -165,6 +262,13 @@ def token(key, hdr: object = None, payload: object = None) -> str:
     p = raw_part(claims() if payload is None else payload)
     signing_input = f"{h}.{p}".encode()
     return f"{h}.{p}.{b64u(key.sign(signing_input))}"
+
+
+def with_member(obj_json: bytes, name: str, value: object) -> bytes:
+    """A JSON object's text with one more member at its end (a duplicate when
+    `name` is already there)."""
+    assert obj_json.endswith(b"}")
+    return obj_json[:-1] + b"," + js(name) + b":" + js(value) + b"}"
 
 
 def with_sig(tok: str, sig: bytes) -> str:
@@ -232,16 +336,25 @@ def token_cases() -> list[dict]:
         bad(f"{pre}_alg_not_the_keys", token(key, hdr=header(key, alg=flip)), "disallowed_algorithm")
         # The base64url of the signature with non-zero trailing bits: the same
         # bytes to a lenient decoder, refused by a strict one.
-        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
         last = sig[-1]
-        assert alphabet.index(last) % 16 == 0, "64 bytes end in 4 zero bits"
-        bad(f"{pre}_signature_trailing_bits", f"{h}.{pl}.{sig[:-1]}{alphabet[alphabet.index(last) + 1]}", "malformed")
+        assert B64URL.index(last) % 16 == 0, "64 bytes end in 4 zero bits"
+        bad(f"{pre}_signature_trailing_bits", f"{h}.{pl}.{sig[:-1]}{B64URL[B64URL.index(last) + 1]}", "malformed")
 
-    # Hostnames: case and a trailing dot do not matter, on either side.
+    # Hostnames: case and ONE trailing dot do not matter, on either side;
+    # a second dot does (`a.example..` is not a hostname).
     p = claims(cell="USE1-A.Cells.Example.COM.")
     valid("cell_claim_case_and_trailing_dot", token(ED, payload=p), p)
     p = claims()
     valid("expected_cell_case_and_trailing_dot", token(ED, payload=p), p, expect={"cell": "Use1-A.CELLS.example.com."})
+    assert canonical_host(CELL + "..") != CELL
+    bad("cell_claim_two_trailing_dots", token(ED, payload=claims(cell=CELL + "..")), "wrong_cell")
+    bad("expected_cell_two_trailing_dots", token(ED), "wrong_cell", expect={"cell": CELL + ".."})
+    bad("malformed_cell_only_a_dot", token(ED, payload=claims(cell=".")), "malformed")
+    # Keys the set skipped or dropped (see JWKS below): their kid is unknown,
+    # and every other key of the set still verifies (all the cases above).
+    bad("kid_of_a_skipped_key", token(ED_OTHER, hdr=header(ED_OTHER, kid=SKIPPED_KID)), "unknown_kid")
+    bad("kid_published_twice", token(ED_OTHER, hdr=header(ED_OTHER, kid=TWICE_KID)), "unknown_kid")
+    bad("kid_published_twice_es256", token(ES_OTHER, hdr=header(ES_OTHER, kid=TWICE_KID)), "unknown_kid")
     p = claims(ext={"plan": "pro", "seats": 12})
     valid("ext_claims", token(ES, payload=p), p)
     p = claims(scope="extra")
@@ -318,6 +431,57 @@ def token_cases() -> list[dict]:
         ("payload_not_utf8", b'{"tenant":"\xff"}'),
     ):
         bad(f"malformed_{name}", token(ED, payload=payload), "malformed")
+    # A member given twice, at any depth: JSON parsers disagree on which
+    # copy wins, so an ambiguous header or payload is malformed.
+    hdr = js(header(ED))
+    for name, raw in (
+        ("alg", with_member(hdr, "alg", "EdDSA")),
+        ("kid_other_value", with_member(hdr, "kid", ED_OTHER.kid)),
+        ("typ", with_member(hdr, "typ", "JWT")),
+    ):
+        bad(f"malformed_header_duplicate_{name}", token(ED, hdr=raw), "malformed")
+    pl = js(claims())
+    for name, raw in (
+        ("tenant", with_member(pl, "tenant", "globex")),
+        ("exp", with_member(pl, "exp", NOW + 600)),
+        ("unknown_member", with_member(js(claims(scope="a")), "scope", "b")),
+        ("escaped_name", pl[:-1] + b',"ten\\u0061nt":"globex"}'),
+        ("in_ext", js(claims(ext={"plan": "pro"})).replace(b'"plan":"pro"', b'"plan":"pro","plan":"free"')),
+        ("in_array", js(claims(ext={"list": [{"a": 1}]})).replace(b'{"a":1}', b'{"a":1,"a":2}')),
+    ):
+        assert raw.count(b"globex") <= 1
+        bad(f"malformed_payload_duplicate_{name}", token(ED, payload=raw), "malformed")
+    # One JSON grammar for every SDK (Rust's serde_json is the strictest of
+    # the parsers): no NaN or Infinity, no unpaired surrogate escape, no
+    # number beyond a double's range, at most 127 nested arrays and objects.
+    base = js(claims())[:-1]
+    nested = lambda n: base + b',"x":' + b"[" * n + b"]" * n + b"}"  # noqa: E731
+    for name, raw in (
+        ("payload_nan", base + b',"x":NaN}'),
+        ("payload_infinity", base + b',"x":-Infinity}'),
+        ("payload_unpaired_surrogate", base + b',"x":"\\ud800"}'),
+        ("payload_unpaired_low_surrogate", base + b',"x":"a\\udc00"}'),
+        ("payload_unpaired_surrogate_in_a_name", base + b',"\\ud83dx":1}'),
+        ("payload_number_overflows", base + b',"x":1e400}'),
+        ("payload_integer_overflows", base + b',"x":' + b"9" * 400 + b"}"),
+        ("payload_nested_128", nested(127)),
+        ("payload_nested_2000", nested(2000)),
+    ):
+        bad(f"malformed_{name}", token(ED, payload=raw), "malformed")
+    deep = lambda n: js(header(ED))[:-1] + b',"x":' + b"[" * n + b"]" * n + b"}"  # noqa: E731
+    bad("malformed_header_nested_128", token(ED, hdr=deep(127)), "malformed")
+    # (The limit's other side is in the header: claims nested 127 deep would
+    # be too deep for the vector file itself, in serde_json.)
+    valid("json_header_nested_127", token(ED, hdr=deep(126)), claims())
+    bad("malformed_header_nan", token(ED, hdr=js(header(ED))[:-1] + b',"x":NaN}'), "malformed")
+    for name, raw, value in (
+        ("surrogate_pair", base + b',"x":"\\ud83d\\ude00"}', "\U0001F600"),
+        ("large_finite_number", base + b',"x":1e300}', 1e300),
+    ):
+        valid(f"json_{name}", token(ED, payload=raw), {**claims(), "x": value})
+    # The same names in different objects are not duplicates.
+    p = claims(ext={"tenant": "x", "ext": {"tenant": "y"}})
+    valid("same_name_in_nested_objects", token(ED, payload=p), p)
     for claim in ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "tenant", "cell", "cell_id", "region", "map_version"):
         bad(f"malformed_missing_{claim}", token(ED, payload=claims(**{claim: DROP})), "malformed")
     for name, over in (
@@ -363,11 +527,25 @@ def jwks_cases() -> list[dict]:
         return {"name": name, "document": text, "error": "jwks_unavailable"}
 
     ed, es = ED.jwk(), ES.jwk()
+    both = {ED.kid: "EdDSA", ES.kid: "ES256"}
     rsa = {"kty": "RSA", "n": "sXch", "e": "AQAB", "kid": "rsa-1", "alg": "RS256", "use": "sig"}
     bare_ed = {k: v for k, v in ed.items() if k not in ("alg", "use")}
-    off_curve_y = b64u(((int.from_bytes(base64.urlsafe_b64decode(ES.y + "="), "big") + 1) % 2**256).to_bytes(32, "big"))
-    return [
-        ok("cellns_style", {"keys": [ed, es]}, {ED.kid: "EdDSA", ES.kid: "ES256"}),
+    es_y = int.from_bytes(base64.urlsafe_b64decode(ES.y + "="), "big")
+    off_curve_y = b64u(((es_y + 1) % 2**256).to_bytes(32, "big"))
+    assert p256_y(int.from_bytes(base64.urlsafe_b64decode(ES.x + "="), "big")) in (es_y, P256_P - es_y)
+    small_x, small_y = P256_SMALL_X, p256_y(P256_SMALL_X)
+    assert small_y is not None and small_x + P256_P < 2**256
+
+    def p256(x: int, y: int) -> dict:
+        return {**es, "kid": "p256-bad", "x": b64u(x.to_bytes(32, "big")), "y": b64u(y.to_bytes(32, "big"))}
+
+    assert B64URL.index(ed["x"][-1]) % 4 == 0, "32 bytes end in 2 unused zero bits"
+
+    def ed_x(x: str) -> dict:
+        return {**ed, "kid": "ed25519-bad", "x": x}
+
+    cases = [
+        ok("cellns_style", {"keys": [ed, es]}, both),
         ok("no_alg_no_use", {"keys": [bare_ed]}, {ED.kid: "EdDSA"}),
         ok("empty", {"keys": []}, {}),
         ok("other_members_ignored", {"keys": [ed], "note": "x"}, {ED.kid: "EdDSA"}),
@@ -386,15 +564,57 @@ def jwks_cases() -> list[dict]:
         ok("entry_not_an_object_skipped", {"keys": [5, "x", ed]}, {ED.kid: "EdDSA"}),
         err("not_json", "{keys"),
         err("not_an_object", json.dumps([ed])),
+        err("json_null", "null"),
         err("no_keys", json.dumps({"key": [ed]})),
         err("keys_not_an_array", json.dumps({"keys": {"a": ed}})),
-        err("ed25519_short_x", json.dumps({"keys": [{**ed, "x": "AAAA"}]})),
-        err("ed25519_no_x", json.dumps({"keys": [{k: v for k, v in ed.items() if k != "x"}]})),
-        err("ed25519_x_not_base64url", json.dumps({"keys": [{**ed, "x": ed["x"][:-1] + "+"}]})),
-        err("p256_no_y", json.dumps({"keys": [{k: v for k, v in es.items() if k != "y"}]})),
-        err("p256_short_x", json.dumps({"keys": [{**es, "x": es["x"][:-4]}]})),
-        err("p256_not_on_curve", json.dumps({"keys": [{**es, "y": off_curve_y}]})),
+        err("keys_null", json.dumps({"keys": None})),
     ]
+    # A usable-looking key (the right kty and crv) whose material is bad is
+    # skipped like any unusable entry: the keys around it stay usable.
+    ed_bad = (
+        ("ed25519_short_x", ed_x("AAAA")),
+        ("ed25519_33_byte_x", ed_x(b64u(base64.urlsafe_b64decode(ED.x + "=") + b"\0"))),
+        ("ed25519_no_x", {k: v for k, v in ed_x("").items() if k != "x"}),
+        ("ed25519_x_not_a_string", {**ed_x(""), "x": 5}),
+        ("ed25519_x_not_base64url", ed_x(ed["x"][:-1] + "+")),
+        ("ed25519_x_padded", ed_x(ed["x"] + "=")),
+        ("ed25519_x_trailing_bits", ed_x(ed["x"][:-1] + B64URL[B64URL.index(ed["x"][-1]) + 1])),
+        ("ed25519_not_on_curve", ed_x(ed25519_encoding(ED_NOT_ON_CURVE))),
+        ("ed25519_small_order_identity", ed_x(ed25519_encoding(1))),
+        ("ed25519_small_order_8", ed_x(ed25519_encoding(*ED_ORDER_8))),
+        ("ed25519_y_not_reduced", ed_x(ed25519_encoding(ED_NON_CANONICAL_Y + ED25519_P))),
+        ("ed25519_negative_zero", ed_x(ed25519_encoding(1, sign=1))),
+    )
+    es_bad = (
+        ("p256_no_y", {k: v for k, v in p256(small_x, small_y).items() if k != "y"}),
+        ("p256_y_not_a_string", {**p256(small_x, small_y), "y": None}),
+        ("p256_short_x", {**es, "kid": "p256-bad", "x": es["x"][:-4]}),
+        ("p256_x_leading_zero_stripped", {**p256(small_x, small_y), "x": b64u(small_x.to_bytes(31, "big"))}),
+        ("p256_not_on_curve", {**es, "kid": "p256-bad", "y": off_curve_y}),
+        ("p256_x_not_reduced", p256(small_x + P256_P, small_y)),
+    )
+    for name, key in ed_bad:
+        cases.append(ok(f"{name}_skipped", {"keys": [ed, key, es]}, both))
+    for name, key in es_bad:
+        cases.append(ok(f"{name}_skipped", {"keys": [key, ed, es]}, both))
+    # The small-x point itself is a valid key (so the cases above fail for
+    # the reason their name gives).
+    cases.append(ok("p256_small_x_valid", {"keys": [p256(small_x, small_y)]}, {"p256-bad": "ES256"}))
+    cases.append(ok("only_bad_keys", {"keys": [ed_x("AAAA"), {**es, "kid": "p256-bad", "y": off_curve_y}]}, {}))
+    # One kid on several entries is ambiguous: every entry with it is
+    # dropped, whatever the entries are; the other keys stay.
+    other_ed, other_es = ED_OTHER.jwk(), ES_OTHER.jwk()
+    twice = {"kid": "twice"}
+    cases += [
+        ok("duplicate_kid_dropped", {"keys": [{**other_ed, **twice}, ed, {**other_es, **twice}, es]}, both),
+        ok("duplicate_kid_same_key_dropped", {"keys": [ed, ed, es]}, {ES.kid: "ES256"}),
+        ok("duplicate_kid_three_times", {"keys": [ed, es, {**other_ed, "kid": ED.kid}, {**other_ed, "kid": ED.kid}]}, {ES.kid: "ES256"}),
+        ok("duplicate_kid_with_an_unusable_entry", {"keys": [ed, {**rsa, "kid": ED.kid}, es]}, {ES.kid: "ES256"}),
+        ok("duplicate_kid_with_a_bad_key", {"keys": [ed, {**ed_x("AAAA"), "kid": ED.kid}, es]}, {ES.kid: "ES256"}),
+        ok("duplicate_kid_with_use_enc", {"keys": [{**es, "use": "enc"}, ed, es]}, {ED.kid: "EdDSA"}),
+        ok("kid_case_differs_not_duplicate", {"keys": [{**other_ed, "kid": "k"}, {**other_es, "kid": "K"}]}, {"k": "EdDSA", "K": "ES256"}),
+    ]
+    return cases
 
 
 # ---------------------------------------------------------------------------
@@ -442,6 +662,21 @@ def claims_cases() -> list[dict]:
     err("payload_not_base64url", "e30.!!!.AA", "payload")
     err("payload_not_json", unsigned(b"nope"), "payload")
     err("payload_array", unsigned([base]), "payload")
+    # A member given twice, at any depth (parsers disagree on which wins).
+    for name, raw in (
+        ("duplicate_cell", with_member(js(base), "cell", "b.cells.example.com")),
+        ("duplicate_exp", with_member(js(base), "exp", 1900)),
+        ("duplicate_unknown_member", with_member(js({**base, "x": 1}), "x", 1)),
+        ("duplicate_nested", with_member(js(base), "ext", {"a": 1}).replace(b'{"a":1}', b'{"a":1,"a":1}')),
+        # The JSON grammar of tokens.json.
+        ("nan", js(base)[:-1] + b',"x":NaN}'),
+        ("unpaired_surrogate", js(base)[:-1] + b',"x":"\\udfff"}'),
+        ("number_overflows", js(base)[:-1] + b',"x":-1e309}'),
+        ("nested_128", js(base)[:-1] + b',"x":' + b"[" * 127 + b"]" * 127 + b"}"),
+        ("nested_5000", js(base)[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+    ):
+        err(name, unsigned(raw), "payload")
+    ok("nested_127", unsigned(js(base)[:-1] + b',"x":' + b"[" * 126 + b"]" * 126 + b"}"), base)
     for missing in ("tenant", "cell", "iat", "exp", "map_version"):
         err(f"missing_{missing}", unsigned({k: v for k, v in base.items() if k != missing}), "payload")
     for name, over in (
@@ -466,10 +701,18 @@ def claims_cases() -> list[dict]:
         ("cell_254", {"cell": ".".join(["a" * 62] * 4) + ".ab"}),
         ("tenant_with_dot", {"tenant": "a.b"}),
         ("tenant_empty", {"tenant": ""}),
+        ("cell_two_trailing_dots", {"cell": "a.cells.example.com.."}),
+        ("cell_only_a_dot", {"cell": "."}),
+        ("cell_leading_dot", {"cell": ".a.example"}),
         ("exp_equals_iat", {"exp": 1000}),
         ("exp_before_iat", {"exp": 999}),
+        ("lifetime_30_days_plus_1", {"exp": 1000 + CLIENT_MAX_LIFETIME + 1}),
+        ("exp_year_9999", {"exp": 253402300799}),
+        ("exp_2_53_minus_1", {"exp": 2**53 - 1}),
     ):
         err(name, unsigned({**base, **over}), "invalid")
+    ok("lifetime_30_days", unsigned({**base, "exp": 1000 + CLIENT_MAX_LIFETIME}), {**base, "exp": 1000 + CLIENT_MAX_LIFETIME})
+    ok("one_trailing_dot", unsigned({**base, "cell": "a.cells.example.com."}), base)
     cell_253 = ".".join(["a" * 62] * 4) + ".a"
     assert len(cell_253) == 253
     ok("cell_253", unsigned({**base, "cell": cell_253}), {**base, "cell": cell_253})
@@ -533,8 +776,8 @@ def signal_cases() -> dict:
         {"name": "ok", "code": 0, "trailers": [["cellns-wrong-cell", b]], "signal": None},
     ]
     make = []
-    for exp_in, got_in in ((b, a), ("B.Cells.Example.com.", a), (a, "A.CELLS.EXAMPLE.COM."), (b, b + ".")):
-        e, g = exp_in.rstrip(".").lower(), got_in.rstrip(".").lower()
+    for exp_in, got_in in ((b, a), ("B.Cells.Example.com.", a), (a, "A.CELLS.EXAMPLE.COM."), (b, b + "."), (b + "..", a)):
+        e, g = canonical_host(exp_in), canonical_host(got_in)
         make.append(
             {
                 "expected": exp_in,
@@ -608,9 +851,10 @@ class Model:
         assert c is not None
         return {"action": "send", "cell": c["cell"], "token": c["token"]}
 
-    def fetched(self, now: int, tok: str, cell: str | None, lifetime_s: int | None) -> None:
-        if cell is None or lifetime_s is None:
-            return  # unreadable: a failed fetch
+    def fetched(self, now: int, tok: str, cell: str | None, lifetime_s: int | None) -> bool:
+        """False when the token is unreadable (a failed fetch)."""
+        if cell is None or lifetime_s is None or not 0 < lifetime_s <= CLIENT_MAX_LIFETIME:
+            return False
         life = lifetime_s * 1000
         self.current = {
             "token": tok,
@@ -620,6 +864,7 @@ class Model:
             "expires_at": now + life,
             "attempt": self.attempt,
         }
+        return True
 
     def served(self) -> None:
         if self.current is not None and self.current["attempt"] == self.attempt:
@@ -648,8 +893,8 @@ class Script:
     def fetched(self, now: int, cell: str, lifetime: int, iat: int = 1_000_000) -> None:
         self.n += 1
         tok = client_token(cell, lifetime, self.n, iat)
-        self.model.fetched(now, tok, cell, lifetime)
-        self.out["steps"].append({"op": "fetched", "now_ms": now, "token": tok, "ok": True})
+        ok = self.model.fetched(now, tok, cell, lifetime)
+        self.out["steps"].append({"op": "fetched", "now_ms": now, "token": tok, "ok": ok})
 
     def fetched_garbage(self, now: int) -> None:
         self.model.fetched(now, "garbage", None, None)
@@ -746,6 +991,21 @@ def refresher_scenarios() -> list[dict]:
     s.next(a["until_ms"])
     out.append(s.out)
 
+    # A token living more than 30 days is unreadable (a failed fetch); one
+    # of exactly 30 days is used, and refreshed a minute before its end.
+    s = Script("lifetime_over_30_days", 6)
+    s.next(0)
+    s.fetched(0, "a.cells.example.com", CLIENT_MAX_LIFETIME + 1)
+    a = s.next(0)
+    assert a["action"] == "sleep"
+    s.next(a["until_ms"])
+    s.fetched(a["until_ms"], "a.cells.example.com", CLIENT_MAX_LIFETIME)
+    s.op("served", a["until_ms"])
+    end = a["until_ms"] + CLIENT_MAX_LIFETIME * 1000
+    s.next(end - 60_001)
+    s.next(end - 60_000)
+    out.append(s.out)
+
     # iat/exp decades in the past: the lifetime counts from receipt.
     s = Script("lifetime_from_receipt", 5)
     s.next(0)
@@ -803,7 +1063,7 @@ def documents() -> dict[str, object]:
         "tokens.json": {
             "now": NOW,
             "expect": {"issuer": ISSUER, "audience": AUDIENCE, "cell": CELL, "leeway": LEEWAY, "max_lifetime": MAX_LIFETIME},
-            "jwks": {"keys": [ED.jwk(), ES.jwk()]},
+            "jwks": tokens_jwks(),
             "cases": token_cases(),
         },
         "jwks.json": {"cases": jwks_cases()},

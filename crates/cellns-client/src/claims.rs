@@ -40,12 +40,80 @@ pub(crate) fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64
 
 /// `bytes` as a JSON object deserialised into `T`. serde would also fill a
 /// struct from an array of its fields in order; a JOSE header or claims set
-/// is an object, nothing else.
+/// is an object, nothing else. An object anywhere in it with a member name
+/// twice is refused: JSON parsers disagree on which copy wins (serde keeps
+/// the last of a map, refuses a struct field given twice, ignores unknown
+/// ones), so the SDKs all refuse such a document (sdk/vectors). The rest
+/// of serde_json's grammar (no unpaired surrogate escape, no number beyond
+/// a double's range, at most 127 nested arrays and objects) is the one the
+/// Python and TypeScript SDKs follow too.
 pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err("not a JSON object".into());
     }
+    serde_json::from_slice::<UniqueMembers>(bytes).map_err(|e| e.to_string())?;
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// Any JSON value in which no object has a member name twice (names
+/// compared after unescaping); only checked, nothing kept.
+struct UniqueMembers;
+
+impl<'de> Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueMembers)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembers {
+    type Value = UniqueMembers;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value without duplicate member names")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<UniqueMembers>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            map.next_value::<UniqueMembers>()?;
+            if seen.contains(&name) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "member {name:?} appears twice in one object"
+                )));
+            }
+            seen.insert(name);
+        }
+        Ok(self)
+    }
 }
 
 /// base64url that accepts the payload with or without `=` padding (JWS
@@ -62,7 +130,8 @@ pub enum ClaimsError {
     /// Not three dot-separated parts, or longer than [`MAX_TOKEN_LEN`].
     #[error("not a JWT: {0}")]
     NotJwt(&'static str),
-    /// The payload is not base64url-encoded JSON with the routing claims.
+    /// The payload is not base64url-encoded JSON with the routing claims
+    /// (or an object in it has a member name twice).
     #[error("token payload: {0}")]
     Payload(String),
     /// A claim has a value a client must not use (e.g. a `cell` that is not
@@ -117,7 +186,8 @@ impl TokenClaims {
 /// without verifying its signature: base64url-decodes the payload (padding
 /// optional) and parses `tenant`, `cell`, `map_version` (strings), `iat`
 /// and `exp` (integers up to [`MAX_NUMERIC_DATE`]). Other claims are
-/// ignored. `cell` must be a hostname and `tenant` a DNS label, since a
+/// ignored, but no object of the payload may have a member name twice
+/// ([`ClaimsError::Payload`]). `cell` must be a hostname and `tenant` a DNS label, since a
 /// client puts them into names and URLs; `exp` must be after `iat`, by at
 /// most [`MAX_TOKEN_LIFETIME_SECS`].
 pub fn read_claims(token: &str) -> Result<TokenClaims, ClaimsError> {
@@ -270,6 +340,33 @@ pub(crate) mod tests {
                 ),
                 "{claim}"
             );
+        }
+    }
+
+    #[test]
+    fn refuses_a_member_given_twice_at_any_depth() {
+        let with = |payload: &str| {
+            let t = format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"k"}"#),
+                URL_SAFE_NO_PAD.encode(payload),
+                URL_SAFE_NO_PAD.encode([7u8; 64])
+            );
+            read_claims(&t)
+        };
+        let base = r#""tenant":"acme","cell":"a.example","iat":10,"exp":20,"map_version":"v""#;
+        assert!(with(&format!("{{{base}}}")).is_ok());
+        // The same name in different objects is fine.
+        assert!(with(&format!(r#"{{{base},"x":{{"x":{{"x":1}}}}}}"#)).is_ok());
+        for dup in [
+            r#""cell":"b.example""#,
+            r#""unread":1,"unread":2"#,
+            r#""x":[{"a":1,"a":1}]"#,
+            r#""x":{"y":{"a":1,"a":1}}"#,
+        ] {
+            let e = with(&format!("{{{base},{dup}}}")).unwrap_err();
+            assert!(matches!(e, ClaimsError::Payload(_)), "{dup}: {e}");
+            assert!(e.to_string().contains("twice"), "{e}");
         }
     }
 

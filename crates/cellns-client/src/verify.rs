@@ -11,7 +11,7 @@
 //! 1. `too_large`: longer than [`MAX_TOKEN_LEN`] bytes;
 //! 2. the structure and the header, before any key is looked at (which
 //!    defeats algorithm confusion): three base64url parts, the header a
-//!    JSON object (`malformed`); `alg` is `none` in any case (`alg_none`);
+//!    JSON object in which no object has a member name twice (`malformed`); `alg` is `none` in any case (`alg_none`);
 //!    `alg` is not exactly `EdDSA` or `ES256` (`disallowed_algorithm`); a
 //!    `crit` member, or no string `kid` (`malformed`);
 //! 3. `kid` names a published key (`unknown_kid`) of the header's algorithm
@@ -20,8 +20,9 @@
 //!    valid (`bad_signature`); an ES256 signature whose S is above n/2 (the
 //!    second valid encoding of the same token, see RFC 6979 and BIP 62),
 //!    `non_canonical_signature`;
-//! 5. the payload: base64url JSON with the claims of [`Claims`], with a
-//!    non-empty `cell` (`malformed`);
+//! 5. the payload: base64url JSON with the claims of [`Claims`], no member
+//!    name twice in any object, a `cell` not empty in canonical form
+//!    (`malformed`);
 //! 6. times, with the leeway: `exp` (`expired`), `nbf` (`not_yet_valid`),
 //!    `iat` (`issued_in_future`), then `exp - iat` against the maximum
 //!    lifetime (`lifetime_too_long`);
@@ -117,7 +118,8 @@ pub enum VerifyError {
         max: usize,
     },
     /// Not a JWS compact serialisation, or a header or claim is missing or
-    /// of the wrong type, or the `cell` claim is empty.
+    /// of the wrong type, or a member is given twice, or the `cell` claim
+    /// is empty (in canonical form).
     #[error("malformed token: {0}")]
     Malformed(String),
     /// `alg` is `none`: an unsigned token.
@@ -382,13 +384,17 @@ impl PublicKeySet {
     /// `"sig"`; an `alg` other than absent, `null` or the curve's algorithm
     /// (a `use` or `alg` that is not a string is "other" too).
     ///
-    /// A usable-looking key with a bad value (`x` or `y` missing, not
-    /// strict base64url of 32 bytes, not a point of the curve, an Ed25519
-    /// key of small order) makes the whole document an error: the issuer
-    /// publishes something broken, and every SDK refuses such a set alike
-    /// (sdk/vectors/jwks.json). A `kid` that appears more than once in the
-    /// document is ambiguous: every key with it is dropped (and logged),
-    /// so tokens naming it get `unknown_kid`.
+    /// A usable-looking key with bad material (`x` or `y` missing, not
+    /// strict base64url of 32 bytes, a P-256 point not on the curve or with
+    /// a coordinate not below p, an Ed25519 key that is not the RFC 8032
+    /// encoding of a point or is of small order) is skipped too, and
+    /// logged: the issuer publishes something broken, but one broken key
+    /// must not take the others down (issue 15). A `kid` that appears on
+    /// more than one entry (usable or not) is ambiguous: every entry with
+    /// it is dropped (and logged), so tokens naming it get `unknown_kid`.
+    /// Only a document that is not a JSON object with a `keys` array (or
+    /// is larger than 1 MiB) is an error. Every SDK reads a key set this
+    /// way (sdk/vectors/jwks.json).
     pub fn from_jwks(json: &[u8]) -> Result<Self, VerifyError> {
         let bad = |m: String| VerifyError::Jwks(m);
         if json.len() > MAX_JWKS_BYTES {
@@ -430,19 +436,28 @@ impl PublicKeySet {
             if !absent_or("use", "sig") || !absent_or("alg", alg.as_str()) {
                 continue;
             }
+            // Dropped whatever it holds (logged below, once per kid).
+            if seen.get(kid).is_some_and(|n| *n > 1) {
+                continue;
+            }
             let key = match alg {
                 Alg::EdDSA => s("x").and_then(ed25519_public),
                 Alg::ES256 => s("x").zip(s("y")).and_then(|(x, y)| p256_public(x, y)),
             };
             let Some(key) = key else {
-                return Err(bad(format!(
-                    "key {kid:?} is not a valid {crv} public key (x{} strict base64url of 32 bytes, a point of the curve)",
-                    if alg == Alg::ES256 { " and y" } else { "" }
-                )));
-            };
-            if seen.get(kid).is_some_and(|n| *n > 1) {
+                let want = match alg {
+                    Alg::EdDSA => {
+                        "x strict base64url of 32 bytes encoding a point not of small order"
+                    }
+                    Alg::ES256 => "x and y strict base64url of 32 bytes, a point of the curve",
+                };
+                tracing::warn!(
+                    kid,
+                    crv,
+                    "JWKS: key skipped, not a valid public key ({want})"
+                );
                 continue;
-            }
+            };
             keys.insert(kid.to_owned(), key);
         }
         for (kid, n) in seen {
@@ -499,12 +514,15 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Decodes a base64url Ed25519 public key, checking it is a curve point of
-/// full order (a weak key would let forged signatures verify).
+/// Decodes a base64url Ed25519 public key, checking it is the canonical
+/// encoding of a curve point (RFC 8032 §5.1.3: dalek would also read a y
+/// of p or more, reduced, which the other SDKs refuse) that is not of
+/// small order (a weak key would let forged signatures verify).
 fn ed25519_public(x: &str) -> Option<PublicKey> {
     let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(x).ok()?.try_into().ok()?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()?;
-    (!key.is_weak()).then_some(PublicKey::Ed25519(key))
+    let canonical = key.to_edwards().compress().to_bytes() == bytes;
+    (canonical && !key.is_weak()).then_some(PublicKey::Ed25519(key))
 }
 
 /// Decodes base64url P-256 coordinates, checking they are a curve point.
@@ -533,9 +551,9 @@ struct Parsed<'a> {
     signature: &'a str,
 }
 
-/// The header members the verifier reads. Deserialising into a struct
-/// also refuses a member given twice (JSON parsers disagree on which copy
-/// wins, so an ambiguous header is malformed).
+/// The header members the verifier reads ([`json_object`] has already
+/// refused a member given twice: JSON parsers disagree on which copy wins,
+/// so an ambiguous header is malformed).
 #[derive(Deserialize)]
 struct RawHeader {
     #[serde(default, deserialize_with = "present")]

@@ -17,7 +17,8 @@ from helpers import Scripted, json_reply
 V = load("tokens.json")
 NOW = V["now"]
 CASES = {c["name"]: c["token"] for c in V["cases"]}
-ED_JWK, ES_JWK = V["jwks"]["keys"]
+# The signers; the set also has a skipped key and a duplicated kid (README).
+ED_JWK, ES_JWK = V["jwks"]["keys"][:2]
 EXPECT = Expectations(**V["expect"])
 
 
@@ -147,6 +148,28 @@ def test_a_failed_refresh_keeps_the_cached_keys(clock: List[float]) -> None:
     clock[0] += 60
     v.verify(CASES["eddsa_valid"])
     assert jwks.fetches == 4 and v.last_error is not None
+
+
+def test_a_bad_key_is_skipped_and_logged_the_others_verify(
+    clock: List[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 15: one malformed key used to make the whole set refused.
+    broken = {**ED_JWK, "kid": "broken", "x": "AAAA"}
+    twice = [{**ES_JWK, "kid": "twice"}, {**ED_JWK, "kid": "twice"}]
+    jwks = Jwks([broken, ED_JWK, *twice, ES_JWK])
+    with caplog.at_level("WARNING", logger="cellns_client.verify"):
+        v = verifier(jwks, clock)
+    assert v.kids == {ED_JWK["kid"]: "EdDSA", ES_JWK["kid"]: "ES256"}
+    assert v.last_error is None
+    assert v.verify(CASES["eddsa_valid"])["tenant"] == "acme"
+    assert v.verify(CASES["es256_valid"])["tenant"] == "acme"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "'broken' skipped" in logged and "'twice' published 2 times" in logged, logged
+    # Only a document that is not a key set is a failed refresh.
+    jwks.doc = b'{"keys": {}}'
+    clock[0] += 61
+    v.verify(CASES["eddsa_valid"])
+    assert v.last_error is not None and "keys" in v.last_error
 
 
 def test_size_cap(clock: List[float]) -> None:

@@ -1,5 +1,7 @@
 /** Strict base64url (RFC 4648 §5), as JWS uses it; no Node-only APIs. */
 
+import { parseJson } from "./json.js";
+
 const ALPHABET = /^[A-Za-z0-9_-]*$/;
 
 /** base64url without padding. */
@@ -36,10 +38,13 @@ export function decodePaddingOptional(text: string): Uint8Array {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** The JSON value of a base64url part (throws if it is not UTF-8 JSON). */
+/**
+ * The JSON value of a base64url part (throws if it is not UTF-8 JSON, or
+ * an object in it has a member name twice).
+ */
 export function decodeJson(part: string, paddingOptional = false): unknown {
   const bytes = paddingOptional ? decodePaddingOptional(part) : decode(part);
-  return JSON.parse(utf8.decode(bytes));
+  return parseJson(utf8.decode(bytes));
 }
 
 /** UTF-8 length of a string, without encoding it when it is obviously too long. */

@@ -3,7 +3,8 @@
  *
  * SDKs hold no keys: the cell verifies the token. The claims are still
  * outsider-controlled input, so they are checked before use: `cell` must be
- * a hostname (it ends up in a URL), `tenant` one DNS label, `exp` after `iat`.
+ * a hostname (it ends up in a URL), `tenant` one DNS label, `exp` after `iat`
+ * by at most 30 days.
  */
 
 import { decodeJson, utf8Length } from "./b64.js";
@@ -12,13 +13,19 @@ import { decodeJson, utf8Length } from "./b64.js";
 export const MAX_TOKEN_BYTES = 16384;
 /** Largest `iat`/`nbf`/`exp` accepted: 2^53 - 1 (`Number.MAX_SAFE_INTEGER`). */
 export const MAX_NUMERIC_DATE = Number.MAX_SAFE_INTEGER;
+/**
+ * Longest lifetime (`exp - iat`, seconds) a client accepts: 30 days. A
+ * client keeps times as "received + lifetime"; a token claiming to live for
+ * centuries is nonsense (cells accept a day by default).
+ */
+export const MAX_TOKEN_LIFETIME = 30 * 86400;
 
 /** Why a token's claims could not be read. */
 export type ClaimsErrorKind = "not_jwt" | "payload" | "invalid";
 
 /** A token whose claims a client cannot use. */
 export class ClaimsError extends Error {
-  /** `not_jwt` (too long, not three parts), `payload` (not base64url JSON, a claim missing or mistyped), `invalid` (a value a client must not use). */
+  /** `not_jwt` (too long, not three parts), `payload` (not base64url JSON, a member name twice, a claim missing or mistyped), `invalid` (a value a client must not use, a lifetime over 30 days). */
   readonly kind: ClaimsErrorKind;
   constructor(kind: ClaimsErrorKind, message: string) {
     super(message);
@@ -58,9 +65,13 @@ export function isHostname(name: string): boolean {
   return name.length > 0 && name.length <= 253 && name.split(".").every(isLabel);
 }
 
-/** How hostnames are compared: ASCII-lowercase, trailing dots removed. */
+/**
+ * The one canonical form of a hostname, as in every cellns SDK: ASCII
+ * letters lowercased and ONE trailing dot removed (`a.example..` becomes
+ * `a.example.`, which is not a hostname, rather than `a.example`).
+ */
 export function canonicalHost(name: string): string {
-  return asciiLower(name.replace(/\.+$/, ""));
+  return asciiLower(name.endsWith(".") ? name.slice(0, -1) : name);
 }
 
 /** Lowercases A-Z only (DNS compares ASCII case-insensitively). */
@@ -68,7 +79,11 @@ export function asciiLower(s: string): string {
   return s.replace(/[A-Z]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 32));
 }
 
-/** Reads the routing claims of `token` without verifying it; throws {@link ClaimsError}. */
+/**
+ * Reads the routing claims of `token` without verifying it: `cell` a
+ * hostname (canonical form), `tenant` one DNS label, `exp` after `iat` by
+ * at most {@link MAX_TOKEN_LIFETIME}. Throws {@link ClaimsError}.
+ */
 export function readClaims(token: string): TokenClaims {
   if (utf8Length(token, MAX_TOKEN_BYTES) > MAX_TOKEN_BYTES) {
     throw new ClaimsError("not_jwt", `not a JWT: longer than ${MAX_TOKEN_BYTES} bytes`);
@@ -102,5 +117,8 @@ export function readClaims(token: string): TokenClaims {
   const iat = p.iat as number;
   const exp = p.exp as number;
   if (exp <= iat) throw new ClaimsError("invalid", "claim exp: not after iat, the token has no lifetime");
+  if (exp - iat > MAX_TOKEN_LIFETIME) {
+    throw new ClaimsError("invalid", `token lifetime (exp - iat) of ${exp - iat} s is longer than the ${MAX_TOKEN_LIFETIME} s a client accepts`);
+  }
   return { tenant, cell, iat, exp, mapVersion: p.map_version as string };
 }

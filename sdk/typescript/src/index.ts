@@ -14,6 +14,7 @@
 export {
   ClaimsError,
   MAX_TOKEN_BYTES,
+  MAX_TOKEN_LIFETIME,
   canonicalHost,
   isHostname,
   readClaims,

@@ -48,7 +48,7 @@ export class WrongCell {
     readonly message: string,
   ) {}
 
-  /** The signal of cell `expected` refusing a token for cell `got` (both lowercased, no trailing dots). */
+  /** The signal of cell `expected` refusing a token for cell `got` (both in canonical form: lowercase, one trailing dot removed). */
   static create(expected: string, got: string): WrongCell {
     const e = canonicalHost(expected);
     const g = canonicalHost(got);

@@ -89,7 +89,7 @@ export interface Claims {
 export interface ExpectationsInit {
   issuer: string;
   audience: string;
-  /** This cell's hostname (compared ASCII case-insensitively, trailing dots ignored). */
+  /** This cell's hostname (compared in canonical form: ASCII case-insensitively, one trailing dot ignored). */
   cell: string;
   /** Seconds, 0 to 300 (default 30). */
   leeway?: number;
@@ -128,6 +128,9 @@ const CURVES: Record<string, Alg> = { "OKP Ed25519": "EdDSA", "EC P-256": "ES256
 const STRING_CLAIMS = ["iss", "aud", "sub", "jti", "tenant", "cell", "cell_id", "region", "map_version"];
 const DATE_CLAIMS = ["iat", "nbf", "exp"];
 const P256_HALF_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n / 2n;
+const P256_P = 2n ** 256n - 2n ** 224n + 2n ** 192n + 2n ** 96n - 1n;
+const ED_P = 2n ** 255n - 19n;
+const ED_D = mod(-121665n * modPow(121666n, ED_P - 2n, ED_P), ED_P);
 
 interface Key {
   alg: Alg;
@@ -146,11 +149,18 @@ export class KeySet {
   private constructor(private readonly keys: Map<string, Key>) {}
 
   /**
-   * Parses a JWKS document. Keys cellns does not use (other types or curves,
-   * no `kid`, `use` other than `sig`, an `alg` not the curve's) are skipped; a
-   * usable-looking key with a bad value makes it an error (`jwks_unavailable`).
+   * Parses a JWKS document, entry by entry (sdk/vectors/README.md).
+   *
+   * Entries cellns does not use (other types or curves, no `kid`, `use`
+   * other than `sig`, an `alg` not the curve's) are skipped. So is a
+   * usable-looking key with bad material (`x`/`y` not strict base64url of
+   * 32 bytes, not a point of the curve, an Ed25519 key of small order),
+   * told to `warn`: one broken key must not take the others down. A `kid`
+   * on more than one entry is ambiguous: every entry with it is dropped,
+   * told to `warn`. Only a document that is not a JSON object with a `keys`
+   * array (or larger than 1 MiB) is an error (`jwks_unavailable`).
    */
-  static async fromJwks(document: string | Uint8Array | object): Promise<KeySet> {
+  static async fromJwks(document: string | Uint8Array | object, warn: (message: string) => void = consoleWarn): Promise<KeySet> {
     const bad = (m: string) => new VerifyError("jwks_unavailable", `JWKS: ${m}`);
     let doc: unknown = document;
     if (typeof document === "string" || document instanceof Uint8Array) {
@@ -163,35 +173,27 @@ export class KeySet {
     }
     const list = isObject(doc) ? doc.keys : undefined;
     if (!Array.isArray(list)) throw bad('not an object with a "keys" array');
+    const entries = list.filter(isObject);
+    const copies = new Map<string, number>();
+    for (const k of entries) if (typeof k.kid === "string") copies.set(k.kid, (copies.get(k.kid) ?? 0) + 1);
+    for (const [kid, n] of copies) {
+      if (n > 1) warn(`JWKS: key id ${JSON.stringify(kid)} published ${n} times; ambiguous, every copy dropped`);
+    }
     const keys = new Map<string, Key>();
-    for (const k of list) {
-      if (!isObject(k) || typeof k.kid !== "string" || typeof k.kty !== "string" || typeof k.crv !== "string") continue;
+    for (const k of entries) {
+      if (typeof k.kid !== "string" || typeof k.kty !== "string" || typeof k.crv !== "string") continue;
       const alg = Object.hasOwn(CURVES, `${k.kty} ${k.crv}`) ? CURVES[`${k.kty} ${k.crv}`] : undefined;
       // `use` and `alg` may be absent (or null); anything else but "sig" and
       // the curve's algorithm (another string, another type) skips the key.
       if (alg === undefined || (k.use != null && k.use !== "sig") || (k.alg != null && k.alg !== alg)) continue;
-      const kid = k.kid;
-      const coord = (name: string): Uint8Array | null => {
-        const v = k[name];
-        if (typeof v !== "string") return null;
-        try {
-          return decode(v);
-        } catch {
-          throw bad(`key ${JSON.stringify(kid)}: ${name} is not base64url`);
-        }
-      };
-      const x = coord("x");
-      const y = alg === "ES256" ? coord("y") : null;
-      if (x === null || x.length !== 32 || (alg === "ES256" && (y === null || y.length !== 32))) {
-        throw bad(`key ${JSON.stringify(kid)}: not a ${String(k.crv)} public key (x, y of 32 bytes)`);
+      if (copies.get(k.kid)! > 1) continue;
+      const key = await publicKey(alg, k.x, k.y);
+      if (key === null) {
+        const want = alg === "EdDSA" ? "x strict base64url of 32 bytes encoding a point not of small order" : "x and y strict base64url of 32 bytes, a point of the curve";
+        warn(`JWKS: key ${JSON.stringify(k.kid)} skipped, not a valid ${k.crv} public key (${want})`);
+        continue;
       }
-      const jwk: JWK = { kty: k.kty as string, crv: k.crv as string, x: k.x as string };
-      if (alg === "ES256") jwk.y = k.y as string;
-      try {
-        keys.set(kid, { alg, key: await importJWK(jwk, alg) });
-      } catch (e) {
-        throw bad(`key ${JSON.stringify(kid)}: not a valid ${String(k.crv)} public key (${(e as Error).message})`);
-      }
+      keys.set(k.kid, { alg, key });
     }
     return new KeySet(keys);
   }
@@ -215,6 +217,85 @@ export class KeySet {
   key(kid: string): Key | undefined {
     return this.keys.get(kid);
   }
+}
+
+const consoleWarn = (message: string) => console.warn(`cellns-client: ${message}`);
+
+/** A JWK coordinate: strict base64url of exactly 32 bytes, else null. */
+function coordinate(v: unknown): Uint8Array | null {
+  if (typeof v !== "string") return null;
+  try {
+    const raw = decode(v);
+    return raw.length === 32 ? raw : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The key of a usable-looking JWK's material, or null when it is bad. */
+async function publicKey(alg: Alg, x: unknown, y: unknown): Promise<Key["key"] | null> {
+  const xb = coordinate(x);
+  if (xb === null) return null;
+  let jwk: JWK;
+  if (alg === "EdDSA") {
+    if (!ed25519PointOk(xb)) return null;
+    jwk = { kty: "OKP", crv: "Ed25519", x: x as string };
+  } else {
+    const yb = coordinate(y);
+    // Checked here rather than left to the crypto backend, as in every SDK.
+    if (yb === null || bigEndian(xb) >= P256_P || bigEndian(yb) >= P256_P) return null;
+    jwk = { kty: "EC", crv: "P-256", x: x as string, y: y as string };
+  }
+  try {
+    return await importJWK(jwk, alg); // refuses a P-256 point off the curve
+  } catch {
+    return null;
+  }
+}
+
+function bigEndian(bytes: Uint8Array): bigint {
+  let n = 0n;
+  for (const b of bytes) n = (n << 8n) | BigInt(b);
+  return n;
+}
+
+function mod(a: bigint, m: bigint): bigint {
+  const r = a % m;
+  return r < 0n ? r + m : r;
+}
+
+function modPow(base: bigint, exp: bigint, m: bigint): bigint {
+  let result = 1n;
+  let b = mod(base, m);
+  for (let e = exp; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * b) % m;
+    b = (b * b) % m;
+  }
+  return result;
+}
+
+/**
+ * RFC 8032 §5.1.3 decoding succeeds (y below p, x^2 has a root, no -0) and
+ * the point is not of small order (8P is not the identity): the checks the
+ * Rust verifier makes; WebCrypto and OpenSSL load any 32 bytes.
+ */
+function ed25519PointOk(raw: Uint8Array): boolean {
+  const p = ED_P;
+  const n = bigEndian(raw.slice().reverse());
+  let y = n & (2n ** 255n - 1n);
+  const sign = n >> 255n;
+  if (y >= p) return false;
+  const u = mod(y * y - 1n, p);
+  const v = mod(ED_D * y * y + 1n, p);
+  let x = mod(u * modPow(v, 3n, p) * modPow(u * modPow(v, 7n, p), (p - 5n) / 8n, p), p);
+  if (mod(v * x * x, p) === mod(-u, p)) x = mod(x * modPow(2n, (p - 1n) / 4n, p), p);
+  if (mod(v * x * x, p) !== u || (x === 0n && sign === 1n)) return false;
+  for (let i = 0; i < 3; i++) {
+    // 8P by doubling (the addition law is complete).
+    const t = mod(ED_D * x * x * y * y, p);
+    [x, y] = [mod(2n * x * y * modPow(1n + t, p - 2n, p), p), mod((y * y + x * x) * modPow(mod(1n - t, p), p - 2n, p), p)];
+  }
+  return !(x === 0n && y === 1n);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -266,7 +347,7 @@ function screen(token: string): Screened {
   for (const name of DATE_CLAIMS) {
     if (!isNumericDate(payload[name])) throw malformed(`claim ${name} missing or not an integer in [0, 2^53-1]`);
   }
-  if (payload.cell === "") throw malformed("claim cell is empty");
+  if (canonicalHost(payload.cell as string) === "") throw malformed("claim cell is empty");
   if (payload.ext != null && !isObject(payload.ext)) throw malformed("claim ext is not an object");
   return { alg, kid: header.kid, claims: payload as Claims, sig };
 }
@@ -341,6 +422,8 @@ export interface VerifierOptions {
   wallClock?: () => number;
   /** Told about failed refreshes (the cached keys stay in use). Default `console.warn`. */
   onRefreshError?: (error: Error) => void;
+  /** Told about JWKS entries dropped (bad key material, a duplicated `kid`). Default `console.warn`. */
+  onKeyDropped?: (message: string) => void;
 }
 
 /** Verifies tokens for one cell, with the keys of a JWKS URL or a fixed {@link KeySet}. */
@@ -371,6 +454,7 @@ export class Verifier {
       clock: options.clock ?? (() => performance.now()),
       wallClock: options.wallClock ?? (() => Date.now() / 1000),
       onRefreshError: options.onRefreshError ?? ((e) => console.warn(`cellns-client: ${e.message}`)),
+      onKeyDropped: options.onKeyDropped ?? consoleWarn,
     };
   }
 
@@ -440,7 +524,7 @@ export class Verifier {
       }
       const body = await readBounded(resp, this.o.maxJwksBytes);
       if (body === null) throw new Error(`document larger than ${this.o.maxJwksBytes} bytes`);
-      this.keys = await KeySet.fromJwks(body);
+      this.keys = await KeySet.fromJwks(body, this.o.onKeyDropped);
       this.lastError = null;
       this.staleAt = this.o.clock() + cacheMs(resp.headers.get("cache-control"), this.o.defaultMaxAgeMs, this.o.refetchIntervalMs);
     } catch (e) {

@@ -33,7 +33,7 @@ async function cell(verifier) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
-const fixed = Verifier.fromKeySet(await KeySet.fromJwks(V.jwks), EXPECT, { wallClock: () => V.now });
+const fixed = Verifier.fromKeySet(await KeySet.fromJwks(V.jwks, () => {}), EXPECT, { wallClock: () => V.now });
 const base = await cell(fixed);
 const get = (token, path = "/v1/whoami", url = base) =>
   fetch(url + path, { headers: token ? { authorization: `Bearer ${token}` } : {} });

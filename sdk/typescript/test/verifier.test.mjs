@@ -9,6 +9,7 @@ import { load, scripted } from "./helpers.mjs";
 const V = load("tokens.json");
 const NOW = V.now;
 const T = Object.fromEntries(V.cases.map((c) => [c.name, c.token]));
+// The signers; the set also has a skipped key and a duplicated kid (README).
 const [ED, ES] = V.jwks.keys;
 const EXPECT = { issuer: "cellns", audience: "cells", cell: V.expect.cell };
 const servers = [];
@@ -110,6 +111,30 @@ test("a failed refresh keeps the cached keys", async () => {
   assert.equal(v.lastError, null);
 });
 
+test("a bad key is skipped and told, the others verify", async () => {
+  // Issue 15: one malformed key used to make the whole set refused.
+  const broken = { ...ED, kid: "broken", x: "AAAA" };
+  const twice = [{ ...ES, kid: "twice" }, { ...ED, kid: "twice" }];
+  const j = await jwks([broken, ED, ...twice, ES]);
+  const dropped = [];
+  const errors = [];
+  const clock = { ms: 0 };
+  const v = await verifier(j, clock, { onKeyDropped: (m) => dropped.push(m), onRefreshError: (e) => errors.push(e.message) });
+  assert.deepEqual(v.kids, { [ED.kid]: "EdDSA", [ES.kid]: "ES256" });
+  assert.equal(v.lastError, null);
+  assert.equal((await v.verify(T.eddsa_valid)).tenant, "acme");
+  assert.equal((await v.verify(T.es256_valid)).tenant, "acme");
+  assert.equal(dropped.length, 2, dropped.join("\n"));
+  assert.ok(dropped.some((m) => m.includes('"broken" skipped')), dropped.join("\n"));
+  assert.ok(dropped.some((m) => m.includes('"twice" published 2 times')), dropped.join("\n"));
+  // Only a document that is not a key set is a failed refresh.
+  j.doc = '{"keys": {}}';
+  clock.ms = 61_000;
+  await v.verify(T.eddsa_valid);
+  assert.match(v.lastError, /keys/);
+  assert.equal(errors.length, 1);
+});
+
 test("the JWKS size is capped", async () => {
   const big = JSON.stringify({ keys: [ED], pad: "x".repeat(2000) });
   for (const headers of [{ "content-length": String(big.length) }, {}]) {
@@ -130,7 +155,7 @@ test("unreachable, lazy, and malformed tokens without fetches", async () => {
 });
 
 test("fixed key sets and bounded settings", async () => {
-  const v = Verifier.fromKeySet(await KeySet.fromJwks(V.jwks), EXPECT, { wallClock: () => NOW });
+  const v = Verifier.fromKeySet(await KeySet.fromJwks(V.jwks, quiet), EXPECT, { wallClock: () => NOW });
   assert.equal(v.url, null);
   assert.equal((await v.verify(T.es256_valid)).tenant, "acme");
   await assert.rejects(v.verify(T.eddsa_wrong_cell), (e) => e.code === "wrong_cell" && e.expected === EXPECT.cell && e.got === "use1-b.cells.example.com");

@@ -17,7 +17,14 @@ The cell side (verifying tokens, ASGI and WSGI middleware) is in
 The protocol is docs/sdk.md of the cellns repository.
 """
 
-from .claims import MAX_TOKEN_BYTES, ClaimsError, TokenClaims, is_hostname, read_claims
+from .claims import (
+    MAX_TOKEN_BYTES,
+    MAX_TOKEN_LIFETIME,
+    ClaimsError,
+    TokenClaims,
+    is_hostname,
+    read_claims,
+)
 from .dns import Lookup, resolve, resolve_async, same_endpoint, tenant_hostname
 from .refresh import (
     FETCH,
@@ -47,6 +54,7 @@ __all__ = [
     "GRPC_WRONG_CELL_STATUS",
     "GRPC_WRONG_CELL_TRAILER",
     "MAX_TOKEN_BYTES",
+    "MAX_TOKEN_LIFETIME",
     "SEND",
     "SLEEP",
     "WRONG_CELL_CODE",

@@ -3,14 +3,16 @@
 SDKs hold no keys: the cell verifies the token, and a forged token gets a
 client nowhere. The claims are still outsider-controlled input, so they are
 checked before use: `cell` must be a hostname (it ends up in a URL), `tenant`
-one DNS label, and `exp` after `iat`.
+one DNS label, and `exp` after `iat` by at most 30 days.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 from . import _b64
 
@@ -20,14 +22,19 @@ MAX_TOKEN_BYTES = 16384
 #: Largest `iat`/`nbf`/`exp` accepted: 2^53 - 1, the largest integer every
 #: JSON implementation (JavaScript's included) reads exactly.
 MAX_NUMERIC_DATE = 2**53 - 1
+#: Longest lifetime (``exp - iat``, seconds) a client accepts: 30 days. A
+#: client keeps times as "received + lifetime"; a token claiming to live for
+#: centuries is nonsense (cells accept a day by default).
+MAX_TOKEN_LIFETIME = 30 * 86400
 
 
 class ClaimsError(ValueError):
     """A token whose claims a client cannot use.
 
     ``kind`` is ``"not_jwt"`` (too long, or not three dot-separated parts),
-    ``"payload"`` (not base64url JSON, or a claim missing or of the wrong
-    type) or ``"invalid"`` (a claim with a value a client must not use).
+    ``"payload"`` (not base64url JSON, a member name twice in an object, or
+    a claim missing or of the wrong type) or ``"invalid"`` (a claim with a
+    value a client must not use, a lifetime of more than 30 days).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -82,8 +89,10 @@ def is_hostname(name: str) -> bool:
 
 
 def canonical_host(name: str) -> str:
-    """How hostnames are compared: ASCII-lowercase, trailing dots removed."""
-    return _ascii_lower(name.rstrip("."))
+    """The one canonical form of a hostname, as in every cellns SDK: ASCII
+    letters lowercased and ONE trailing dot removed (``a.example..`` becomes
+    ``a.example.``, which is not a hostname, rather than ``a.example``)."""
+    return _ascii_lower(name[:-1] if name.endswith(".") else name)
 
 
 def _ascii_lower(s: str) -> str:
@@ -95,17 +104,91 @@ def _ascii_lower(s: str) -> str:
 _LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
+#: Deepest nesting of arrays and objects in a token's header or payload
+#: (the outer object counts): the limit of Rust's serde_json, which the
+#: other SDKs follow so that the three refuse the same documents.
+MAX_JSON_DEPTH = 127
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unique_members(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    obj: Dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise ValueError(f"member {name!r} appears twice in one object")
+        obj[name] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:24]} is beyond a double's range")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    if math.isinf(float(text)):
+        raise ValueError(f"number {text[:24]}... is beyond a double's range")
+    return int(text)
+
+
+def _depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (strings skipped)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper: no need to scan
+    depth = deepest = 0
+    for c in _STRING.sub("", text):
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` with the one JSON grammar of every cellns SDK (that of
+    Rust's serde_json), else ValueError: no object with a member name twice,
+    at any depth (parsers disagree on which copy wins; Python's keeps the
+    last); no ``NaN`` or ``Infinity``; no number beyond a double's range; no
+    unpaired surrogate escape; at most :data:`MAX_JSON_DEPTH` nested arrays
+    and objects (deeper, Python's parser would raise RecursionError)."""
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"arrays and objects nested deeper than {MAX_JSON_DEPTH}")
+    value = json.loads(
+        text,
+        object_pairs_hook=_unique_members,
+        parse_constant=_no_constant,
+        parse_float=_finite_float,
+        parse_int=_finite_int,
+    )
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string with an unpaired surrogate escape") from None
+    return value
+
+
 def decode_part(part: str, *, padding_optional: bool = False) -> Any:
     """The JSON value a base64url token part encodes (ValueError if none)."""
     raw = (
         _b64.decode_padding_optional(part) if padding_optional else _b64.decode(part)
     )
-    return json.loads(raw.decode("utf-8"))
+    return loads(raw.decode("utf-8"))
 
 
 def read_claims(token: str) -> TokenClaims:
     """Reads the routing claims of ``token`` (a JWS compact serialisation)
-    without verifying its signature. Raises :class:`ClaimsError`."""
+    without verifying its signature: ``cell`` a hostname (canonical form),
+    ``tenant`` one DNS label, ``exp`` after ``iat`` by at most
+    :data:`MAX_TOKEN_LIFETIME`. Raises :class:`ClaimsError`."""
     if utf8_length(token) > MAX_TOKEN_BYTES:
         raise ClaimsError("not_jwt", f"not a JWT: longer than {MAX_TOKEN_BYTES} bytes")
     parts = token.strip().split(".")
@@ -142,6 +225,12 @@ def _routing_claims(payload: Mapping[str, Any]) -> TokenClaims:
         raise ClaimsError("invalid", f"claim tenant {payload['tenant']!r}: not one DNS label")
     if payload["exp"] <= payload["iat"]:
         raise ClaimsError("invalid", "claim exp: not after iat, the token has no lifetime")
+    if payload["exp"] - payload["iat"] > MAX_TOKEN_LIFETIME:
+        raise ClaimsError(
+            "invalid",
+            f"token lifetime (exp - iat) of {payload['exp'] - payload['iat']} s is longer "
+            f"than the {MAX_TOKEN_LIFETIME} s a client accepts",
+        )
     return TokenClaims(
         tenant=tenant,
         cell=cell,

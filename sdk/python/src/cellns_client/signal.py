@@ -53,7 +53,7 @@ class WrongCell:
     @classmethod
     def new(cls, expected: str, got: str) -> "WrongCell":
         """The signal of cell ``expected`` refusing a token for cell ``got``
-        (both compared and sent lowercase, without trailing dots)."""
+        (both in canonical form: lowercase, one trailing dot removed)."""
         e, g = canonical_host(expected), canonical_host(got)
         return cls(expected=e, got=g, message=wrong_cell_message(e, g))
 

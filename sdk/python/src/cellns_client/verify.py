@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from . import _b64
-from .claims import MAX_TOKEN_BYTES, canonical_host, is_numeric_date, utf8_length
+from .claims import MAX_TOKEN_BYTES, canonical_host, is_numeric_date, loads, utf8_length
 
 try:
     from jwt.algorithms import ECAlgorithm, OKPAlgorithm
@@ -81,6 +81,9 @@ CODES = (
 _ALGS = {"EdDSA": ("OKP", "Ed25519"), "ES256": ("EC", "P-256")}
 _CURVE_ALG = {v: k for k, v in _ALGS.items()}
 _P256_HALF_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551 // 2
+_P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+_ED_P = 2**255 - 19
+_ED_D = -121665 * pow(121666, _ED_P - 2, _ED_P) % _ED_P
 _STRING_CLAIMS = ("iss", "aud", "sub", "jti", "tenant", "cell", "cell_id", "region", "map_version")
 _DATE_CLAIMS = ("iat", "nbf", "exp")
 _ED = OKPAlgorithm()
@@ -107,7 +110,8 @@ class Expectations:
     issuer: str
     #: Required ``aud``.
     audience: str
-    #: This cell's hostname: ``cell`` must equal it (ASCII case-insensitive, trailing dots ignored).
+    #: This cell's hostname: ``cell`` must equal it, both in canonical form
+    #: (ASCII case-insensitive, one trailing dot ignored).
     cell: str
     #: Leeway on ``exp``, ``nbf`` and ``iat``, seconds (0 to :data:`MAX_LEEWAY`).
     leeway: int = DEFAULT_LEEWAY
@@ -143,10 +147,17 @@ class KeySet:
 
     @classmethod
     def from_jwks(cls, document: Union[bytes, str, Mapping[str, Any]]) -> "KeySet":
-        """Parses a JWKS document. Keys cellns does not use (other types or
-        curves, no ``kid``, ``use`` other than ``sig``, an ``alg`` that is not
-        the curve's) are skipped; a usable-looking key with a bad value makes
-        the document an error (``jwks_unavailable``)."""
+        """Parses a JWKS document, entry by entry (sdk/vectors/README.md).
+
+        Entries cellns does not use (other types or curves, no ``kid``,
+        ``use`` other than ``sig``, an ``alg`` that is not the curve's) are
+        skipped. So is a usable-looking key with bad material (``x``/``y``
+        not strict base64url of 32 bytes, not a point of the curve, an
+        Ed25519 key of small order), with a warning: one broken key must not
+        take the others down. A ``kid`` on more than one entry is ambiguous:
+        every entry with it is dropped, with a warning. Only a document that
+        is not a JSON object with a ``keys`` array (or larger than 1 MiB) is
+        an error (``jwks_unavailable``)."""
 
         def bad(msg: str) -> VerifyError:
             return VerifyError("jwks_unavailable", f"JWKS: {msg}")
@@ -162,10 +173,16 @@ class KeySet:
             doc = document
         if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
             raise bad('not an object with a "keys" array')
+        entries = [k for k in doc["keys"] if isinstance(k, Mapping)]
+        copies: Dict[str, int] = {}
+        for k in entries:
+            if isinstance(k.get("kid"), str):
+                copies[k["kid"]] = copies.get(k["kid"], 0) + 1
+        for kid, n in copies.items():
+            if n > 1:
+                log.warning("JWKS: key id %r published %d times; ambiguous, every copy dropped", kid, n)
         keys: Dict[str, _Key] = {}
-        for k in doc["keys"]:
-            if not isinstance(k, Mapping):
-                continue
+        for k in entries:
             kid, kty, crv = k.get("kid"), k.get("kty"), k.get("crv")
             if not (isinstance(kid, str) and isinstance(kty, str) and isinstance(crv, str)):
                 continue
@@ -176,20 +193,18 @@ class KeySet:
             # and the curve's algorithm (another string, another type) skips the key.
             if k.get("use") not in (None, "sig") or k.get("alg") not in (None, alg):
                 continue
-            try:
-                x = _b64.decode(k["x"]) if isinstance(k.get("x"), str) else None
-                y = _b64.decode(k["y"]) if isinstance(k.get("y"), str) else None
-            except ValueError:
-                raise bad(f"key {kid!r}: x or y is not base64url") from None
-            if x is None or len(x) != 32 or (alg == "ES256" and (y is None or len(y) != 32)):
-                raise bad(f"key {kid!r}: not a {crv} public key (x, y of 32 bytes)")
-            jwk = {"kty": kty, "crv": crv, "x": k["x"]}
-            if alg == "ES256":
-                jwk["y"] = k["y"]
-            try:
-                key = (_ED if alg == "EdDSA" else _ES).from_jwk(jwk)
-            except Exception as e:  # PyJWT's InvalidKeyError, cryptography's ValueError
-                raise bad(f"key {kid!r}: not a valid {crv} public key ({e})") from None
+            if copies[kid] > 1:
+                continue
+            key = _public_key(alg, k.get("x"), k.get("y"))
+            if key is None:
+                log.warning(
+                    "JWKS: key %r skipped: not a valid %s public key (x%s strict base64url of 32 bytes, %s)",
+                    kid,
+                    crv,
+                    "" if alg == "EdDSA" else " and y",
+                    "a point not of small order" if alg == "EdDSA" else "a point of the curve",
+                )
+                continue
             keys[kid] = _Key(alg, key)
         return cls(keys)
 
@@ -206,6 +221,61 @@ class KeySet:
         when valid, else :class:`VerifyError`. ``now``: Unix seconds."""
         header, signing_input, payload, sig = _screen(token)
         return _check(self, header, signing_input, payload, sig, expect, int(time.time()) if now is None else now)
+
+
+def _coordinate(value: object) -> Optional[bytes]:
+    """A JWK coordinate: strict base64url of exactly 32 bytes."""
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = _b64.decode(value)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _ed25519_point_ok(raw: bytes) -> bool:
+    """RFC 8032 §5.1.3 decoding succeeds (y below p, x^2 has a root, no -0)
+    and the point is not of small order (8P is not the identity): the
+    checks the Rust verifier makes; OpenSSL loads any 32 bytes."""
+    p, d = _ED_P, _ED_D
+    n = int.from_bytes(raw, "little")
+    y, sign = n & (2**255 - 1), n >> 255
+    if y >= p:
+        return False
+    u, v = (y * y - 1) % p, (d * y * y + 1) % p
+    x = u * pow(v, 3, p) * pow(u * pow(v, 7, p), (p - 5) // 8, p) % p
+    if v * x * x % p == (-u) % p:
+        x = x * pow(2, (p - 1) // 4, p) % p
+    if v * x * x % p != u or (x == 0 and sign):
+        return False
+    for _ in range(3):  # 8P, by doubling (the addition law is complete)
+        t = d * x * x * y * y % p
+        x, y = 2 * x * y * pow(1 + t, p - 2, p) % p, (y * y + x * x) * pow(1 - t, p - 2, p) % p
+    return (x, y) != (0, 1)
+
+
+def _public_key(alg: str, x: object, y: object) -> Any:
+    """The key object of a usable-looking JWK's material, or None when it is bad."""
+    xb = _coordinate(x)
+    if xb is None:
+        return None
+    if alg == "EdDSA":
+        if not _ed25519_point_ok(xb):
+            return None
+        jwk = {"kty": "OKP", "crv": "Ed25519", "x": x}
+        algo: Any = _ED
+    else:
+        yb = _coordinate(y)
+        # cryptography reduces a coordinate of p or more; the other SDKs refuse it.
+        if yb is None or max(int.from_bytes(xb, "big"), int.from_bytes(yb, "big")) >= _P256_P:
+            return None
+        jwk = {"kty": "EC", "crv": "P-256", "x": x, "y": y}
+        algo = _ES
+    try:
+        return algo.from_jwk(jwk)
+    except Exception:  # PyJWT's InvalidKeyError, cryptography's ValueError: not on the curve
+        return None
 
 
 def _screen(token: str) -> Tuple[_Header, bytes, Dict[str, Any], bytes]:
@@ -226,9 +296,9 @@ def _screen(token: str) -> Tuple[_Header, bytes, Dict[str, Any], bytes]:
     except ValueError as e:
         raise malformed(str(e)) from None
     try:
-        header = json.loads(raw_header.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise malformed("header is not UTF-8 JSON") from None
+        header = loads(raw_header.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise malformed(f"header is not UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
         raise malformed("header is not a JSON object")
     alg = header.get("alg")
@@ -245,9 +315,9 @@ def _screen(token: str) -> Tuple[_Header, bytes, Dict[str, Any], bytes]:
     if not isinstance(kid, str):
         raise malformed("header has no kid")
     try:
-        payload = json.loads(raw_payload.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise malformed("payload is not UTF-8 JSON") from None
+        payload = loads(raw_payload.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise malformed(f"payload is not UTF-8 JSON ({e})") from None
     if not isinstance(payload, dict):
         raise malformed("payload is not a JSON object")
     for name in _STRING_CLAIMS:
@@ -256,7 +326,7 @@ def _screen(token: str) -> Tuple[_Header, bytes, Dict[str, Any], bytes]:
     for name in _DATE_CLAIMS:
         if not is_numeric_date(payload.get(name)):
             raise malformed(f"claim {name} missing or not an integer in [0, 2^53-1]")
-    if not payload["cell"]:
+    if not canonical_host(payload["cell"]):
         raise malformed("claim cell is empty")
     if payload.get("ext") is not None and not isinstance(payload["ext"], dict):
         raise malformed("claim ext is not an object")
