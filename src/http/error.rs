@@ -98,6 +98,7 @@ impl From<IssueError> for ApiError {
             IssueError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
             IssueError::InvalidTtl { .. } => (StatusCode::BAD_REQUEST, "invalid_ttl"),
             IssueError::InvalidSubject => (StatusCode::BAD_REQUEST, "invalid_subject"),
+            IssueError::InvalidClaims => (StatusCode::BAD_REQUEST, "invalid_claims"),
             IssueError::NoSigningKey => (StatusCode::SERVICE_UNAVAILABLE, "no_signing_key"),
         };
         Self::new(status, code, e.to_string())

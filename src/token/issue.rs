@@ -21,6 +21,10 @@ use crate::route::{self, NoRoute};
 
 /// Longest accepted `subject`, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 256;
+/// Deepest nesting of the caller's extra claims (the `ext` object is level
+/// 1). Verifiers refuse JSON nested deeper than 127 levels; the bound keeps
+/// every token cellns issues well inside it.
+pub const MAX_CLAIMS_DEPTH: usize = 32;
 
 /// What the issuer puts in every token.
 #[derive(Debug, Clone)]
@@ -89,6 +93,9 @@ pub enum IssueError {
     /// `subject` is empty, too long or has control characters.
     #[error("subject must be 1 to {MAX_SUBJECT_LEN} bytes without control characters")]
     InvalidSubject,
+    /// The extra `claims` are nested too deep for verifiers.
+    #[error("claims are nested more than {MAX_CLAIMS_DEPTH} levels deep")]
+    InvalidClaims,
     /// Every key file was removed from the key directory.
     #[error("no signing key: the key directory is empty")]
     NoSigningKey,
@@ -150,6 +157,13 @@ impl Issuer {
         {
             return Err(IssueError::InvalidSubject);
         }
+        if req
+            .claims
+            .as_ref()
+            .is_some_and(|c| depth(c.values()) >= MAX_CLAIMS_DEPTH)
+        {
+            return Err(IssueError::InvalidClaims);
+        }
         let route = route::explain(view, &req.tenant).map_err(|e| match e {
             NoRoute::InvalidTenant(..) => IssueError::InvalidTenant(e),
             NoRoute::Unknown(..) => IssueError::UnknownTenant(e),
@@ -197,6 +211,23 @@ impl Issuer {
             map_version: snap.version.clone(),
         })
     }
+}
+
+/// How deep the deepest of `values` nests (a scalar is 0, `[]` or `{}` 1).
+/// Iterative, so no input can exhaust the stack.
+fn depth<'a>(values: impl Iterator<Item = &'a serde_json::Value>) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&serde_json::Value, usize)> = values.map(|v| (v, 0)).collect();
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            serde_json::Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
 }
 
 /// A random 128-bit token id, base64url.
@@ -290,6 +321,21 @@ mod tests {
         assert!(matches!(
             i.issue(&snap, &r, 0),
             Err(IssueError::InvalidSubject)
+        ));
+        // Extra claims nested within the bound pass; deeper ones do not.
+        let nested = |levels: usize| {
+            let mut v = serde_json::json!(1);
+            for _ in 0..levels {
+                v = serde_json::json!({ "x": v });
+            }
+            let mut r = req("acme", 60);
+            r.claims = Some(serde_json::Map::from_iter([("k".to_owned(), v)]));
+            r
+        };
+        assert!(i.issue(&snap, &nested(MAX_CLAIMS_DEPTH - 1), 0).is_ok());
+        assert!(matches!(
+            i.issue(&snap, &nested(MAX_CLAIMS_DEPTH), 0),
+            Err(IssueError::InvalidClaims)
         ));
         let empty = Issuer::new(i.cfg.clone(), Arc::new(KeyRing::fixed(vec![])));
         assert!(matches!(
