@@ -29,4 +29,4 @@ pub mod view;
 
 pub use serial::Serials;
 pub use store::{Current, Live, ReloadStatus, Store};
-pub use view::{CellState, Conditions, StatusSource, View};
+pub use view::{CellState, Conditions, HealthSummary, StatusSource, View};
