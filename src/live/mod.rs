@@ -21,6 +21,8 @@
 //! Nothing here knows the DNS wire format: the store is generic over the
 //! answers it holds, and `cellns serve` gives it the DNS layer's preparer.
 
+pub mod audit;
+pub mod overrides;
 pub mod reload;
 pub mod serial;
 pub mod store;

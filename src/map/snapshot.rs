@@ -43,6 +43,11 @@ impl Status {
 
     /// All statuses, in display order.
     pub const ALL: [Status; 3] = [Status::Active, Status::Draining, Status::Down];
+
+    /// The status a word names (`active`, `draining`, `down`).
+    pub fn from_word(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == word)
+    }
 }
 
 impl std::fmt::Display for Status {
