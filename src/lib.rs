@@ -21,6 +21,8 @@
 //!   [`map::Snapshot`], diff.
 //! - [`live`]: what queries read: the effective view, its atomic swap, SOA
 //!   serials, reloading the map file.
+//! - [`health`]: probers of the cells' endpoints whose verdicts feed the
+//!   effective view.
 //! - [`route`]: tenant → cell decisions over an effective view.
 //! - [`dns`]: answers prepared per zone version, the fast UDP path, the
 //!   general path, TCP, zone transfers, NOTIFY.
@@ -40,6 +42,7 @@
 
 pub mod cli;
 pub mod dns;
+pub mod health;
 pub mod http;
 pub mod live;
 pub mod map;
