@@ -441,6 +441,70 @@ impl Overrides {
     }
 }
 
+/// Overrides bound to the store they apply to, for callers that do not
+/// know the store's answer type (the HTTP API).
+pub trait Control: Send + Sync + std::fmt::Debug {
+    /// [`Overrides::set`] on the bound store, now.
+    fn set(
+        &self,
+        cell: &str,
+        status: Status,
+        reason: &str,
+        actor: &str,
+        expires_in: Option<u64>,
+    ) -> Result<Changed, OverrideError>;
+    /// [`Overrides::clear`] on the bound store.
+    fn clear(&self, cell: &str, actor: &str) -> Result<Changed, OverrideError>;
+    /// The overrides.
+    fn overrides(&self) -> &Overrides;
+}
+
+/// [`Overrides`] bound to a store.
+pub struct Bound<A> {
+    /// The overrides.
+    pub overrides: Arc<Overrides>,
+    /// The store they apply to.
+    pub store: Arc<Store<A>>,
+}
+
+impl<A> std::fmt::Debug for Bound<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("overrides", &self.overrides)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl<A: Send + Sync + 'static> Control for Bound<A> {
+    fn set(
+        &self,
+        cell: &str,
+        status: Status,
+        reason: &str,
+        actor: &str,
+        expires_in: Option<u64>,
+    ) -> Result<Changed, OverrideError> {
+        self.overrides.set(
+            &self.store,
+            cell,
+            status,
+            reason,
+            actor,
+            expires_in,
+            now_ms(),
+        )
+    }
+
+    fn clear(&self, cell: &str, actor: &str) -> Result<Changed, OverrideError> {
+        self.overrides.clear(&self.store, cell, actor)
+    }
+
+    fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+}
+
 fn statuses(set: &BTreeMap<String, Override>) -> BTreeMap<String, Status> {
     set.iter().map(|(k, o)| (k.clone(), o.status)).collect()
 }
