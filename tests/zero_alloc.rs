@@ -45,8 +45,39 @@ fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
 
 #[test]
 fn fast_path_answers_without_allocating() {
-    let store = cellns::dns::prepared::store_of(cellns::map::load_example().unwrap());
+    // use1-a is probed, and health found one of its endpoints down: the
+    // answers for acme leave it out (the view's filtered endpoints).
+    let text = format!(
+        "{}\n[cells.use1-a.health]\nprobe = \"tcp\"\nport = 443\n",
+        cellns::map::EXAMPLE_MAP
+    );
+    let map = cellns::map::load_str(cellns::map::Source {
+        text: &text,
+        format: cellns::map::Format::Toml,
+        name: "probed.toml",
+    })
+    .unwrap();
+    let mut conditions = cellns::live::Conditions::default();
+    conditions
+        .endpoints_down
+        .insert("use1-a".into(), ["192.0.2.11".parse().unwrap()].into());
+    let store = cellns::dns::prepared::new_store(
+        std::sync::Arc::new(map),
+        conditions,
+        cellns::live::Serials::open(None),
+    );
     let snap = store.load();
+    let mut buf = [0u8; RESPONSE_BUF];
+    let Fast::Answered(n, ..) = respond(
+        &snap,
+        &query("acme.cells.example.com.", RecordType::A, false),
+        &mut buf,
+    ) else {
+        panic!("acme A not answered on the fast path")
+    };
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    let addrs: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(addrs, ["192.0.2.10"], "the down endpoint is left out");
     let mut queries = Vec::new();
     for name in [
         "acme.cells.example.com.",
