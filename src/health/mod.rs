@@ -238,8 +238,13 @@ impl Endpoint {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts one probe result; the new verdict when it changed.
-    fn record(&self, result: &Result<(), String>, elapsed: Duration) -> Option<bool> {
+    /// Counts one probe result; the new verdict when it changed, with the
+    /// one before (`None`: this is the first).
+    fn record(
+        &self,
+        result: &Result<(), String>,
+        elapsed: Duration,
+    ) -> Option<(Option<bool>, bool)> {
         let now = SystemTime::now();
         self.metrics.probe(result.is_ok(), elapsed);
         let mut s = self.lock();
@@ -254,13 +259,12 @@ impl Endpoint {
                 s.last_error_at = Some(now);
             }
         }
-        let changed = s.verdicts.record(result.is_ok());
-        if let Some(up) = changed {
-            s.since = Some(now);
-            s.changed_at_probe = Some(s.probes);
-            self.metrics.set_up(up);
-        }
-        changed
+        let before = s.verdicts.verdict();
+        let up = s.verdicts.record(result.is_ok())?;
+        s.since = Some(now);
+        s.changed_at_probe = Some(s.probes);
+        self.metrics.set_up(up);
+        Some((before, up))
     }
 
     fn report(&self) -> EndpointReport {
@@ -656,9 +660,15 @@ async fn run_prober(
             _ = cancel.cancelled() => return,
             r = target.probe(timeout) => r,
         };
-        let Some(up) = ep.record(&result, started.elapsed()) else {
+        let Some((before, up)) = ep.record(&result, started.elapsed()) else {
             continue;
         };
+        if before.is_none() && up {
+            // The first verdict, and it is what the endpoint counted as:
+            // nothing changes.
+            tracing::debug!(%cell, endpoint = %target.addr, "endpoint up (first verdict)");
+            continue;
+        }
         let (failures, error) = {
             let s = ep.lock();
             (s.verdicts.failures(), s.last_error.clone())
@@ -687,13 +697,16 @@ mod tests {
     use crate::live::{Conditions, Serials};
 
     /// A map of cells a (two endpoints on 127.0.0.x, tcp on `port`, fall
-    /// 1, rise 1) and b (not probed), a failing over to b.
+    /// as given, rise 1), b (not probed) and c (127.0.0.3, fall 1), a
+    /// failing over to b.
     fn map(port: u16, fall: u32) -> Arc<Snapshot> {
         let text = format!(
             "[zone]\norigin = \"z.test.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n\
              [cells.a]\nhostname = \"a.z.test.\"\nipv4 = [\"127.0.0.1\", \"127.0.0.2\"]\nfailover = \"b\"\n\
              [cells.a.health]\nprobe = \"tcp\"\nport = {port}\ninterval_ms = 250\ntimeout_ms = 200\nrise = 1\nfall = {fall}\n\
              [cells.b]\nhostname = \"b.z.test.\"\nipv4 = [\"192.0.2.2\"]\n\
+             [cells.c]\nhostname = \"c.z.test.\"\nipv4 = [\"127.0.0.3\"]\n\
+             [cells.c.health]\nprobe = \"tcp\"\nport = {port}\ninterval_ms = 250\ntimeout_ms = 200\nrise = 1\nfall = 1\n\
              [tenants]\nacme = \"a\"\n"
         );
         Arc::new(
@@ -706,6 +719,17 @@ mod tests {
         )
     }
 
+    async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     async fn wait(what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cond() {
@@ -716,11 +740,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn verdicts_reach_the_view_and_follow_reloads() {
-        // 127.0.0.1 listens, 127.0.0.2 refuses: one endpoint down.
+        // 127.0.0.1 listens, 127.0.0.2 refuses: one endpoint down; c's
+        // 127.0.0.3 listens.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = l.local_addr().expect("addr").port();
+        let _c = tokio::net::TcpListener::bind(("127.0.0.3", port))
+            .await
+            .expect("bind c");
         let store = Arc::new(Store::new(
             map(port, 1),
             Conditions::default(),
@@ -744,7 +772,15 @@ mod tests {
         assert!(r.endpoints[0].up);
 
         // A reload that changes a's probe settings keeps the verdict of
-        // 127.0.0.2 (down), so nothing moves meanwhile.
+        // 127.0.0.2 (down), so nothing moves meanwhile; c's probers go on.
+        let got = wait_for(|| {
+            monitor
+                .cell("c")
+                .is_some_and(|r| r.endpoints[0].verdict == Some(true))
+        })
+        .await;
+        assert!(got, "c's first verdict: {:?}", monitor.cell("c"));
+        let c_before = monitor.cell("c").expect("c").endpoints[0].clone();
         let serial = store.load().view.serial();
         store.publish_map(map(port, 2));
         wait("the new settings", || {
@@ -755,6 +791,12 @@ mod tests {
         assert_eq!(r.endpoints[1].verdict, Some(false));
         assert_eq!(store.load().view.state(a).ipv4.len(), 1);
         assert!(store.load().view.serial() > serial);
+        let c_after = monitor.cell("c").expect("c").endpoints[0].clone();
+        assert!(
+            c_after.probes >= c_before.probes,
+            "c's prober kept its state"
+        );
+        assert_eq!(c_after.changed_at_probe, c_before.changed_at_probe);
 
         // Both endpoints down: a is unhealthy, its tenants go to b.
         drop(l);
