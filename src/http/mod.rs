@@ -8,12 +8,14 @@
 //! this one, so there is no cycle:
 //!
 //! - `error`: the JSON error format (`ApiError`) and its conversions.
-//! - `callers`: the API key file, callers and their rate limits, bearer
-//!   parsing, and `authorize` (client certificate, key, rate).
+//! - `callers`: the API key file (re-read when it changes), callers, their
+//!   scopes and rate limits, bearer parsing, and `authorize` (client
+//!   certificate, key, rate, scope).
 //! - `state`: what handlers share (`App`), and [`Readiness`].
 //! - `tokens`: `POST /v1/tokens`, the JWKS, `GET /openapi.yaml`.
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, the `/v1/` views of the
-//!   map in force, the start-up answers and the request-timing middleware.
+//!   effective view in force, operator overrides, the start-up answers and
+//!   the request-timing middleware.
 //! - `tls`: the rustls acceptor and the HTTPS connection loop.
 //! - `router`: the route table and the router built from it.
 //! - this module: the settings ([`HttpConfig`]), the server ([`HttpServer`])

@@ -373,3 +373,48 @@ fn health_api_key_file_is_reread_without_a_restart() {
         0.0
     );
 }
+
+#[test]
+fn health_corrupt_override_file_is_reported_and_ignored() {
+    let dir = MapDir::new(&map("o5").toml(), false);
+    let state = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        state.path().join("overrides.json"),
+        "{\"format\": 1, \"overr",
+    )
+    .expect("write");
+    let state_arg = state.path().to_str().expect("utf-8").to_owned();
+    let s = TokenServer::start(&["--map", &dir.arg(), "--state-dir", &state_arg]);
+    let (http, dns) = (s.http(), s.dns());
+    assert_eq!(acme(dns), ips(&["192.0.2.1"]));
+    let r = get(http, "/readyz");
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    assert!(
+        body["overrides_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("overrides.json")),
+        "{body}"
+    );
+    assert!(
+        s.server
+            .logs()
+            .wait_for("ERROR", "cannot load the operator overrides", RELOAD)
+            .is_some(),
+        "{}",
+        s.server.logs().text()
+    );
+    // The next change rewrites the file.
+    let r = put(
+        http,
+        Some(ADMIN_KEY),
+        "c",
+        serde_json::json!({"status": "draining", "reason": "x"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = std::fs::read_to_string(state.path().join("overrides.json")).expect("file");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+        "{text}"
+    );
+}
