@@ -11,16 +11,19 @@
 //!
 //! ```text
 //! map file ─▶ map (parse, validate, compile) ─▶ live (view + conditions, serial, swap) ─┬─▶ dns   (answers)
-//!                                                                                       ├─▶ token (JWTs)
-//!                                                                                       └─▶ http  (views)
+//!                    health (probers) ──verdicts──▶ │                                  ├─▶ token (JWTs)
+//!                    http (overrides) ──────────────┘                                  └─▶ http  (views)
 //! ```
 //!
 //! - [`cli`]: the command line, the one-shot commands (`check`, `explain`,
 //!   `diff`, ...) and the `serve` wiring, the only reader of the flags.
 //! - [`map`]: the map file schema, validation, compilation to a pure-data
 //!   [`map::Snapshot`], diff.
-//! - [`live`]: what queries read: the effective view, its atomic swap, SOA
-//!   serials, reloading the map file.
+//! - [`live`]: what queries read: the effective view (map, operator
+//!   overrides, health), its atomic swap, SOA serials, reloading the map
+//!   file, the override file and the audit log.
+//! - [`health`]: probers of the cells' endpoints whose verdicts feed the
+//!   effective view.
 //! - [`route`]: tenant → cell decisions over an effective view.
 //! - [`dns`]: answers prepared per zone version, the fast UDP path, the
 //!   general path, TCP, zone transfers, NOTIFY.
@@ -41,6 +44,7 @@
 
 pub mod cli;
 pub mod dns;
+pub mod health;
 pub mod http;
 pub mod live;
 pub mod map;

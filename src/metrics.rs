@@ -58,9 +58,34 @@ pub const TOKENS_ISSUED: &str = "cellns_tokens_issued_total";
 pub const TOKEN_ERRORS: &str = "cellns_token_errors_total";
 /// HTTP request latency, by `route` (the route template) and `status`.
 pub const HTTP_DURATION: &str = "cellns_http_request_duration_seconds";
+/// A cell's effective status as a state set: 1 for the status in force,
+/// 0 for the others, by `cell` and `status`.
+pub const CELL_STATUS: &str = "cellns_cell_status";
+/// What decided a cell's effective status, as a state set: 1 for the
+/// source in force (`map`, `override`, `health`), by `cell` and `source`.
+pub const CELL_STATUS_SOURCE: &str = "cellns_cell_status_source";
+/// 1 while an endpoint counts as up (before its first verdict too), 0
+/// while down, by `cell` and `endpoint` (the address).
+pub const HEALTH_ENDPOINT_UP: &str = "cellns_health_endpoint_up";
+/// Probe latency (successful or not), by `cell`.
+pub const HEALTH_PROBE_DURATION: &str = "cellns_health_probe_duration_seconds";
+/// Probes, by `cell` and `result` (success, failure).
+pub const HEALTH_PROBES: &str = "cellns_health_probes_total";
+/// Health transitions of a cell, by `cell` and `to` (unhealthy, healthy).
+pub const HEALTH_TRANSITIONS: &str = "cellns_health_transitions_total";
+/// 1 while health is ignored for every cell because it would take out
+/// more than `safety.max_unhealthy_fraction` of the serving cells.
+pub const HEALTH_FAIL_STATIC: &str = "cellns_health_fail_static";
+/// Operator overrides in force.
+pub const OVERRIDES: &str = "cellns_overrides";
+/// Audit log lines that could not be written (the event is lost).
+pub const AUDIT_WRITE_ERRORS: &str = "cellns_audit_write_errors_total";
+/// 0 while the last re-read of the API key file failed (the callers read
+/// before keep their rights), 1 otherwise.
+pub const API_KEYS_LAST_RELOAD_SUCCESS: &str = "cellns_api_keys_last_reload_success";
 
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 25] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
@@ -76,7 +101,20 @@ pub const ALL: [&str; 15] = [
     TOKENS_ISSUED,
     TOKEN_ERRORS,
     HTTP_DURATION,
+    CELL_STATUS,
+    CELL_STATUS_SOURCE,
+    HEALTH_ENDPOINT_UP,
+    HEALTH_PROBE_DURATION,
+    HEALTH_PROBES,
+    HEALTH_TRANSITIONS,
+    HEALTH_FAIL_STATIC,
+    OVERRIDES,
+    AUDIT_WRITE_ERRORS,
+    API_KEYS_LAST_RELOAD_SUCCESS,
 ];
+
+/// The `source` values of [`CELL_STATUS_SOURCE`].
+pub const STATUS_SOURCES: [&str; 3] = ["map", "override", "health"];
 
 /// The `route` label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -101,6 +139,11 @@ pub fn install() -> PrometheusHandle {
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                     ],
                 )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(HEALTH_PROBE_DURATION.to_owned()),
+                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                )
                 .expect("bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -113,6 +156,11 @@ pub fn install() -> PrometheusHandle {
         })
         .clone();
     dns();
+    // Series that alerts and dashboards query exist from the start.
+    gauge!(HEALTH_FAIL_STATIC).set(0.0);
+    gauge!(OVERRIDES).set(0.0);
+    counter!(AUDIT_WRITE_ERRORS).increment(0);
+    gauge!(API_KEYS_LAST_RELOAD_SUCCESS).set(1.0);
     handle
 }
 
@@ -161,6 +209,41 @@ fn describe() {
         HTTP_DURATION,
         Unit::Seconds,
         "HTTP request latency, by route template and status"
+    );
+    describe_gauge!(
+        CELL_STATUS,
+        "Effective status of each cell: 1 for the status in force, 0 for the others"
+    );
+    describe_gauge!(
+        CELL_STATUS_SOURCE,
+        "What decided each cell's effective status (map, override, health): 1 for the source in force"
+    );
+    describe_gauge!(
+        HEALTH_ENDPOINT_UP,
+        "1 while a probed endpoint counts as up (also before its first verdict), 0 while down"
+    );
+    describe_histogram!(
+        HEALTH_PROBE_DURATION,
+        Unit::Seconds,
+        "Health probe latency, by cell"
+    );
+    describe_counter!(HEALTH_PROBES, "Health probes, by cell and result");
+    describe_counter!(
+        HEALTH_TRANSITIONS,
+        "Health transitions of a cell (to unhealthy, to healthy)"
+    );
+    describe_gauge!(
+        HEALTH_FAIL_STATIC,
+        "1 while health is ignored for every cell (it would take out more than max_unhealthy_fraction)"
+    );
+    describe_gauge!(OVERRIDES, "Operator overrides of cell status in force");
+    describe_counter!(
+        AUDIT_WRITE_ERRORS,
+        "Audit log lines that could not be written"
+    );
+    describe_gauge!(
+        API_KEYS_LAST_RELOAD_SUCCESS,
+        "0 while the last re-read of the API key file failed (the previous callers stay)"
     );
 }
 
@@ -354,6 +437,97 @@ pub fn zone_published(
         let n = statuses.iter().filter(|&&s| s == status).count();
         gauge!(CELLS, "status" => status.as_str()).set(n as f64);
     }
+}
+
+/// Sets cell `cell`'s effective status and its source (one of
+/// [`STATUS_SOURCES`]); `None`: the cell left the map (every series 0).
+pub fn cell_status(cell: &str, state: Option<(Status, &str)>) {
+    for status in Status::ALL {
+        let on = state.is_some_and(|(s, _)| s == status);
+        gauge!(CELL_STATUS, "cell" => cell.to_owned(), "status" => status.as_str()).set(if on {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    for source in STATUS_SOURCES {
+        let on = state.is_some_and(|(_, s)| s == source);
+        gauge!(CELL_STATUS_SOURCE, "cell" => cell.to_owned(), "source" => source).set(if on {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// Sets the fail-static gauge.
+pub fn fail_static(on: bool) {
+    gauge!(HEALTH_FAIL_STATIC).set(if on { 1.0 } else { 0.0 });
+}
+
+/// Sets the number of overrides in force.
+pub fn overrides(n: usize) {
+    gauge!(OVERRIDES).set(n as f64);
+}
+
+/// Counts an audit line that could not be written.
+pub fn audit_write_failed() {
+    counter!(AUDIT_WRITE_ERRORS).increment(1);
+}
+
+/// Records the outcome of a re-read of the API key file.
+pub fn api_keys_reload(ok: bool) {
+    gauge!(API_KEYS_LAST_RELOAD_SUCCESS).set(if ok { 1.0 } else { 0.0 });
+}
+
+/// Per-endpoint and per-cell health series, resolved once per prober.
+#[derive(Debug, Clone)]
+pub struct ProbeMetrics {
+    up: metrics::Gauge,
+    duration: metrics::Histogram,
+    successes: Counter,
+    failures: Counter,
+}
+
+impl ProbeMetrics {
+    /// The series of endpoint `endpoint` of cell `cell`.
+    pub fn new(cell: &str, endpoint: &str) -> Self {
+        let successes = counter!(HEALTH_PROBES, "cell" => cell.to_owned(), "result" => "success");
+        let failures = counter!(HEALTH_PROBES, "cell" => cell.to_owned(), "result" => "failure");
+        successes.increment(0);
+        failures.increment(0);
+        let up = gauge!(HEALTH_ENDPOINT_UP, "cell" => cell.to_owned(), "endpoint" => endpoint.to_owned());
+        up.set(1.0);
+        counter!(HEALTH_TRANSITIONS, "cell" => cell.to_owned(), "to" => "unhealthy").increment(0);
+        counter!(HEALTH_TRANSITIONS, "cell" => cell.to_owned(), "to" => "healthy").increment(0);
+        Self {
+            up,
+            duration: histogram!(HEALTH_PROBE_DURATION, "cell" => cell.to_owned()),
+            successes,
+            failures,
+        }
+    }
+
+    /// Records one probe.
+    pub fn probe(&self, ok: bool, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        if ok {
+            self.successes.increment(1);
+        } else {
+            self.failures.increment(1);
+        }
+    }
+
+    /// Sets whether the endpoint counts as up.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(if up { 1.0 } else { 0.0 });
+    }
+}
+
+/// Counts a health transition of cell `cell` (to unhealthy or healthy).
+pub fn health_transition(cell: &str, unhealthy: bool) {
+    let to = if unhealthy { "unhealthy" } else { "healthy" };
+    counter!(HEALTH_TRANSITIONS, "cell" => cell.to_owned(), "to" => to).increment(1);
 }
 
 /// The reload metrics at start: both counters at 0, the last-reload gauge

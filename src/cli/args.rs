@@ -184,7 +184,9 @@ pub struct ServeArgs {
     pub reload_debounce_ms: u64,
 
     /// Directory where state that must survive restarts is kept (the last
-    /// SOA serial). Without it, serials derive from the clock alone.
+    /// SOA serial, operator overrides) and the audit log is written.
+    /// Without it, serials derive from the clock alone, overrides live in
+    /// memory and audit lines go to the log.
     #[arg(long = "state-dir", env = "CELLNS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 

@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::args::ServeArgs;
 use crate::dns::xfr::{TransferConfig, Transfers};
 use crate::dns::{DnsConfig, DnsServer};
-use crate::http::{HttpConfig, HttpServer, TlsConfig};
+use crate::health::Monitor;
+use crate::http::{Attach, HttpConfig, HttpServer, TlsConfig};
+use crate::live::audit::Audit;
+use crate::live::overrides::{self, Bound, Overrides};
 use crate::live::reload::{self, Reloader};
 use crate::live::{Conditions, Serials};
 use crate::map;
@@ -138,13 +141,22 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     })
     .await
     .context("loading the map panicked")??;
-    // Serials stay monotonic across restarts through --state-dir.
+    // Serials stay monotonic across restarts through --state-dir; so do
+    // operator overrides, which apply from the first zone version on.
     let serials = Serials::open(args.state_dir.clone());
+    let overrides = Arc::new(Overrides::load(args.state_dir.as_deref()));
+    let conditions = Conditions {
+        overrides: overrides.in_force(overrides::now_ms()),
+        ..Conditions::default()
+    };
     let store = Arc::new(crate::dns::prepared::new_store(
         Arc::new(snapshot),
-        Conditions::default(),
+        conditions,
         serials,
     ));
+    store.set_audit(Arc::new(Audit::open(args.state_dir.as_deref())));
+    // Overrides that expired while the process was down: audited, dropped.
+    overrides.expire(&store, overrides::now_ms());
     {
         let live = store.load();
         let snapshot = live.view.map();
@@ -158,7 +170,17 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         );
         crate::dns::xfr::warn_unexpressible(&cfg.transfers, snapshot);
     }
-    gate.attach(store.clone());
+    // Probers of the cells with a health table, following reloads.
+    let (monitor, health_task) = Monitor::start(store.clone(), cancel.clone());
+    let expiry_task = tokio::spawn(overrides.clone().run_expiry(store.clone(), cancel.clone()));
+    gate.attach(Attach {
+        store: store.clone(),
+        overrides: Arc::new(Bound {
+            overrides,
+            store: store.clone(),
+        }),
+        health: Some(monitor),
+    });
     // Watch the map file (and SIGHUP) before reporting "serving".
     let reload_task = match reloader {
         Some(r) => Some(
@@ -235,6 +257,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         http_task.await.context("HTTP task panicked")??;
     }
     let _ = upkeep_task.await;
+    let _ = health_task.await;
+    let _ = expiry_task.await;
     if let Some(t) = notify_task
         && !t.is_finished()
     {

@@ -1,7 +1,8 @@
 //! The operating side of the HTTP API: liveness (`GET /healthz`),
 //! readiness (`GET /readyz`), Prometheus metrics (`GET /metrics`), the
-//! read-only views of the map in force (`GET /v1/map`, `/v1/cells`,
-//! `/v1/tenants/{tenant}`), and the middleware that times every request.
+//! views of the effective view in force (`GET /v1/map`, `/v1/cells`,
+//! `/v1/tenants/{tenant}`), operator overrides (`PUT`/`DELETE
+//! /v1/cells/{id}/status`), and the middleware that times every request.
 //!
 //! Owns: the JSON documents of these routes, and what the API answers while
 //! the map is still loading ([`starting`]). [`Readiness`], which `/readyz`
@@ -9,8 +10,9 @@
 //!
 //! Access: `/healthz`, `/readyz` and `/metrics` need no credentials, as
 //! probes and scrapers expect; they reveal no tenant. The `/v1/` views show
-//! where tenants live and what the map file says, so they need a caller API
-//! key, like token requests (see [`super::callers::authorize`]).
+//! where tenants live and what the map file says, so they need a caller
+//! API key with the `read` scope; overrides need the `admin` scope (see
+//! [`super::callers::authorize`]).
 //!
 //! Adding an admin route: one handler here (starting with
 //! `app.authorize(...)` unless the route is a probe), and one line in
@@ -23,12 +25,16 @@ use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::callers::Scope;
 use super::error::ApiError;
 use super::state::{App, Readiness};
-use crate::live::{Current, View};
-use crate::map::Status;
+use super::tokens::{is_json, read_body};
+use crate::health::{CellReport, EndpointReport, Monitor};
+use crate::live::overrides::{Changed, Override, OverrideError, Overrides};
+use crate::live::{Current, StatusSource, View};
+use crate::map::{CellId, Status};
 use crate::metrics;
 use crate::route::{self, NoRoute, Via};
 
@@ -72,7 +78,11 @@ pub(super) async fn healthz() -> Response {
 
 /// `GET /readyz`: 200 when ready, 503 when not; the body says why.
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
-    readiness_response(&app.readiness, Some(&*app.store))
+    readiness_response(
+        &app.readiness,
+        Some(&*app.store),
+        Some(app.overrides.overrides()),
+    )
 }
 
 #[derive(Serialize)]
@@ -89,9 +99,19 @@ struct ReadyBody<'a> {
     last_reload_ok: bool,
     /// When it failed; the message is at `GET /v1/map` (it may name tenants).
     last_reload_error_at: Option<String>,
+    /// Health is ignored for every cell (it would take out too many).
+    fail_static: bool,
+    /// Overrides are written to `--state-dir` (false: memory only).
+    overrides_persisted: Option<bool>,
+    /// Why the override file could not be loaded at start (it was ignored).
+    overrides_error: Option<&'a str>,
 }
 
-fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Response {
+fn readiness_response(
+    readiness: &Readiness,
+    store: Option<&dyn Current>,
+    overrides: Option<&Overrides>,
+) -> Response {
     let view = store.map(Current::view);
     let status = store.map(Current::reload_status).unwrap_or_default();
     let ready = readiness.is_ready();
@@ -105,6 +125,9 @@ fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Res
         serial: view.as_deref().map(View::serial),
         last_reload_ok: status.last_error.is_none(),
         last_reload_error_at: status.last_error_at.map(rfc3339),
+        fail_static: view.as_deref().is_some_and(View::fail_static),
+        overrides_persisted: overrides.map(Overrides::persisted),
+        overrides_error: overrides.and_then(Overrides::load_error),
     };
     let code = if ready {
         StatusCode::OK
@@ -136,7 +159,7 @@ pub(super) async fn starting(readiness: &Readiness, req: Request) -> Response {
     let get = req.method() == Method::GET;
     let (route, resp) = match req.uri().path() {
         "/healthz" if get => ("/healthz", healthz().await),
-        "/readyz" if get => ("/readyz", readiness_response(readiness, None)),
+        "/readyz" if get => ("/readyz", readiness_response(readiness, None, None)),
         "/metrics" if get => ("/metrics", metrics().await),
         _ => {
             let mut r = ApiError::new(
@@ -203,7 +226,7 @@ pub(super) async fn map_info(
     State(app): State<Arc<App>>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    app.authorize(req.headers(), req.extensions())?;
+    app.authorize(req.headers(), req.extensions(), Scope::Read)?;
     let view = app.store.view();
     let snap = view.map();
     let status = app.store.reload_status();
@@ -240,7 +263,7 @@ struct CellView<'a> {
     region: &'a str,
     /// The effective status: what answers and tokens follow.
     status: &'static str,
-    /// What decided it: `map` or `override`.
+    /// What decided it: `map`, `override` or `health`.
     status_source: &'static str,
     /// The status the map gives.
     map_status: &'static str,
@@ -252,50 +275,200 @@ struct CellView<'a> {
     /// Down with no serving cell on its failover chain: its tenants stay.
     stranded: bool,
     failover: Option<&'a str>,
-    /// The endpoints answered for it.
+    /// The endpoints answered for it (health may have left some out).
     ipv4: Vec<String>,
     ipv6: Vec<String>,
+    /// The operator override, if any.
+    #[serde(rename = "override")]
+    override_: Option<OverrideView>,
+    /// Health probing, when the map asks for it.
+    health: Option<HealthView>,
+}
+
+#[derive(Serialize)]
+struct OverrideView {
+    status: &'static str,
+    reason: String,
+    actor: String,
+    set_at: String,
+    expires_at: Option<String>,
+}
+
+impl From<&Override> for OverrideView {
+    fn from(o: &Override) -> Self {
+        Self {
+            status: o.status.as_str(),
+            reason: o.reason.clone(),
+            actor: o.actor.clone(),
+            set_at: rfc3339_ms(o.set_at()),
+            expires_at: o.expires_at().map(rfc3339_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HealthView {
+    probe: &'static str,
+    port: u16,
+    path: Option<String>,
+    interval_ms: u64,
+    timeout_ms: u64,
+    rise: u32,
+    fall: u32,
+    min_up: u32,
+    /// Fewer than `min_up` endpoints up (applied unless an override pins
+    /// the cell or the server is fail-static).
+    healthy: bool,
+    unhealthy_since: Option<String>,
+    /// Endpoints that count as up.
+    up: usize,
+    endpoints: Vec<EndpointView>,
+}
+
+#[derive(Serialize)]
+struct EndpointView {
+    address: String,
+    /// Counts as up (also before its first verdict).
+    up: bool,
+    /// `up`, `down`, or `unknown` before the first verdict.
+    verdict: &'static str,
+    since: Option<String>,
+    /// The probe (count) that changed the verdict last.
+    changed_at_probe: Option<u64>,
+    probes: u64,
+    successes: u64,
+    failures: u64,
+    consecutive_successes: u32,
+    consecutive_failures: u32,
+    last_probe_at: Option<String>,
+    last_latency_ms: Option<f64>,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+}
+
+impl From<&CellReport> for HealthView {
+    fn from(r: &CellReport) -> Self {
+        let c = &r.config.check;
+        Self {
+            probe: c.probe.as_str(),
+            port: c.port,
+            path: (c.probe == crate::map::Probe::Http).then(|| c.path.clone()),
+            interval_ms: c.interval.as_millis() as u64,
+            timeout_ms: c.timeout.as_millis() as u64,
+            rise: c.rise,
+            fall: c.fall,
+            min_up: c.min_up,
+            healthy: !r.unhealthy,
+            unhealthy_since: r.unhealthy_since.map(rfc3339_ms),
+            up: r.up,
+            endpoints: r.endpoints.iter().map(EndpointView::from).collect(),
+        }
+    }
+}
+
+impl From<&EndpointReport> for EndpointView {
+    fn from(e: &EndpointReport) -> Self {
+        Self {
+            address: e.address.to_string(),
+            up: e.up,
+            verdict: match e.verdict {
+                None => "unknown",
+                Some(true) => "up",
+                Some(false) => "down",
+            },
+            since: e.since.map(rfc3339_ms),
+            changed_at_probe: e.changed_at_probe,
+            probes: e.probes,
+            successes: e.successes,
+            failures: e.failures,
+            consecutive_successes: e.consecutive_successes,
+            consecutive_failures: e.consecutive_failures,
+            last_probe_at: e.last_probe_at.map(rfc3339_ms),
+            last_latency_ms: e.last_latency.map(|d| d.as_secs_f64() * 1000.0),
+            last_error: e.last_error.clone(),
+            last_error_at: e.last_error_at.map(rfc3339_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FleetHealth {
+    /// Health is ignored for every cell.
+    fail_static: bool,
+    /// Cells serving after overrides, when this zone version was built.
+    serving: usize,
+    /// Of those, the cells health found unhealthy then.
+    unhealthy: usize,
+    max_unhealthy_fraction: f64,
 }
 
 #[derive(Serialize)]
 struct CellsView<'a> {
     map_version: &'a str,
     serial: u32,
+    /// Health is ignored for every cell (see `health`).
+    fail_static: bool,
+    health: FleetHealth,
+    /// Overrides are written to `--state-dir` (false: memory only).
+    overrides_persisted: bool,
     cells: Vec<CellView<'a>>,
 }
 
+/// The view of cell `id`, with its override and probe details.
+fn cell_view<'a>(
+    view: &'a View,
+    id: CellId,
+    overrides: &Overrides,
+    health: Option<&Monitor>,
+) -> CellView<'a> {
+    let (c, st) = (view.cell(id), view.state(id));
+    CellView {
+        id: &c.id,
+        hostname: c.hostname.to_ascii(),
+        region: &c.region,
+        status: st.status.as_str(),
+        status_source: st.source.as_str(),
+        map_status: c.status.as_str(),
+        weight: c.weight,
+        tenants: c.listed_tenants,
+        serving: &view.cell(st.serving).id,
+        stranded: st.stranded,
+        failover: c.failover.map(|f| view.cell(f).id.as_str()),
+        ipv4: st.ipv4.iter().map(ToString::to_string).collect(),
+        ipv6: st.ipv6.iter().map(ToString::to_string).collect(),
+        override_: overrides.get(&c.id).as_ref().map(OverrideView::from),
+        health: health
+            .and_then(|m| m.cell(&c.id))
+            .as_ref()
+            .map(HealthView::from),
+    }
+}
+
 /// `GET /v1/cells`: the cell registry of the zone version in force, with
-/// each cell's effective status.
+/// each cell's effective status, override and probe details.
 pub(super) async fn cells(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
-    app.authorize(req.headers(), req.extensions())?;
+    app.authorize(req.headers(), req.extensions(), Scope::Read)?;
     let view = app.store.view();
+    let overrides = app.overrides.overrides();
     let cells = view
         .map()
         .cell_ids()
-        .map(|id| {
-            let (c, st) = (view.cell(id), view.state(id));
-            CellView {
-                id: &c.id,
-                hostname: c.hostname.to_ascii(),
-                region: &c.region,
-                status: st.status.as_str(),
-                status_source: st.source.as_str(),
-                map_status: c.status.as_str(),
-                weight: c.weight,
-                tenants: c.listed_tenants,
-                serving: &view.cell(st.serving).id,
-                stranded: st.stranded,
-                failover: c.failover.map(|f| view.cell(f).id.as_str()),
-                ipv4: st.ipv4.iter().map(ToString::to_string).collect(),
-                ipv6: st.ipv6.iter().map(ToString::to_string).collect(),
-            }
-        })
+        .map(|id| cell_view(&view, id, overrides, app.health.as_deref()))
         .collect();
+    let h = view.health();
     Ok(json(
         StatusCode::OK,
         &CellsView {
             map_version: &view.map().version,
             serial: view.serial(),
+            fail_static: h.fail_static,
+            health: FleetHealth {
+                fail_static: h.fail_static,
+                serving: h.serving,
+                unhealthy: h.unhealthy,
+                max_unhealthy_fraction: h.max_unhealthy_fraction,
+            },
+            overrides_persisted: overrides.persisted(),
             cells,
         },
     ))
@@ -342,7 +515,7 @@ pub(super) async fn tenant(
     Path(tenant): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    app.authorize(req.headers(), req.extensions())?;
+    app.authorize(req.headers(), req.extensions(), Scope::Read)?;
     let view = app.store.view();
     let r = route::explain(&view, &tenant).map_err(|e| match e {
         NoRoute::InvalidTenant(..) => {
@@ -352,7 +525,55 @@ pub(super) async fn tenant(
             ApiError::new(StatusCode::NOT_FOUND, "unknown_tenant", e.to_string())
         }
     })?;
-    Ok(json(StatusCode::OK, &tenant_view(&view, &tenant, &r)))
+    let mut v = tenant_view(&view, &tenant, &r);
+    if !r.failed_over.is_empty() {
+        v.why = format!(
+            "{}; failed over: {}",
+            v.why,
+            failover_reasons(&view, &r, app.overrides.overrides(), app.health.as_deref())
+        );
+    }
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// Why each cell a tenant failed over through is down, in words, and where
+/// it ended: "`use1-a` unhealthy since T (0 of 2 endpoints up, min_up 1),
+/// 3 probes failed: connection refused; served by `use1-b`".
+fn failover_reasons(
+    view: &View,
+    r: &route::Route,
+    overrides: &Overrides,
+    health: Option<&Monitor>,
+) -> String {
+    let mut parts: Vec<String> = r
+        .failed_over
+        .iter()
+        .map(|&c| {
+            let id = &view.cell(c).id;
+            match view.state(c).source {
+                StatusSource::Map => format!("`{id}` is down in the map"),
+                StatusSource::Override => match overrides.get(id) {
+                    Some(o) => {
+                        let until = o
+                            .expires_at()
+                            .map(|t| format!(" until {}", rfc3339_ms(t)))
+                            .unwrap_or_default();
+                        format!(
+                            "`{id}` is down by an override of {} ({:?}){until}",
+                            o.actor, o.reason
+                        )
+                    }
+                    None => format!("`{id}` is down by an override"),
+                },
+                StatusSource::Health => match health.and_then(|m| m.cell(id)) {
+                    Some(report) => format!("`{id}` {}", report.describe()),
+                    None => format!("`{id}` is unhealthy"),
+                },
+            }
+        })
+        .collect();
+    parts.push(format!("served by `{}`", view.cell(r.serving).id));
+    parts.join("; ")
 }
 
 fn tenant_view<'a>(view: &'a View, tenant: &str, r: &route::Route) -> TenantView<'a> {
@@ -390,6 +611,155 @@ fn tenant_view<'a>(view: &'a View, tenant: &str, r: &route::Route) -> TenantView
         map_version: &snap.version,
         serial: view.serial(),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Operator overrides (caller API key with the `admin` scope).
+
+/// The body of `PUT /v1/cells/{id}/status`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusRequest {
+    status: String,
+    reason: String,
+    #[serde(default)]
+    expires_in_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct EffectiveView<'a> {
+    status: &'static str,
+    status_source: &'static str,
+    serving: &'a str,
+    stranded: bool,
+}
+
+#[derive(Serialize)]
+struct OverrideResult<'a> {
+    cell: &'a str,
+    /// The override now in force (null after a DELETE).
+    #[serde(rename = "override")]
+    override_: Option<OverrideView>,
+    /// The override before the change.
+    previous: Option<OverrideView>,
+    /// The cell as DNS and tokens see it now.
+    effective: Option<EffectiveView<'a>>,
+    /// The zone version in force now.
+    serial: u32,
+    /// Written to `--state-dir` before it was applied.
+    persisted: bool,
+    /// Said when the override is not persisted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<&'static str>,
+}
+
+const NOT_PERSISTED: &str = "not persisted: the server has no --state-dir, so this override \
+                             lives in memory and is lost when the process restarts";
+
+fn override_result<'a>(cell: &'a str, c: &'a Changed) -> OverrideResult<'a> {
+    let view = &c.view;
+    let effective = view.map().cell_by_id(cell).map(|id| {
+        let st = view.state(id);
+        EffectiveView {
+            status: st.status.as_str(),
+            status_source: st.source.as_str(),
+            serving: view.cell(st.serving).id.as_str(),
+            stranded: st.stranded,
+        }
+    });
+    OverrideResult {
+        cell,
+        override_: c.after.as_ref().map(OverrideView::from),
+        previous: c.before.as_ref().map(OverrideView::from),
+        effective,
+        serial: view.serial(),
+        persisted: c.persisted,
+        warning: (!c.persisted).then_some(NOT_PERSISTED),
+    }
+}
+
+impl From<OverrideError> for ApiError {
+    fn from(e: OverrideError) -> Self {
+        let (status, code) = match &e {
+            OverrideError::UnknownCell(_) => (StatusCode::NOT_FOUND, "unknown_cell"),
+            OverrideError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            OverrideError::WouldStrand(_) => (StatusCode::CONFLICT, "would_strand"),
+            OverrideError::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, "persist_failed"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+/// `PUT /v1/cells/{id}/status`: sets an operator override. Checks run in
+/// this order: caller (401), rate (429), scope `admin` (403), content type
+/// (415), size (413), JSON (400), then the change: unknown cell (404),
+/// stranding (409), the override file (500). Written to the state
+/// directory before it applies; in force when the answer is sent.
+pub(super) async fn set_status(
+    State(app): State<Arc<App>>,
+    Path(cell): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let caller = app.authorize(&parts.headers, &parts.extensions, Scope::Admin)?;
+    if !is_json(&parts.headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    let bytes = read_body(&parts.headers, body).await?;
+    let body: StatusRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+    let status = Status::from_word(&body.status).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "`status` {:?} is not one of down, draining, active",
+                body.status
+            ),
+        )
+    })?;
+    let control = app.overrides.clone();
+    let (cell2, actor) = (cell.clone(), caller.name.clone());
+    let changed = tokio::task::spawn_blocking(move || {
+        control.set(
+            &cell2,
+            status,
+            &body.reason,
+            &actor,
+            body.expires_in_seconds,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(json(StatusCode::OK, &override_result(&cell, &changed)))
+}
+
+/// `DELETE /v1/cells/{id}/status`: clears the operator override of a cell
+/// (200 with `previous: null` when there was none). Same checks as the
+/// `PUT`, without a body.
+pub(super) async fn clear_status(
+    State(app): State<Arc<App>>,
+    Path(cell): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let caller = app.authorize(req.headers(), req.extensions(), Scope::Admin)?;
+    let control = app.overrides.clone();
+    let (cell2, actor) = (cell.clone(), caller.name.clone());
+    let changed = tokio::task::spawn_blocking(move || control.clear(&cell2, &actor))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok(json(StatusCode::OK, &override_result(&cell, &changed)))
+}
+
+/// RFC 3339 UTC with milliseconds.
+fn rfc3339_ms(t: SystemTime) -> String {
+    crate::live::audit::rfc3339(t)
 }
 
 #[cfg(test)]

@@ -8,12 +8,14 @@
 //! this one, so there is no cycle:
 //!
 //! - `error`: the JSON error format (`ApiError`) and its conversions.
-//! - `callers`: the API key file, callers and their rate limits, bearer
-//!   parsing, and `authorize` (client certificate, key, rate).
+//! - `callers`: the API key file (re-read when it changes), callers, their
+//!   scopes and rate limits, bearer parsing, and `authorize` (client
+//!   certificate, key, rate, scope).
 //! - `state`: what handlers share (`App`), and [`Readiness`].
 //! - `tokens`: `POST /v1/tokens`, the JWKS, `GET /openapi.yaml`.
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, the `/v1/` views of the
-//!   map in force, the start-up answers and the request-timing middleware.
+//!   effective view in force, operator overrides, the start-up answers and
+//!   the request-timing middleware.
 //! - `tls`: the rustls acceptor and the HTTPS connection loop.
 //! - `router`: the route table and the router built from it.
 //! - this module: the settings ([`HttpConfig`]), the server ([`HttpServer`])
@@ -51,7 +53,9 @@ use axum::extract::State;
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Monitor;
 use crate::live::Current;
+use crate::live::overrides::Control;
 use crate::token::keys::{Alg, KeyError, KeyRing};
 use crate::token::{Issuer, IssuerConfig};
 
@@ -67,10 +71,10 @@ pub use callers::ApiKeyError;
 pub use router::{RouteInfo, route_table};
 pub use state::Readiness;
 
-use callers::{Callers, RateLimit};
+use callers::{CallerSet, RateLimit};
 use state::App;
 
-/// How often the key directory is rescanned for added or removed keys.
+/// How often the key directory and the API key file are rescanned.
 const KEY_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long shutdown waits for in-flight requests before closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -150,7 +154,20 @@ pub struct HttpServer {
     addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     keys: Arc<KeyRing>,
+    callers: Arc<CallerSet>,
     gate: Arc<Gate>,
+}
+
+/// What the full API serves, given to [`Gate::attach`] once the map is
+/// loaded.
+#[derive(Debug)]
+pub struct Attach {
+    /// The effective view in force.
+    pub store: Arc<dyn Current>,
+    /// Operator overrides of the same store.
+    pub overrides: Arc<dyn Control>,
+    /// The health probers (none: nothing probed).
+    pub health: Option<Arc<Monitor>>,
 }
 
 /// Switches the HTTP API from its start-up answers (probes and metrics
@@ -166,20 +183,22 @@ pub struct Gate {
 #[derive(Debug)]
 struct Pending {
     issuer: Issuer,
-    callers: Callers,
+    callers: Arc<CallerSet>,
     require_client_cert: bool,
 }
 
 impl Gate {
-    /// Serves the full API over `store` from now on, and marks the map
+    /// Serves the full API over `parts` from now on, and marks the map
     /// loaded. The first call wins (true); later ones change nothing and
     /// return false.
-    pub fn attach(&self, store: Arc<dyn Current>) -> bool {
+    pub fn attach(&self, parts: Attach) -> bool {
         let Some(p) = self.pending.lock().ok().and_then(|mut p| p.take()) else {
             return false;
         };
         let app = Arc::new(App {
-            store,
+            store: parts.store,
+            overrides: parts.overrides,
+            health: parts.health,
             issuer: p.issuer,
             callers: p.callers,
             require_client_cert: p.require_client_cert,
@@ -260,21 +279,16 @@ impl HttpServer {
             per_second: NonZeroU32::new(cfg.rate_limit),
             burst,
         };
-        let callers = match &cfg.api_keys {
-            Some(path) => {
-                let c = Callers::load(path, limit)?;
-                if c.is_empty() {
-                    tracing::warn!(file = %path.display(), "the API key file lists no caller: every token request is refused (401)");
-                }
-                c
+        let callers = Arc::new(CallerSet::load(cfg.api_keys.as_deref(), limit)?);
+        match &cfg.api_keys {
+            Some(path) if callers.load_current().is_empty() => {
+                tracing::warn!(file = %path.display(), "the API key file lists no caller: every token request is refused (401)");
             }
-            None => {
-                tracing::warn!(
-                    "no --api-keys: every token request is refused (401); the JWKS is served"
-                );
-                Callers::default()
-            }
-        };
+            Some(_) => {}
+            None => tracing::warn!(
+                "no --api-keys: every token request is refused (401); the JWKS is served"
+            ),
+        }
         if cfg.tokens.max_ttl == 0 {
             return Err(HttpError::Config(
                 "--token-max-ttl must be at least 1".into(),
@@ -300,6 +314,7 @@ impl HttpServer {
             addr,
             tls,
             keys: issuer.keys().clone(),
+            callers: callers.clone(),
             gate: Arc::new(Gate {
                 pending: Mutex::new(Some(Pending {
                     issuer,
@@ -328,10 +343,12 @@ impl HttpServer {
     }
 
     /// Serves until `cancel` fires, then lets in-flight requests finish
-    /// (at most a few seconds). Also rescans the key directory each second.
+    /// (at most a few seconds). Also rescans the key directory and the API
+    /// key file each second.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), HttpError> {
         let ring = self.keys.clone();
-        if ring.dir().is_some() {
+        let callers = self.callers.clone();
+        if ring.dir().is_some() || callers.path().is_some() {
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(KEY_RESCAN_INTERVAL);
@@ -340,8 +357,14 @@ impl HttpServer {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tick.tick() => {
-                            let ring = ring.clone();
-                            let _ = tokio::task::spawn_blocking(move || ring.rescan()).await;
+                            let (ring, callers) = (ring.clone(), callers.clone());
+                            let _ = tokio::task::spawn_blocking(move || {
+                                if ring.dir().is_some() {
+                                    ring.rescan();
+                                }
+                                callers.rescan();
+                            })
+                            .await;
                         }
                     }
                 }

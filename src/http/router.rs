@@ -74,6 +74,8 @@ pub(super) fn routes() -> Routes<Arc<App>> {
         .add(Method::GET, "/metrics", admin::metrics)
         .add(Method::GET, "/v1/map", admin::map_info)
         .add(Method::GET, "/v1/cells", admin::cells)
+        .add(Method::PUT, "/v1/cells/{id}/status", admin::set_status)
+        .add(Method::DELETE, "/v1/cells/{id}/status", admin::clear_status)
         .add(Method::GET, "/v1/tenants/{tenant}", admin::tenant)
 }
 

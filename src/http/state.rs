@@ -1,15 +1,17 @@
-//! What the handlers share: [`App`] (the view in force, the issuer, the
-//! callers), and [`Readiness`], the start-up progress that `serve` flips
-//! and `/readyz` reports.
+//! What the handlers share: [`App`] (the view in force, the overrides, the
+//! health monitor, the issuer, the callers), and [`Readiness`], the
+//! start-up progress that `serve` flips and `/readyz` reports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::{Extensions, HeaderMap};
 
-use super::callers::{self, Caller, Callers};
+use super::callers::{self, Caller, CallerSet, Scope};
 use super::error::ApiError;
+use crate::health::Monitor;
 use crate::live::Current;
+use crate::live::overrides::Control;
 use crate::token::Issuer;
 
 /// What the handlers share.
@@ -17,10 +19,14 @@ use crate::token::Issuer;
 pub(super) struct App {
     /// The effective view in force (what DNS answers from).
     pub(super) store: Arc<dyn Current>,
+    /// Operator overrides, applied to the same store.
+    pub(super) overrides: Arc<dyn Control>,
+    /// The health probers' details (none when nothing is probed).
+    pub(super) health: Option<Arc<Monitor>>,
     /// Token minting (holds the key ring).
     pub(super) issuer: Issuer,
-    /// Who may request tokens.
-    pub(super) callers: Callers,
+    /// Who may call the API (re-read when the file changes).
+    pub(super) callers: Arc<CallerSet>,
     /// Token requests must come over a connection that presented a client
     /// certificate verified against `--client-ca` (in addition to the API key).
     pub(super) require_client_cert: bool,
@@ -29,14 +35,22 @@ pub(super) struct App {
 }
 
 impl App {
-    /// The caller of a request to a `/v1/` route, under this server's
-    /// callers and client certificate rule (see [`callers::authorize`]).
+    /// The caller of a request to a `/v1/` route that needs `scope`, under
+    /// this server's callers and client certificate rule (see
+    /// [`callers::authorize`]).
     pub(super) fn authorize(
         &self,
         headers: &HeaderMap,
         extensions: &Extensions,
-    ) -> Result<&Caller, ApiError> {
-        callers::authorize(&self.callers, self.require_client_cert, headers, extensions)
+        scope: Scope,
+    ) -> Result<Arc<Caller>, ApiError> {
+        callers::authorize(
+            &self.callers.load_current(),
+            self.require_client_cert,
+            headers,
+            extensions,
+            scope,
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::callers::Scope;
 use super::error::ApiError;
 use super::state::App;
 use crate::token::TokenRequest;
@@ -60,13 +61,13 @@ pub(super) async fn issue_token(
 }
 
 /// Issues a token. Checks run in this order: caller (401), rate (429),
-/// content type (415), size (413), JSON (400), then the request itself
+/// scope `tokens` (403), content type (415), size (413), JSON (400), then the request itself
 /// (400/404/503), so nothing about tenants or the map is revealed to an
 /// unauthenticated caller.
 async fn mint(app: &App, req: axum::extract::Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
-    let caller = app.authorize(&headers, &parts.extensions)?;
+    let caller = app.authorize(&headers, &parts.extensions, Scope::Tokens)?;
     if !is_json(&headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -104,7 +105,7 @@ async fn mint(app: &App, req: axum::extract::Request) -> Result<Response, ApiErr
 }
 
 /// `Content-Type: application/json`, parameters (charset) allowed.
-fn is_json(headers: &HeaderMap) -> bool {
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -114,7 +115,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Reads the body, refusing more than [`MAX_BODY_BYTES`] (by the declared
 /// length up front, and while reading a body without one).
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,10 +1,10 @@
 //! What queries read, and how it changes while serving.
 //!
 //! ```text
-//! map file ─▶ reload (parse, validate, gates) ─┐
-//!                        conditions (overrides)─┼─▶ View ─▶ prepare (DNS) ─▶ Live ─▶ Store (arc-swap)
-//!                              serial (+ state) ─┘                                      │
-//!                                                          DNS answers, tokens, HTTP ◀──┘
+//! map file ─▶ reload (parse, validate, gates) ──────┐
+//!   conditions (overrides, health verdicts) ────────┼─▶ View ─▶ prepare (DNS) ─▶ Live ─▶ Store (arc-swap)
+//!                              serial (+ state) ─────┘                                      │
+//!                                                              DNS answers, tokens, HTTP ◀──┘
 //! ```
 //!
 //! - [`view`]: the effective [`View`]: a map snapshot combined with what
@@ -14,6 +14,9 @@
 //!   view and the answers the DNS layer prepared from it), swapped
 //!   atomically; the only way to publish.
 //! - [`serial`]: SOA serials that never go backwards.
+//! - [`overrides`]: operator overrides, kept in `--state-dir`, expiring.
+//! - [`audit`]: the audit log of overrides, health, status changes and
+//!   reloads.
 //! - [`reload`]: watching the map file and publishing each good new map.
 //! - [`system`]: scheduling priority and memory release for the reload
 //!   thread.
@@ -21,6 +24,8 @@
 //! Nothing here knows the DNS wire format: the store is generic over the
 //! answers it holds, and `cellns serve` gives it the DNS layer's preparer.
 
+pub mod audit;
+pub mod overrides;
 pub mod reload;
 pub mod serial;
 pub mod store;
@@ -29,4 +34,4 @@ pub mod view;
 
 pub use serial::Serials;
 pub use store::{Current, Live, ReloadStatus, Store};
-pub use view::{CellState, Conditions, StatusSource, View};
+pub use view::{CellState, Conditions, HealthSummary, StatusSource, View};

@@ -6,10 +6,15 @@
 //! value, so an answer and a token never come from two versions.
 //!
 //! Publishers (the reload thread with a new map, and anything that changes
-//! the [`Conditions`]) take a lock that readers never see, build the next
-//! view and its answers, give it the next serial ([`super::serial`]) and
-//! swap it in. A change that leaves every answer as it was publishes
-//! nothing.
+//! the [`Conditions`]: operator overrides, health verdicts) take a lock
+//! that readers never see, build the next view and its answers, give it the
+//! next serial ([`super::serial`]) and swap it in. A change that leaves
+//! every answer as it was publishes nothing.
+//!
+//! Every publish is also observed here, since every change goes through
+//! this one place: the per-cell status gauges, and a log line and an audit
+//! line ([`super::audit`]) for each cell whose effective status changes and
+//! for each entry into or exit from fail-static.
 //!
 //! Replaced values are kept in a retired list until no reader holds them
 //! and then dropped by [`Store::reap`], which only the reload thread calls
@@ -17,13 +22,15 @@
 //! tens of milliseconds and must never happen on a thread that answers
 //! queries (see `reload`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use super::audit::{Audit, Event};
 use super::serial::Serials;
-use super::view::{Conditions, View};
+use super::view::{CellState, Conditions, View};
 use crate::map::Snapshot;
 
 /// What queries read: one zone version and the answers prepared from it.
@@ -75,6 +82,8 @@ pub struct Store<A> {
     /// The serial in force, for tasks that act on changes (NOTIFY).
     serial: tokio::sync::watch::Sender<u32>,
     retired: Mutex<Vec<Arc<Live<A>>>>,
+    /// Where publishes are audited; the log only until one is set.
+    audit: OnceLock<Arc<Audit>>,
 }
 
 impl<A> std::fmt::Debug for Store<A> {
@@ -98,6 +107,13 @@ impl<A: Send + Sync + 'static> Store<A> {
     ) -> Self {
         let view = View::new(map, &conditions, serials.issue());
         publish_metrics(&view, None);
+        if view.fail_static() {
+            tracing::warn!(
+                serving = view.health().serving,
+                unhealthy = view.health().unhealthy,
+                "fail-static: health would take out more than max_unhealthy_fraction of the serving cells; ignoring health for every cell"
+            );
+        }
         crate::metrics::reloads_start();
         let (serial, _) = tokio::sync::watch::channel(view.serial());
         let answers = prepare(&view);
@@ -114,6 +130,23 @@ impl<A: Send + Sync + 'static> Store<A> {
             reload: Mutex::new(ReloadStatus::default()),
             serial,
             retired: Mutex::new(Vec::new()),
+            audit: OnceLock::new(),
+        }
+    }
+
+    /// Audits every publish into `audit` from now on (once; later calls
+    /// change nothing and return false). Until then, audit lines go to the
+    /// log.
+    pub fn set_audit(&self, audit: Arc<Audit>) -> bool {
+        self.audit.set(audit).is_ok()
+    }
+
+    /// The audit log publishes are recorded in.
+    pub fn audit(&self) -> &Audit {
+        static LOG_ONLY: OnceLock<Audit> = OnceLock::new();
+        match self.audit.get() {
+            Some(a) => a,
+            None => LOG_ONLY.get_or_init(Audit::log_only),
         }
     }
 
@@ -148,28 +181,46 @@ impl<A: Send + Sync + 'static> Store<A> {
         let mut w = self.writer();
         let serial = w.serials.issue();
         let view = View::new(map, &w.conditions, serial);
-        self.swap(view)
+        self.swap(view, "reload")
     }
 
     /// Changes the conditions and publishes the result, unless every answer
     /// stays the same; returns the new view when one was published. The
-    /// map file is not read again.
-    pub fn update(&self, change: impl FnOnce(&mut Conditions)) -> Option<Arc<View>> {
+    /// map file is not read again. `actor` is who made the change (for the
+    /// audit log: `health`, `timer`, an API caller).
+    pub fn update(&self, actor: &str, change: impl FnOnce(&mut Conditions)) -> Option<Arc<View>> {
+        match self.try_update(actor, change, |_, _| Ok::<(), std::convert::Infallible>(())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// As [`Store::update`], but `accept` sees the candidate view and the
+    /// view in force first, under the publishers' lock: it may refuse the
+    /// change (nothing changes, its error is returned) or make it durable
+    /// before anyone can see it (the override file is written there).
+    pub fn try_update<E>(
+        &self,
+        actor: &str,
+        change: impl FnOnce(&mut Conditions),
+        accept: impl FnOnce(&View, &View) -> Result<(), E>,
+    ) -> Result<Option<Arc<View>>, E> {
         let mut w = self.writer();
         let mut conditions = w.conditions.clone();
         change(&mut conditions);
         let current = self.current.load_full();
         let candidate = View::new(current.view.map_arc().clone(), &conditions, 0);
+        accept(&candidate, &current.view)?;
         w.conditions = conditions;
         if candidate.same_answers(&current.view) {
-            return None;
+            return Ok(None);
         }
-        let view = self.swap(candidate.with_serial(w.serials.issue()));
+        let view = self.swap(candidate.with_serial(w.serials.issue()), actor);
         // Values retired by this kind of change share the map in force, so
         // dropping them here frees little; older maps wait for the reload
         // thread.
         self.reap_same_map(&current.view);
-        Some(view)
+        Ok(Some(view))
     }
 
     /// The conditions in force.
@@ -178,8 +229,8 @@ impl<A: Send + Sync + 'static> Store<A> {
     }
 
     /// Prepares `view`'s answers, swaps, and retires the value replaced.
-    /// Called with the writer lock held.
-    fn swap(&self, view: View) -> Arc<View> {
+    /// Called with the writer lock held; `actor` caused the change.
+    fn swap(&self, view: View, actor: &str) -> Arc<View> {
         let answers = (self.prepare)(&view);
         let view = Arc::new(view);
         let old = self.current.swap(Arc::new(Live {
@@ -188,8 +239,91 @@ impl<A: Send + Sync + 'static> Store<A> {
         }));
         publish_metrics(&view, Some(&old.view));
         self.serial.send_replace(view.serial());
+        self.observe(&old.view, &view, actor);
         self.retired_list().push(old);
         view
+    }
+
+    /// Logs and audits what a publish changed: fail-static entry or exit,
+    /// and each cell whose effective status or source changed.
+    fn observe(&self, old: &View, new: &View, actor: &str) {
+        let audit = self.audit();
+        let (was, is) = (old.health(), new.health());
+        if was.fail_static != is.fail_static {
+            let why = format!(
+                "health finds {} of {} serving cell(s) unhealthy; max_unhealthy_fraction is {}",
+                is.unhealthy, is.serving, is.max_unhealthy_fraction
+            );
+            if is.fail_static {
+                tracing::warn!(
+                    serving = is.serving,
+                    unhealthy = is.unhealthy,
+                    serial = new.serial(),
+                    "fail-static entered: {why}; ignoring health for every cell"
+                );
+            } else {
+                tracing::warn!(
+                    serving = is.serving,
+                    unhealthy = is.unhealthy,
+                    serial = new.serial(),
+                    "fail-static exited: {why}; health applies again"
+                );
+            }
+            let what = if is.fail_static {
+                "fail_static_entered"
+            } else {
+                "fail_static_exited"
+            };
+            audit.record(
+                Event::new(actor, what)
+                    .change(
+                        Some(was.fail_static.to_string()),
+                        Some(is.fail_static.to_string()),
+                    )
+                    .reason(why)
+                    .detail("serving", is.serving)
+                    .detail("unhealthy", is.unhealthy)
+                    .detail("serial", new.serial()),
+            );
+        }
+        let word = |s: &CellState| format!("{} ({})", s.status, s.source.as_str());
+        let same_map = Arc::ptr_eq(old.map_arc(), new.map_arc());
+        let old_ids: HashMap<&str, usize> = if same_map {
+            HashMap::new()
+        } else {
+            old.map()
+                .cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.as_str(), i))
+                .collect()
+        };
+        for (i, (cell, state)) in new.map().cells.iter().zip(new.states()).enumerate() {
+            let before = if same_map {
+                old.states().get(i)
+            } else {
+                old_ids.get(cell.id.as_str()).map(|&j| &old.states()[j])
+            };
+            let Some(before) = before else { continue };
+            if (before.status, before.source) == (state.status, state.source) {
+                continue;
+            }
+            tracing::info!(
+                cell = %cell.id,
+                before = %word(before),
+                after = %word(state),
+                serving = %new.cell(state.serving).id,
+                serial = new.serial(),
+                "cell status changed"
+            );
+            audit.record(
+                Event::new(actor, "status")
+                    .cell(&cell.id)
+                    .change(Some(word(before)), Some(word(state)))
+                    .detail("serving", new.cell(state.serving).id.as_str())
+                    .detail("serial", new.serial()),
+            );
+        }
     }
 
     fn retired_list(&self) -> MutexGuard<'_, Vec<Arc<Live<A>>>> {
@@ -271,6 +405,16 @@ impl<A: Send + Sync + 'static> Store<A> {
     /// Records a failed reload; the value in force is unchanged.
     pub fn record_failure(&self, message: String) {
         crate::metrics::reload_result(false);
+        let live = self.current.load();
+        self.audit().record(
+            Event::new("reload", "reload_rejected")
+                .reason(message.as_str())
+                .detail("in_force", live.view.map().version.as_str())
+                .detail("serial", live.view.serial())
+                .detail("cells", live.view.map().cells.len())
+                .detail("tenants", live.view.map().tenants.len()),
+        );
+        drop(live);
         self.with_status(|s| {
             s.failures += 1;
             s.last_error = Some(message);
@@ -289,7 +433,8 @@ impl<A: Send + Sync + 'static> Store<A> {
     }
 }
 
-/// The zone gauges of `view`, replacing `previous`.
+/// The zone gauges of `view`, replacing `previous`: per-cell series only
+/// for cells whose state changed (all of them for a new map).
 fn publish_metrics(view: &View, previous: Option<&View>) {
     let statuses: Vec<_> = view.states().iter().map(|c| c.status).collect();
     crate::metrics::zone_published(
@@ -298,6 +443,26 @@ fn publish_metrics(view: &View, previous: Option<&View>) {
         &statuses,
         previous.map(View::map),
     );
+    let same_map = previous.is_some_and(|p| Arc::ptr_eq(p.map_arc(), view.map_arc()));
+    for (i, (cell, state)) in view.map().cells.iter().zip(view.states()).enumerate() {
+        let unchanged = same_map
+            && previous
+                .and_then(|p| p.states().get(i))
+                .is_some_and(|b| (b.status, b.source) == (state.status, state.source));
+        if !unchanged {
+            crate::metrics::cell_status(&cell.id, Some((state.status, state.source.as_str())));
+        }
+    }
+    if let Some(p) = previous.filter(|_| !same_map) {
+        let now: std::collections::HashSet<&str> =
+            view.map().cells.iter().map(|c| c.id.as_str()).collect();
+        for cell in &p.map().cells {
+            if !now.contains(cell.id.as_str()) {
+                crate::metrics::cell_status(&cell.id, None);
+            }
+        }
+    }
+    crate::metrics::fail_static(view.fail_static());
 }
 
 /// What [`Store::reap`] did.
@@ -341,7 +506,7 @@ mod tests {
         let before = s.load_full();
         let a = before.view.map().cell_by_id("use1-a").expect("cell");
         let v = s
-            .update(|c| {
+            .update("test", |c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
             .expect("published");
@@ -354,7 +519,7 @@ mod tests {
         assert_eq!(now.answers, 1);
         // The same override again changes nothing: nothing is published.
         assert!(
-            s.update(|c| {
+            s.update("test", |c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
             .is_none()
@@ -366,7 +531,7 @@ mod tests {
     #[test]
     fn a_new_map_keeps_the_conditions() {
         let (s, _) = store();
-        s.update(|c| {
+        s.update("test", |c| {
             c.overrides.insert("use1-a".into(), Status::Draining);
         });
         let map = Arc::new(crate::map::load_example().expect("example"));
@@ -391,5 +556,32 @@ mod tests {
         // ... and the reaper frees it.
         assert_eq!(s.reap(Duration::ZERO), Reaped { freed: 1, held: 0 });
         assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn a_change_of_effective_status_is_audited_with_its_actor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = store();
+        assert!(s.set_audit(Arc::new(Audit::open(Some(dir.path())))));
+        s.update("ops", |c| {
+            c.overrides.insert("use1-a".into(), Status::Down);
+        });
+        // No answer changes: nothing published, nothing audited.
+        s.update("ops", |c| {
+            c.overrides.insert("use1-a".into(), Status::Down);
+        });
+        let text = std::fs::read_to_string(dir.path().join(super::super::audit::AUDIT_FILE))
+            .expect("audit file");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_eq!(lines[0]["what"], "status");
+        assert_eq!(lines[0]["actor"], "ops");
+        assert_eq!(lines[0]["cell"], "use1-a");
+        assert_eq!(lines[0]["before"], "active (map)");
+        assert_eq!(lines[0]["after"], "down (override)");
+        assert_eq!(lines[0]["serving"], "use1-b");
     }
 }

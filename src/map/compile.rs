@@ -52,6 +52,7 @@ pub fn compile(c: Checked, version: String, source: String) -> Snapshot {
                 },
                 failover_path: cc.failover_path,
                 listed_tenants: listed[i],
+                health: cc.health,
             }
         })
         .collect();

@@ -103,7 +103,7 @@ pub struct CellChange<'a> {
     /// Cell id.
     pub cell: &'a str,
     /// Changed fields, by map file name (`hostname`, `ipv4`, `ipv6`,
-    /// `region`, `weight`, `failover`).
+    /// `region`, `weight`, `health`, `failover`).
     pub fields: Vec<&'static str>,
 }
 
@@ -272,6 +272,7 @@ pub fn diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> MapDiff<'a> {
             (oc.ipv6 != nc.ipv6, "ipv6"),
             (oc.region != nc.region, "region"),
             (oc.weight != nc.weight, "weight"),
+            (oc.health != nc.health, "health"),
             (
                 failover_name(old, oc.failover) != failover_name(new, nc.failover),
                 "failover",

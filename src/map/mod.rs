@@ -30,7 +30,9 @@ use sha2::{Digest, Sha256};
 pub use compile::compile;
 pub use index::TenantIndex;
 pub use schema::MapFile;
-pub use snapshot::{Cell, CellId, Placement, Snapshot, StaticName, Status, Zone};
+pub use snapshot::{
+    Cell, CellId, HealthCheck, Placement, Probe, Snapshot, StaticName, Status, Zone,
+};
 pub use validate::Issue;
 
 /// The example map shipped in `zones/`, used when `serve` gets no `--map`.

@@ -94,6 +94,40 @@ pub struct CellSection {
     /// Where this cell's tenants go while it is down.
     #[serde(default)]
     pub failover: Option<String>,
+    /// Active health probing of the cell's endpoints; none: no probing.
+    #[serde(default)]
+    pub health: Option<HealthSection>,
+}
+
+/// `[cells.<id>.health]`: how the cell's endpoints are probed. Every
+/// address of the cell is probed on `port`; values are checked by
+/// [`super::validate`] (ranges, `timeout_ms < interval_ms`, `min_up` at most
+/// the number of addresses).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// `http` (a 2xx status is up) or `tcp` (a connection is up).
+    pub probe: String,
+    /// The port probed on every address of the cell.
+    pub port: u32,
+    /// The path of an HTTP probe (http only); default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between two probes of one endpoint.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// How long one probe may take before it counts as failed.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive successes before a down endpoint counts as up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures before an endpoint counts as down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Fewer endpoints up than this: the cell is unhealthy.
+    #[serde(default = "default_min_up")]
+    pub min_up: u32,
 }
 
 /// `[placement]`: what a tenant that is not listed gets.
@@ -128,6 +162,10 @@ pub struct SafetySection {
     /// first sees this exact value.
     #[serde(default)]
     pub allow_mass_change: Option<String>,
+    /// Largest fraction of the serving cells health may take out at once;
+    /// beyond it, health is ignored for every cell (fail-static).
+    #[serde(default = "default_max_unhealthy_fraction")]
+    pub max_unhealthy_fraction: f64,
 }
 
 impl Default for SafetySection {
@@ -136,6 +174,7 @@ impl Default for SafetySection {
             max_moved_fraction: default_max_fraction(),
             max_removed_fraction: default_max_fraction(),
             allow_mass_change: None,
+            max_unhealthy_fraction: default_max_unhealthy_fraction(),
         }
     }
 }
@@ -169,6 +208,24 @@ fn default_unknown() -> String {
 }
 fn default_max_fraction() -> f64 {
     0.10
+}
+fn default_max_unhealthy_fraction() -> f64 {
+    0.5
+}
+fn default_interval_ms() -> u64 {
+    2000
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_min_up() -> u32 {
+    1
 }
 
 /// `[tenants]`, stored compactly: a million tenants must not cost a million

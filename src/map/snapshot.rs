@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use hickory_proto::rr::{LowerName, Name};
 
@@ -43,6 +43,11 @@ impl Status {
 
     /// All statuses, in display order.
     pub const ALL: [Status; 3] = [Status::Active, Status::Draining, Status::Down];
+
+    /// The status a word names (`active`, `draining`, `down`).
+    pub fn from_word(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == word)
+    }
 }
 
 impl std::fmt::Display for Status {
@@ -68,6 +73,47 @@ impl Placement {
             Self::Hash => "hash",
         }
     }
+}
+
+/// How an endpoint is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Probe {
+    /// An HTTP/1.1 `GET` of a path; a 2xx status is up.
+    Http,
+    /// A TCP connection; established is up.
+    Tcp,
+}
+
+impl Probe {
+    /// The word used in map files, metrics and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// A cell's health probing, as the map configures it (`[cells.<id>.health]`):
+/// pure data; `crate::health` runs the probers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// HTTP or TCP.
+    pub probe: Probe,
+    /// The port probed on every address of the cell.
+    pub port: u16,
+    /// The path of an HTTP probe (`/` for TCP, unused).
+    pub path: String,
+    /// Time between two probes of one endpoint.
+    pub interval: Duration,
+    /// Time one probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes before a down endpoint is up.
+    pub rise: u32,
+    /// Consecutive failures before an endpoint is down.
+    pub fall: u32,
+    /// Fewer endpoints up than this: the cell is unhealthy.
+    pub min_up: u32,
 }
 
 /// One cell, as the map describes it.
@@ -102,9 +148,19 @@ pub struct Cell {
     pub listed_tenants: usize,
     /// Per-cell seed of the rendezvous hash.
     pub hash_seed: u64,
+    /// Health probing of its endpoints, when the map asks for it.
+    pub health: Option<HealthCheck>,
 }
 
 impl Cell {
+    /// The cell's endpoint addresses, IPv4 first, in map order.
+    pub fn endpoints(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
+    }
+
     /// Whether tenants reach this cell only by name: no addresses of its
     /// own and a hostname outside the zone (DNS answers with a CNAME).
     pub fn by_name_only(&self) -> bool {
@@ -159,6 +215,8 @@ pub struct Safety {
     pub max_removed_fraction: f64,
     /// Override naming one change allowed past the gates.
     pub allow_mass_change: Option<String>,
+    /// Largest fraction of serving cells health may take out at once.
+    pub max_unhealthy_fraction: f64,
 }
 
 /// An immutable, compiled map.

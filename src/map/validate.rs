@@ -13,8 +13,9 @@ use super::Source;
 use super::failover::{self, Chain};
 use super::index::TenantIndex;
 use super::locate::Locator;
+use super::schema::HealthSection;
 use super::schema::MapFile;
-use super::snapshot::{CellId, Placement, Safety, Status};
+use super::snapshot::{CellId, HealthCheck, Placement, Probe, Safety, Status};
 
 /// Largest TTL accepted for answers and negative answers (one day).
 pub const MAX_TTL: u32 = 86_400;
@@ -26,6 +27,17 @@ pub const MAX_SOA_TIMER: u32 = i32::MAX as u32;
 pub const MAX_CELLS: usize = 4096;
 /// Largest cell weight.
 pub const MAX_WEIGHT: u32 = 1_000_000;
+/// Shortest probe interval (`[cells.<id>.health] interval_ms`): a floor so
+/// that a map cannot turn cellns into a load generator against its cells.
+pub const MIN_PROBE_INTERVAL_MS: u64 = 250;
+/// Longest probe interval (one hour).
+pub const MAX_PROBE_INTERVAL_MS: u64 = 3_600_000;
+/// Shortest probe timeout.
+pub const MIN_PROBE_TIMEOUT_MS: u64 = 10;
+/// Largest `rise` and `fall`.
+pub const MAX_RISE_FALL: u32 = 100;
+/// Longest HTTP probe path.
+pub const MAX_PROBE_PATH: usize = 1024;
 
 /// One problem in a map file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +138,7 @@ pub(crate) struct CheckedCell {
     pub(crate) failover: Option<CellId>,
     pub(crate) serving: CellId,
     pub(crate) failover_path: Vec<CellId>,
+    pub(crate) health: Option<HealthCheck>,
 }
 
 struct Issues(Vec<RawIssue>);
@@ -424,6 +437,10 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
                 }
             },
         };
+        let health = c
+            .health
+            .as_ref()
+            .and_then(|h| check_health(&mut issues, id, h, ipv4.len() + ipv6.len()));
         cells.push(CheckedCell {
             id: id.clone(),
             hostname,
@@ -436,6 +453,7 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
             failover,
             serving: CellId(cells.len() as u16),
             failover_path: Vec::new(),
+            health,
         });
     }
 
@@ -535,6 +553,7 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
     for (f, v) in [
         ("max_moved_fraction", s.max_moved_fraction),
         ("max_removed_fraction", s.max_removed_fraction),
+        ("max_unhealthy_fraction", s.max_unhealthy_fraction),
     ] {
         if !(0.0..=1.0).contains(&v) {
             issues.push(
@@ -573,7 +592,111 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
             max_moved_fraction: s.max_moved_fraction,
             max_removed_fraction: s.max_removed_fraction,
             allow_mass_change: s.allow_mass_change.clone(),
+            max_unhealthy_fraction: s.max_unhealthy_fraction,
         },
+    })
+}
+
+/// Checks `[cells.<id>.health]` of a cell with `endpoints` addresses; the
+/// typed settings when every rule holds.
+fn check_health(
+    issues: &mut Issues,
+    id: &str,
+    h: &HealthSection,
+    endpoints: usize,
+) -> Option<HealthCheck> {
+    let before = issues.0.len();
+    let p = |f: &'static str| -> [&str; 4] { ["cells", id, "health", f] };
+    let probe = match h.probe.as_str() {
+        "http" => Probe::Http,
+        "tcp" => Probe::Tcp,
+        other => {
+            issues.push(&p("probe"), format!("`{other}` is not one of http, tcp"));
+            Probe::Tcp
+        }
+    };
+    if !(1..=65_535).contains(&h.port) {
+        issues.push(
+            &p("port"),
+            format!("{} is out of range (1..=65535)", h.port),
+        );
+    }
+    let path = match (&h.path, probe) {
+        (None, _) => "/".to_owned(),
+        (Some(_), Probe::Tcp) if h.probe == "tcp" => {
+            issues.push(&p("path"), "a path applies to http probes only");
+            "/".to_owned()
+        }
+        (Some(path), _) => {
+            if !path.starts_with('/') {
+                issues.push(&p("path"), format!("`{path}` must start with \"/\""));
+            } else if path.len() > MAX_PROBE_PATH {
+                issues.push(
+                    &p("path"),
+                    format!("is {} bytes long; at most {MAX_PROBE_PATH}", path.len()),
+                );
+            } else if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
+                issues.push(
+                    &p("path"),
+                    format!("contains {c:?}; a probe path is printable ASCII without spaces (percent-encode the rest)"),
+                );
+            }
+            path.clone()
+        }
+    };
+    let interval_ok = (MIN_PROBE_INTERVAL_MS..=MAX_PROBE_INTERVAL_MS).contains(&h.interval_ms);
+    if !interval_ok {
+        issues.push(
+            &p("interval_ms"),
+            format!(
+                "{} is out of range ({MIN_PROBE_INTERVAL_MS}..={MAX_PROBE_INTERVAL_MS})",
+                h.interval_ms
+            ),
+        );
+    }
+    if h.timeout_ms < MIN_PROBE_TIMEOUT_MS {
+        issues.push(
+            &p("timeout_ms"),
+            format!(
+                "{} is below the minimum of {MIN_PROBE_TIMEOUT_MS}",
+                h.timeout_ms
+            ),
+        );
+    } else if interval_ok && h.timeout_ms >= h.interval_ms {
+        issues.push(
+            &p("timeout_ms"),
+            format!(
+                "{} must be less than interval_ms ({}): a probe ends before the next starts",
+                h.timeout_ms, h.interval_ms
+            ),
+        );
+    }
+    for (f, v) in [("rise", h.rise), ("fall", h.fall)] {
+        if !(1..=MAX_RISE_FALL).contains(&v) {
+            issues.push(&p(f), format!("{v} is out of range (1..={MAX_RISE_FALL})"));
+        }
+    }
+    if h.min_up == 0 {
+        issues.push(&p("min_up"), "must be at least 1");
+    } else if h.min_up as usize > endpoints {
+        issues.push(
+            &p("min_up"),
+            format!(
+                "{} is more than the cell's {endpoints} address(es): the cell could never be healthy \
+                 (health probes the cell's ipv4 and ipv6 addresses)",
+                h.min_up
+            ),
+        );
+    }
+    (issues.0.len() == before).then(|| HealthCheck {
+        probe,
+        port: h.port as u16,
+        path,
+        interval: std::time::Duration::from_millis(h.interval_ms),
+        timeout: std::time::Duration::from_millis(h.timeout_ms),
+        rise: h.rise,
+        fall: h.fall,
+        min_up: h.min_up,
     })
 }
 

@@ -395,3 +395,176 @@ fn example_map_is_valid() {
     let snap = crate::map::load_example().expect("example map");
     assert!(snap.tenants.len() >= 4);
 }
+
+/// `BASE` with a `[cells.a.health]` table holding `body` (cell a has one
+/// IPv4 address).
+fn with_health(body: &str) -> String {
+    format!("{BASE}\n[cells.a.health]\n{body}\n")
+}
+
+const HEALTH_OK: &str = "probe = \"http\"\nport = 8080\npath = \"/healthz\"\ninterval_ms = 2000\n\
+                         timeout_ms = 1000\nrise = 2\nfall = 3\nmin_up = 1";
+
+#[test]
+fn health_table_is_carried_as_data() {
+    let snap = load_str(Source {
+        text: &with_health(HEALTH_OK),
+        format: Format::Toml,
+        name: "m.toml",
+    })
+    .expect("valid");
+    let a = snap.cell(snap.cell_by_id("a").expect("a"));
+    let h = a.health.as_ref().expect("health");
+    assert_eq!(h.probe, crate::map::Probe::Http);
+    assert_eq!((h.port, h.path.as_str()), (8080, "/healthz"));
+    assert_eq!(h.interval, std::time::Duration::from_millis(2000));
+    assert_eq!(h.timeout, std::time::Duration::from_millis(1000));
+    assert_eq!((h.rise, h.fall, h.min_up), (2, 3, 1));
+    assert!(snap.cell(snap.cell_by_id("b").expect("b")).health.is_none());
+    assert_eq!(snap.safety.max_unhealthy_fraction, 0.5);
+    // Defaults: path "/", 2000/1000 ms, rise 2, fall 3, min_up 1.
+    let snap = load_str(Source {
+        text: &with_health("probe = \"tcp\"\nport = 22"),
+        format: Format::Toml,
+        name: "m.toml",
+    })
+    .expect("valid");
+    let h = snap.cells[0].health.clone().expect("health");
+    assert_eq!((h.probe, h.path.as_str()), (crate::map::Probe::Tcp, "/"));
+    assert_eq!((h.rise, h.fall, h.min_up), (2, 3, 1));
+}
+
+/// `HEALTH_OK` with the line of `field` replaced by `line`; exactly one
+/// issue, on that line, naming the field and containing `needle`.
+fn health_issue(field: &str, line: &str, needle: &str) {
+    let body: String = HEALTH_OK
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{field} ")) {
+                line.to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let t = with_health(&body);
+    let from = t.find("[cells.a.health]").expect("table");
+    let line_no = t[..from].lines().count()
+        + t[from..]
+            .lines()
+            .position(|l| l == line)
+            .expect("line in table")
+        + 1;
+    one_issue(
+        &t,
+        &[
+            &format!("{line_no}:"),
+            &format!("cells.a.health.{field}"),
+            needle,
+        ],
+    );
+}
+
+#[test]
+fn health_probe_must_be_known() {
+    health_issue("probe", "probe = \"icmp\"", "not one of http, tcp");
+}
+
+#[test]
+fn health_port_in_range() {
+    health_issue("port", "port = 0", "out of range (1..=65535)");
+    health_issue("port", "port = 65536", "out of range (1..=65535)");
+}
+
+#[test]
+fn health_path_starts_with_a_slash_and_is_printable() {
+    health_issue("path", "path = \"healthz\"", "must start with \"/\"");
+    health_issue("path", "path = \"/a b\"", "printable ASCII");
+    health_issue("path", "path = \"/a\\r\\nHost: x\"", "printable ASCII");
+    health_issue(
+        "path",
+        &format!("path = \"/{}\"", "x".repeat(1024)),
+        "at most 1024",
+    );
+}
+
+#[test]
+fn health_path_is_for_http_only() {
+    let t = with_health("probe = \"tcp\"\nport = 22\npath = \"/x\"");
+    one_issue(
+        &t,
+        &[
+            &line_of(&t, "path = "),
+            "cells.a.health.path",
+            "http probes only",
+        ],
+    );
+}
+
+#[test]
+fn health_interval_has_a_floor() {
+    health_issue("interval_ms", "interval_ms = 249", "out of range (250..=");
+    health_issue("interval_ms", "interval_ms = 3600001", "out of range");
+}
+
+#[test]
+fn health_timeout_is_below_the_interval() {
+    health_issue(
+        "timeout_ms",
+        "timeout_ms = 2000",
+        "less than interval_ms (2000)",
+    );
+    health_issue("timeout_ms", "timeout_ms = 5", "below the minimum of 10");
+}
+
+#[test]
+fn health_rise_and_fall_are_at_least_one() {
+    health_issue("rise", "rise = 0", "out of range (1..=100)");
+    health_issue("fall", "fall = 0", "out of range (1..=100)");
+    health_issue("fall", "fall = 101", "out of range (1..=100)");
+}
+
+#[test]
+fn health_min_up_fits_the_endpoints() {
+    health_issue("min_up", "min_up = 0", "at least 1");
+    health_issue("min_up", "min_up = 2", "more than the cell's 1 address(es)");
+}
+
+#[test]
+fn health_on_a_cell_without_addresses() {
+    let t = format!(
+        "{}\n[cells.a.health]\nprobe = \"tcp\"\nport = 1\n",
+        BASE.replacen("ipv4 = [\"192.0.2.10\"]\n", "", 1).replacen(
+            "hostname = \"a.cells.example.com.\"",
+            "hostname = \"a.lb.example.net.\"",
+            1
+        )
+    );
+    one_issue(
+        &t,
+        &["cells.a.health", "more than the cell's 0 address(es)"],
+    );
+}
+
+#[test]
+fn health_unknown_field_is_rejected() {
+    let t = with_health("probe = \"tcp\"\nport = 1\nintervall_ms = 500");
+    one_issue(&t, &[&line_of(&t, "intervall_ms"), "intervall_ms"]);
+}
+
+#[test]
+fn max_unhealthy_fraction_is_a_fraction() {
+    let t = edit(
+        "[placement]",
+        "[safety]\nmax_unhealthy_fraction = 1.5\n\n[placement]",
+    );
+    one_issue(
+        &t,
+        &[
+            &line_of(&t, "max_unhealthy_fraction"),
+            "safety.max_unhealthy_fraction",
+            "not a fraction",
+        ],
+    );
+}

@@ -158,10 +158,26 @@ fn selectors() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
 
 #[test]
 fn obs_deploy_queries_only_what_the_server_exposes() {
-    // A server that has seen a bit of everything.
-    let map = MapDir::new(&map::small("deploy-1", 'a').toml(), false);
+    // A server that has seen a bit of everything, a probed cell included
+    // (its endpoint refuses: a loopback address nothing listens on).
+    let closed = std::net::TcpListener::bind("127.31.9.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let probed = crate::support::map::Cell::new(&format!("h.{ORIGIN}"))
+        .ipv4(["127.31.9.1"])
+        .set(
+            "health",
+            crate::health_probe::health_table("tcp", port, 250, 200, 1, 1),
+        );
+    let map = MapDir::new(&map::small("deploy-1", 'a').cell("h", probed).toml(), false);
     let s = TokenServer::start(&["--map", &map.arg()]);
     let http = s.http();
+    assert!(
+        crate::support::wait_until(crate::support::RELOAD, || {
+            crate::health_probe::cell_json(http, "h")["health"]["endpoints"][0]["verdict"] == "down"
+        }),
+        "the probed cell was never probed"
+    );
     Udp::new(s.dns())
         .ask(&format!("acme.{ORIGIN}"), hickory_proto::rr::RecordType::A)
         .unwrap();

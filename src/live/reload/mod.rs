@@ -302,6 +302,7 @@ impl Reloader {
         let version = next.version.clone();
         let tenants = next.tenants.len();
         let cells = next.cells.len();
+        let current_version = current.view.map().version.clone();
         drop(current);
         // The store persists the serial before anyone can see it, swaps,
         // and keeps the replaced value until no reader holds it.
@@ -321,6 +322,17 @@ impl Reloader {
             total_ms = started.elapsed().as_millis() as u64,
             trigger = trigger.as_str(),
             "map reloaded"
+        );
+        store.audit().record(
+            super::audit::Event::new("reload", "reload_accepted")
+                .change(Some(current_version), Some(version.clone()))
+                .detail("file", file.as_str())
+                .detail("serial", serial)
+                .detail("cells", cells)
+                .detail("tenants", tenants)
+                .detail("moved", moved)
+                .detail("added", added)
+                .detail("removed", removed),
         );
         reap(store, REAP_WAIT);
         Outcome::Reloaded { version, serial }

@@ -7,6 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +20,9 @@ use super::{EXCHANGE, python, repo, run_cli};
 pub const KEY: &str = "test-key-auth-0123456789";
 /// The bearer key of the test caller `batch`.
 pub const KEY2: &str = "test-key-batch-9876543210";
+/// The bearer key of the test caller `ops` (scopes `read,admin`: operator
+/// overrides, no tokens).
+pub const ADMIN_KEY: &str = "test-key-ops-admin-5555555555";
 
 /// An HTTP response.
 #[derive(Debug)]
@@ -205,20 +209,55 @@ pub fn decode_unverified(token: &str) -> (serde_json::Value, serde_json::Value) 
     (dec(parts[0]), dec(parts[1]))
 }
 
-/// An API key file for callers `auth` (KEY) and `batch` (KEY2) in `dir`.
+/// The SHA-256 of `key` in hex, as the API key file holds it.
+pub fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// An API key file for callers `auth` (KEY) and `batch` (KEY2), both with
+/// the default scopes (tokens, read), and `ops` (ADMIN_KEY, read and
+/// admin) in `dir`.
 pub fn api_keys_file(dir: &Path) -> PathBuf {
-    let h = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
     let path = dir.join("api-keys");
     std::fs::write(
         &path,
         format!(
-            "# test callers\nauth sha256:{}\n\nbatch sha256:{}  # second caller\n",
-            h(KEY),
-            h(KEY2)
+            "# test callers\nauth sha256:{}\n\nbatch sha256:{}  # second caller\nops sha256:{} scopes=read,admin\n",
+            key_hash(KEY),
+            key_hash(KEY2),
+            key_hash(ADMIN_KEY)
         ),
     )
     .expect("write the API key file");
     path
+}
+
+/// `method path` with `key` as the bearer key (if any) and a JSON body (if
+/// any).
+pub fn send_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Resp {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut h = Vec::new();
+    if body.is_some() {
+        h.push(("Content-Type", "application/json"));
+    }
+    if let Some(a) = &auth {
+        h.push(("Authorization", a.as_str()));
+    }
+    let text = body.map(ToString::to_string);
+    request(
+        addr,
+        method,
+        path,
+        &h,
+        text.as_deref().map(str::as_bytes),
+        false,
+    )
 }
 
 /// Runs `cellns keygen --out dir --alg alg`; the key file and kid.
@@ -449,4 +488,249 @@ pub fn scrape(http: SocketAddr) -> Metrics {
         r.header("content-type")
     );
     parse_metrics(&r.text())
+}
+
+// ---------------------------------------------------------------------------
+// Toy health endpoints.
+
+/// What a toy endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToyKind {
+    /// Answers each HTTP request with 200 or 503 (see [`ToyMode`]).
+    Http,
+    /// Accepts connections and closes them.
+    Tcp,
+}
+
+/// How a toy HTTP endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToyMode {
+    /// 200.
+    Healthy,
+    /// 503.
+    Failing,
+    /// 503 and 200 in turn, starting with 503.
+    Flapping,
+}
+
+#[derive(Debug)]
+struct ToyState {
+    mode: ToyMode,
+    /// Every answer given, in order: true for 200.
+    answers: Vec<bool>,
+    /// Answers given when the mode last changed.
+    switched_at: usize,
+    /// Hold the answer to the request whose outcome is the `n`th of its
+    /// kind (success or failure) since the last switch, until released.
+    hold: Option<(bool, usize)>,
+    /// A request is held now.
+    holding: bool,
+}
+
+/// A health endpoint for cellns to probe, on one loopback address, that
+/// the test flips between healthy, failing, flapping and closed
+/// (connection refused). It keeps every answer it gave, so a test can
+/// compare cellns's probe accounting with what the endpoint really said,
+/// and it can hold one answer back: the test then knows exactly how many
+/// results cellns has seen while it looks at the answers.
+#[derive(Debug)]
+pub struct Toy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    kind: ToyKind,
+    shared: std::sync::Arc<(std::sync::Mutex<ToyState>, std::sync::Condvar)>,
+    /// The accept thread's stop switch, while open.
+    open: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Toy {
+    /// A toy of `kind` on `addr` (port 0: any), healthy and open.
+    pub fn bind(kind: ToyKind, addr: SocketAddr) -> Self {
+        let mut t = Self {
+            addr,
+            kind,
+            shared: std::sync::Arc::new((
+                std::sync::Mutex::new(ToyState {
+                    mode: ToyMode::Healthy,
+                    answers: Vec::new(),
+                    switched_at: 0,
+                    hold: None,
+                    holding: false,
+                }),
+                std::sync::Condvar::new(),
+            )),
+            open: None,
+        };
+        t.open();
+        t
+    }
+
+    /// Toys of `kind` on `ips`, all on one port (each cell probes one port
+    /// on every address). Retries with another port on a clash.
+    pub fn bind_all(kind: ToyKind, ips: &[&str]) -> Vec<Toy> {
+        for _ in 0..20 {
+            let first = Toy::bind(kind, SocketAddr::new(ips[0].parse().expect("ip"), 0));
+            let port = first.addr.port();
+            let mut all = vec![first];
+            for ip in &ips[1..] {
+                let addr = SocketAddr::new(ip.parse().expect("ip"), port);
+                match std::net::TcpListener::bind(addr) {
+                    Ok(l) => {
+                        drop(l);
+                        all.push(Toy::bind(kind, addr));
+                    }
+                    Err(_) => break,
+                }
+            }
+            if all.len() == ips.len() {
+                return all;
+            }
+        }
+        panic!("no common free port for {ips:?}");
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ToyState> {
+        self.shared.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Listens again (after [`Toy::close`]).
+    pub fn open(&mut self) {
+        if self.open.is_some() {
+            return;
+        }
+        let listener = std::net::TcpListener::bind(self.addr)
+            .unwrap_or_else(|e| panic!("toy endpoint cannot bind {}: {e}", self.addr));
+        self.addr = listener.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (shared, kind, flag) = (self.shared.clone(), self.kind, stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                if kind == ToyKind::Tcp {
+                    continue;
+                }
+                let shared = shared.clone();
+                std::thread::spawn(move || toy_answer(conn, &shared));
+            }
+        });
+        self.open = Some(stop);
+    }
+
+    /// Stops listening: connections are refused.
+    pub fn close(&mut self) {
+        if let Some(stop) = self.open.take() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Wake the accept loop so that it drops the listener.
+            let _ = TcpStream::connect_timeout(&self.addr, EXCHANGE);
+            // Refused from now on (the listener is gone once this fails).
+            super::wait_until(EXCHANGE, || {
+                TcpStream::connect_timeout(&self.addr, EXCHANGE).is_err()
+            });
+        }
+    }
+
+    /// Answers in `mode` from now on.
+    pub fn set(&self, mode: ToyMode) {
+        let mut s = self.lock();
+        s.mode = mode;
+        s.switched_at = s.answers.len();
+        s.hold = None;
+    }
+
+    /// Answers in `mode` from now on, holding back the answer that is the
+    /// `n`th success (`ok`) or failure since this switch.
+    pub fn set_holding(&self, mode: ToyMode, ok: bool, n: usize) {
+        let mut s = self.lock();
+        s.mode = mode;
+        s.switched_at = s.answers.len();
+        s.hold = Some((ok, n));
+    }
+
+    /// Holds back the next answer like the one held now (the `n+1`th), and
+    /// lets the held one go.
+    pub fn hold_next(&self) {
+        let mut s = self.lock();
+        if let Some((ok, n)) = s.hold {
+            s.hold = Some((ok, n + 1));
+        }
+        self.shared.1.notify_all();
+    }
+
+    /// Lets every held answer go and holds no more.
+    pub fn release(&self) {
+        self.lock().hold = None;
+        self.shared.1.notify_all();
+    }
+
+    /// Waits until an answer is held back.
+    pub fn wait_held(&self, within: Duration) -> bool {
+        super::wait_until(within, || self.lock().holding)
+    }
+
+    /// Every answer given so far (true: 200).
+    pub fn answers(&self) -> Vec<bool> {
+        self.lock().answers.clone()
+    }
+
+    /// Answers given before the last switch of mode.
+    pub fn switched_at(&self) -> usize {
+        self.lock().switched_at
+    }
+}
+
+impl Drop for Toy {
+    fn drop(&mut self) {
+        self.release();
+        self.close();
+    }
+}
+
+/// Reads one request head and answers it as the toy's state says.
+fn toy_answer(mut conn: TcpStream, shared: &(std::sync::Mutex<ToyState>, std::sync::Condvar)) {
+    let _ = conn.set_read_timeout(Some(EXCHANGE));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (lock, cv) = shared;
+    let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let since = s.answers.len() - s.switched_at;
+    let ok = match s.mode {
+        ToyMode::Healthy => true,
+        ToyMode::Failing => false,
+        ToyMode::Flapping => since % 2 == 1,
+    };
+    let nth = s.answers[s.switched_at..]
+        .iter()
+        .filter(|a| **a == ok)
+        .count()
+        + 1;
+    // Counted when decided, so that the next request (after a held one)
+    // is the next in line.
+    s.answers.push(ok);
+    if s.hold == Some((ok, nth)) {
+        s.holding = true;
+        let deadline = std::time::Instant::now() + 6 * EXCHANGE;
+        while s.hold == Some((ok, nth)) && std::time::Instant::now() < deadline {
+            s = cv
+                .wait_timeout(s, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        s.holding = false;
+    }
+    drop(s);
+    let reply: &[u8] = if ok {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    } else {
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsick"
+    };
+    let _ = conn.write_all(reply);
 }
