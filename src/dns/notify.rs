@@ -360,6 +360,7 @@ mod tests {
         // A new serial is notified at once.
         let next = store
             .publish_map(Arc::new(load_example().expect("example")))
+            .expect("serial")
             .serial();
         assert!(next > first);
         let m = tokio::time::timeout(wait, seen.recv())

@@ -89,6 +89,12 @@ struct ReadyBody<'a> {
     last_reload_ok: bool,
     /// When it failed; the message is at `GET /v1/map` (it may name tenants).
     last_reload_error_at: Option<String>,
+    /// The last reload failed for a reason that may pass, and it is being
+    /// retried without waiting for a change of the file.
+    reload_retrying: bool,
+    /// How the map file is watched: `ok`, `degraded` (only the periodic
+    /// check sees changes; why is at `GET /v1/map`), `none` (no map file).
+    map_watch: &'static str,
 }
 
 fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Response {
@@ -105,6 +111,8 @@ fn readiness_response(readiness: &Readiness, store: Option<&dyn Current>) -> Res
         serial: view.as_deref().map(View::serial),
         last_reload_ok: status.last_error.is_none(),
         last_reload_error_at: status.last_error_at.map(rfc3339),
+        reload_retrying: status.retrying,
+        map_watch: status.watch.as_str(),
     };
     let code = if ready {
         StatusCode::OK
@@ -176,6 +184,9 @@ struct ReloadView {
     failures: u64,
     last_error: Option<String>,
     last_error_at: Option<String>,
+    retrying: bool,
+    watch: &'static str,
+    watch_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -226,8 +237,14 @@ pub(super) async fn map_info(
         reload: ReloadView {
             successes: status.successes,
             failures: status.failures,
-            last_error: status.last_error,
             last_error_at: status.last_error_at.map(rfc3339),
+            retrying: status.retrying,
+            watch: status.watch.as_str(),
+            watch_problem: match &status.watch {
+                crate::live::WatchState::Degraded(why) => Some(why.clone()),
+                _ => None,
+            },
+            last_error: status.last_error,
         },
     };
     Ok(json(StatusCode::OK, &body))

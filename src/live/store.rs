@@ -7,9 +7,11 @@
 //!
 //! Publishers (the reload thread with a new map, and anything that changes
 //! the [`Conditions`]) take a lock that readers never see, build the next
-//! view and its answers, give it the next serial ([`super::serial`]) and
-//! swap it in. A change that leaves every answer as it was publishes
-//! nothing.
+//! view and its answers, give it the next serial ([`super::serial`]: the
+//! map's declared serial when the view is the map alone, else the clock)
+//! and swap it in. A serial that cannot be saved (with `--state-dir`) is
+//! an error and nothing is published. A change that leaves every answer as
+//! it was publishes nothing.
 //!
 //! Replaced values are kept in a retired list until no reader holds them
 //! and then dropped by [`Store::reap`], which only the reload thread calls
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use super::serial::Serials;
+use super::serial::{Basis, SerialError, Serials};
 use super::view::{Conditions, View};
 use crate::map::Snapshot;
 
@@ -46,6 +48,35 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
     /// When the last failure happened.
     pub last_error_at: Option<SystemTime>,
+    /// The last attempt failed for a reason that may pass, and it will be
+    /// tried again without waiting for a change of the file.
+    pub retrying: bool,
+    /// How the map file is watched.
+    pub watch: WatchState,
+}
+
+/// How the map file is watched, as the reload thread last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WatchState {
+    /// No map file (the embedded example): nothing to watch.
+    #[default]
+    None,
+    /// Every change of the map raises an event.
+    Ok,
+    /// Changes may be seen late, by the periodic check only: why (names
+    /// paths; for logs and admin views, not for unauthenticated probes).
+    Degraded(String),
+}
+
+impl WatchState {
+    /// The word `/readyz` shows: `none`, `ok` or `degraded`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ok => "ok",
+            Self::Degraded(_) => "degraded",
+        }
+    }
 }
 
 /// Read access to the view in force, for parts that need the view but not
@@ -89,19 +120,22 @@ impl<A> std::fmt::Debug for Store<A> {
 
 impl<A: Send + Sync + 'static> Store<A> {
     /// A store serving `map` under `conditions`, with the first serial from
-    /// `serials`, its answers made by `prepare`.
+    /// `serials`, its answers made by `prepare`. Fails when that serial
+    /// cannot be saved in the state directory.
     pub fn new(
         map: Arc<Snapshot>,
         conditions: Conditions,
         mut serials: Serials,
         prepare: impl Fn(&View) -> A + Send + Sync + 'static,
-    ) -> Self {
-        let view = View::new(map, &conditions, serials.issue());
+    ) -> Result<Self, SerialError> {
+        let view = View::new(map, &conditions, 0);
+        let serial = serials.issue(basis(&view))?;
+        let view = view.with_serial(serial);
         publish_metrics(&view, None);
         crate::metrics::reloads_start();
         let (serial, _) = tokio::sync::watch::channel(view.serial());
         let answers = prepare(&view);
-        Self {
+        Ok(Self {
             current: ArcSwap::from_pointee(Live {
                 view: Arc::new(view),
                 answers,
@@ -114,7 +148,7 @@ impl<A: Send + Sync + 'static> Store<A> {
             reload: Mutex::new(ReloadStatus::default()),
             serial,
             retired: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     /// What queries read. Lock-free; hold the guard only for one query (or
@@ -143,33 +177,43 @@ impl<A: Send + Sync + 'static> Store<A> {
 
     /// Publishes a new map under the conditions in force; returns the view
     /// now in force. The caller has already decided the map is acceptable
-    /// (validation, safety gates).
-    pub fn publish_map(&self, map: Arc<Snapshot>) -> Arc<View> {
+    /// (validation, safety gates). Fails, publishing nothing, when its
+    /// serial cannot be saved. May wait for the clock (at most
+    /// [`super::serial::MAX_CLOCK_WAIT`]).
+    pub fn publish_map(&self, map: Arc<Snapshot>) -> Result<Arc<View>, SerialError> {
         let mut w = self.writer();
-        let serial = w.serials.issue();
-        let view = View::new(map, &w.conditions, serial);
-        self.swap(view)
+        let view = View::new(map, &w.conditions, 0);
+        let serial = w.serials.issue(basis(&view))?;
+        Ok(self.swap(view.with_serial(serial)))
     }
 
     /// Changes the conditions and publishes the result, unless every answer
     /// stays the same; returns the new view when one was published. The
-    /// map file is not read again.
-    pub fn update(&self, change: impl FnOnce(&mut Conditions)) -> Option<Arc<View>> {
+    /// map file is not read again. Fails, changing nothing, when the new
+    /// version's serial cannot be saved. May block for up to
+    /// [`super::serial::MAX_CLOCK_WAIT`] (clock serials wait for the clock):
+    /// call it from a blocking context.
+    pub fn update(
+        &self,
+        change: impl FnOnce(&mut Conditions),
+    ) -> Result<Option<Arc<View>>, SerialError> {
         let mut w = self.writer();
         let mut conditions = w.conditions.clone();
         change(&mut conditions);
         let current = self.current.load_full();
         let candidate = View::new(current.view.map_arc().clone(), &conditions, 0);
-        w.conditions = conditions;
         if candidate.same_answers(&current.view) {
-            return None;
+            w.conditions = conditions;
+            return Ok(None);
         }
-        let view = self.swap(candidate.with_serial(w.serials.issue()));
+        let serial = w.serials.issue(basis(&candidate))?;
+        w.conditions = conditions;
+        let view = self.swap(candidate.with_serial(serial));
         // Values retired by this kind of change share the map in force, so
         // dropping them here frees little; older maps wait for the reload
         // thread.
         self.reap_same_map(&current.view);
-        Some(view)
+        Ok(Some(view))
     }
 
     /// The conditions in force.
@@ -258,6 +302,17 @@ impl<A: Send + Sync + 'static> Store<A> {
         f(&mut s);
     }
 
+    /// Records whether the reload thread will retry the last attempt by
+    /// itself.
+    pub fn set_retrying(&self, retrying: bool) {
+        self.with_status(|s| s.retrying = retrying);
+    }
+
+    /// Records how the map file is watched.
+    pub fn set_watch(&self, watch: WatchState) {
+        self.with_status(|s| s.watch = watch);
+    }
+
     /// Records a successful reload.
     pub fn record_success(&self) {
         crate::metrics::reload_result(true);
@@ -286,6 +341,16 @@ impl<A: Send + Sync + 'static> Store<A> {
             s.last_error = None;
             s.last_error_at = None;
         });
+    }
+}
+
+/// What the serial of `view` is based on: the map's declared serial when
+/// the view answers as the map alone does, else the clock (local
+/// conditions are this instance's own; see [`super::serial`]).
+fn basis(view: &View) -> Basis {
+    match view.map().zone.serial {
+        Some(s) if view.same_answers(&View::of_map(view.map_arc().clone())) => Basis::Declared(s),
+        _ => Basis::Clock,
     }
 }
 
@@ -331,7 +396,8 @@ mod tests {
         let map = Arc::new(crate::map::load_example().expect("example"));
         let s = Store::new(map, Conditions::default(), Serials::open(None), move |_| {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        });
+        })
+        .expect("no state directory: nothing to save");
         (s, n)
     }
 
@@ -344,6 +410,7 @@ mod tests {
             .update(|c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
+            .expect("serial")
             .expect("published");
         assert!(v.serial() > before.view.serial());
         // Same map snapshot, answers prepared again.
@@ -357,6 +424,7 @@ mod tests {
             s.update(|c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
+            .expect("serial")
             .is_none()
         );
         assert_eq!(s.load().view.serial(), v.serial());
@@ -368,9 +436,10 @@ mod tests {
         let (s, _) = store();
         s.update(|c| {
             c.overrides.insert("use1-a".into(), Status::Draining);
-        });
+        })
+        .expect("serial");
         let map = Arc::new(crate::map::load_example().expect("example"));
-        let v = s.publish_map(map.clone());
+        let v = s.publish_map(map.clone()).expect("serial");
         let a = map.cell_by_id("use1-a").expect("cell");
         assert_eq!(v.state(a).status, Status::Draining);
         assert!(Arc::ptr_eq(s.load().view.map_arc(), &map));
@@ -380,7 +449,8 @@ mod tests {
     fn replaced_values_are_released_by_the_reaper_not_readers() {
         let (s, _) = store();
         let held = s.load_full();
-        s.publish_map(Arc::new(crate::map::load_example().expect("example")));
+        s.publish_map(Arc::new(crate::map::load_example().expect("example")))
+            .expect("serial");
         // A reader still holds the old value: the store keeps it too.
         assert_eq!(s.reap(Duration::ZERO).held, 1);
         assert_eq!(Arc::strong_count(&held), 2);

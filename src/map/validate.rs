@@ -102,6 +102,8 @@ pub struct Checked {
     pub(crate) refresh: u32,
     pub(crate) retry: u32,
     pub(crate) expire: u32,
+    /// The declared SOA serial.
+    pub(crate) serial: Option<u32>,
     pub(crate) nameservers: Vec<Name>,
     pub(crate) hostmaster: Name,
     pub(crate) glue: Vec<(Name, Vec<IpAddr>)>,
@@ -235,6 +237,12 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
     );
     let retry = check_range(&mut issues, &["zone", "retry"], z.retry, 1, MAX_SOA_TIMER);
     let expire = check_range(&mut issues, &["zone", "expire"], z.expire, 1, MAX_SOA_TIMER);
+    if z.serial == Some(0) {
+        issues.push(
+            &["zone", "serial"],
+            "must be at least 1 (leave it out to let the clock decide)",
+        );
+    }
 
     let hostmaster = parse_abs_name(&z.hostmaster).unwrap_or_else(|e| {
         issues.push(&["zone", "hostmaster"], e);
@@ -552,10 +560,27 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
         );
     }
 
+    // The guard: a file cut short (a writer still writing, a copy that
+    // stopped) has fewer tenants than it declares.
+    if let Some(g) = &map.guard
+        && g.tenants != map.tenants.len() as u64
+    {
+        issues.push(
+            &["guard", "tenants"],
+            format!(
+                "the map declares {} tenant(s) but lists {}: a truncated or partly written file? \
+                 (write the map to a temporary file and rename it over the map)",
+                g.tenants,
+                map.tenants.len()
+            ),
+        );
+    }
+
     if !issues.0.is_empty() {
         return Err(issues.0);
     }
     Ok(Checked {
+        serial: z.serial,
         origin,
         ttl,
         negative_ttl,
