@@ -16,6 +16,7 @@ mod obs_k8s;
 mod obs_metrics;
 mod obs_ready;
 mod placement;
+mod reload_faults;
 mod reload_gates;
 mod reload_scale;
 mod reload_watch;

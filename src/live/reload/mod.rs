@@ -99,6 +99,9 @@ enum Seen {
     Content(Hash),
     /// The file did not exist.
     Missing,
+    /// The file was refused unread (not a regular file, too large, not
+    /// readable): looked at again only once it changes.
+    Refused,
 }
 
 /// What one reload attempt did.
@@ -309,6 +312,17 @@ impl Reloader {
         trigger: Trigger,
     ) -> Outcome {
         let file = self.path.display().to_string();
+        // An event in the directory that did not touch the map (another
+        // file written there): nothing to read. A failure that may pass
+        // has no `last_seen` and is always read again.
+        if trigger == Trigger::Watch
+            && matches!(self.last_seen, Some(Seen::Content(_) | Seen::Refused))
+            && self.signature.is_some()
+            && read::signature(&self.path) == self.signature
+        {
+            tracing::debug!(%file, "map file unchanged (same inode, size and time)");
+            return Outcome::Unchanged;
+        }
         let (text, hash) = match self.read() {
             Ok(r) => r,
             Err(LoadError::Read(ReadError::Missing { .. })) => {
@@ -334,10 +348,10 @@ impl Reloader {
             }
             Err(e) => {
                 // Unreadable (descriptors exhausted, permissions, a FIFO, too
-                // large, not UTF-8, ...): not remembered, so the next event
-                // retries; a passing cause is retried without one.
-                self.last_seen = None;
+                // large, not UTF-8, ...): looked at again when the file
+                // changes; a passing cause is retried without a change.
                 let transient = e.is_transient();
+                self.last_seen = if transient { None } else { Some(Seen::Refused) };
                 let outcome = self.fail(store, e.to_string());
                 return match outcome {
                     Outcome::Failed(m) if transient => Outcome::Retry(m),
