@@ -158,9 +158,11 @@ fn selectors() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
 
 #[test]
 fn obs_deploy_queries_only_what_the_server_exposes() {
-    // A server that has seen a bit of everything.
+    // A server that has seen a bit of everything (a secondary to NOTIFY
+    // too: nobody answers on that port, which only makes it retry).
     let map = MapDir::new(&map::small("deploy-1", 'a').toml(), false);
-    let s = TokenServer::start(&["--map", &map.arg()]);
+    let notify = format!("127.0.0.1:{}", crate::support::free_port());
+    let s = TokenServer::start(&["--map", &map.arg(), "--notify", &notify]);
     let http = s.http();
     Udp::new(s.dns())
         .ask(&format!("acme.{ORIGIN}"), hickory_proto::rr::RecordType::A)
