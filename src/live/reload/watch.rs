@@ -164,14 +164,46 @@ impl Watches {
     /// watches no longer needed (a Kubernetes swap deletes the old
     /// timestamped directory).
     pub(super) fn refresh(&mut self, path: &Path) -> Refreshed {
+        let mut rearmed = false;
+        // A symlink may be swapped again while we look (a Kubernetes swap
+        // deletes the directory we just resolved): look again.
+        for _ in 0..3 {
+            match self.refresh_once(path) {
+                Ok(r) => {
+                    return Refreshed {
+                        rearmed: rearmed || r.rearmed,
+                        health: r.health,
+                    };
+                }
+                Err(r) => rearmed |= r,
+            }
+        }
+        let r = self
+            .refresh_once(path)
+            .unwrap_or_else(|rearmed_now| Refreshed {
+                rearmed: rearmed_now,
+                health: WatchState::Degraded(format!(
+                    "the directories of {} keep changing while being watched",
+                    path.display()
+                )),
+            });
+        Refreshed {
+            rearmed: rearmed || r.rearmed,
+            health: r.health,
+        }
+    }
+
+    /// One pass of [`Self::refresh`]; `Err(rearmed)` when a directory to
+    /// watch vanished meanwhile (look again).
+    fn refresh_once(&mut self, path: &Path) -> Result<Refreshed, bool> {
         let Some(watcher) = self.watcher.as_mut() else {
-            return Refreshed {
+            return Ok(Refreshed {
                 rearmed: false,
                 health: WatchState::Degraded(format!(
                     "no file watcher ({}); changes are seen by the periodic check only",
                     self.no_watcher.as_deref().unwrap_or("unknown reason")
                 )),
-            };
+            });
         };
         let mut problems = Vec::new();
         let mut targets: Vec<PathBuf> = Vec::new();
@@ -211,25 +243,26 @@ impl Watches {
                 continue;
             }
             let Some(id) = dir_id(&t) else {
-                problems.push(format!("{} vanished while being watched", t.display()));
-                continue;
+                return Err(rearmed);
             };
             match watcher.watch(&t, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     rearmed = true;
                     self.armed.push(Armed { dir: t, id });
                 }
+                // Vanished between the look and the watch.
+                Err(_) if !t.is_dir() => return Err(rearmed),
                 Err(e) => problems.push(format!("cannot watch {}: {e}", t.display())),
             }
         }
-        Refreshed {
+        Ok(Refreshed {
             rearmed,
             health: if problems.is_empty() {
                 WatchState::Ok
             } else {
                 WatchState::Degraded(problems.join("; "))
             },
-        }
+        })
     }
 
     /// The directories watched now.
