@@ -60,17 +60,12 @@ fn reload_follows_a_map_directory_deleted_and_made_again() {
         "--map-check-interval-ms",
         "3600000",
     ]);
-    assert_eq!(readyz(&s)["map_watch"], "ok");
-    assert_eq!(scrape(s.http()).value("cellns_map_watch_ok", &[]), 1.0);
+    let watch_ok = readyz(&s)["map_watch"] == "ok";
 
     // A volume remount, or a deploy that replaces the directory.
     std::fs::remove_dir_all(&dir).expect("remove the map directory");
-    assert!(
-        wait_until(RELOAD, || readyz(&s)["map_watch"] == "degraded"),
-        "the watch of a deleted directory is not shown degraded: {}",
-        readyz(&s)
-    );
-    assert_eq!(scrape(s.http()).value("cellns_map_watch_ok", &[]), 0.0);
+    let shown_degraded = wait_until(RELOAD, || readyz(&s)["map_watch"] == "degraded");
+    let metric_degraded = scrape(s.http()).get("cellns_map_watch_ok", &[]) == Some(0.0);
     let a = Udp::new(s.dns).ask(&acme(), RecordType::A).expect("answer");
     assert_eq!(a.addrs, cell_v4('a'), "the last good map serves");
 
@@ -83,11 +78,18 @@ fn reload_follows_a_map_directory_deleted_and_made_again() {
             s.logs().text()
         )
     });
+    // The watch's state was visible all along.
+    assert!(watch_ok, "the watch was not shown ok at start");
+    assert!(
+        shown_degraded && metric_degraded,
+        "the watch of a deleted directory was not shown degraded (readyz: {shown_degraded}, metric: {metric_degraded})"
+    );
     assert!(
         wait_until(RELOAD, || readyz(&s)["map_watch"] == "ok"),
         "{}",
         readyz(&s)
     );
+    assert_eq!(scrape(s.http()).value("cellns_map_watch_ok", &[]), 1.0);
 
     // And the re-armed watch keeps working.
     replace_file(&path, &small("v2", 'a'));
