@@ -48,6 +48,20 @@ pub const MAP_LOADED: &str = "cellns_map_loaded_timestamp_seconds";
 pub const MAP_LAST_RELOAD_SUCCESS: &str = "cellns_map_last_reload_success";
 /// Reload attempts, by `result` (success, failure).
 pub const RELOADS: &str = "cellns_reload_total";
+/// 1 while every change of the map file raises a watch event, 0 while
+/// only the periodic check would see it (a directory missing, a watch
+/// that could not be armed, no watcher at all).
+pub const MAP_WATCH_OK: &str = "cellns_map_watch_ok";
+/// Changes of the map file the periodic check found and no watch event
+/// reported.
+pub const MAP_CHECK_CHANGES: &str = "cellns_map_check_changes_total";
+/// NOTIFY messages sent (first sends and retries), by `secondary`.
+pub const NOTIFY_SENT: &str = "cellns_notify_sent_total";
+/// NOTIFYs a secondary acknowledged, by `secondary`.
+pub const NOTIFY_ACKNOWLEDGED: &str = "cellns_notify_acknowledged_total";
+/// NOTIFYs that failed, by `secondary`: answered with an error, or never
+/// acknowledged before the retries ended.
+pub const NOTIFY_FAILED: &str = "cellns_notify_failed_total";
 /// Listed tenants, by assigned `cell`.
 pub const TENANTS: &str = "cellns_tenants";
 /// Cells, by effective `status`.
@@ -85,7 +99,7 @@ pub const AUDIT_WRITE_ERRORS: &str = "cellns_audit_write_errors_total";
 pub const API_KEYS_LAST_RELOAD_SUCCESS: &str = "cellns_api_keys_last_reload_success";
 
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 30] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
@@ -96,6 +110,11 @@ pub const ALL: [&str; 25] = [
     MAP_LOADED,
     MAP_LAST_RELOAD_SUCCESS,
     RELOADS,
+    MAP_WATCH_OK,
+    MAP_CHECK_CHANGES,
+    NOTIFY_SENT,
+    NOTIFY_ACKNOWLEDGED,
+    NOTIFY_FAILED,
     TENANTS,
     CELLS,
     TOKENS_ISSUED,
@@ -198,6 +217,20 @@ fn describe() {
         "1 unless the last reload attempt failed (then the last good map serves)"
     );
     describe_counter!(RELOADS, "Map reload attempts, by result");
+    describe_gauge!(
+        MAP_WATCH_OK,
+        "1 while every change of the map file raises a watch event; 0 while only the periodic check sees changes"
+    );
+    describe_counter!(
+        MAP_CHECK_CHANGES,
+        "Map file changes found by the periodic check that no watch event reported"
+    );
+    describe_counter!(NOTIFY_SENT, "NOTIFY messages sent, by secondary");
+    describe_counter!(NOTIFY_ACKNOWLEDGED, "NOTIFYs acknowledged, by secondary");
+    describe_counter!(
+        NOTIFY_FAILED,
+        "NOTIFYs answered with an error or never acknowledged, by secondary"
+    );
     describe_gauge!(TENANTS, "Tenants listed in the map, by assigned cell");
     describe_gauge!(CELLS, "Cells in the map, by effective status");
     describe_counter!(TOKENS_ISSUED, "Tokens issued, by serving cell");
@@ -537,6 +570,46 @@ pub fn reloads_start() {
         counter!(RELOADS, "result" => result).increment(0);
     }
     gauge!(MAP_LAST_RELOAD_SUCCESS).set(1.0);
+}
+
+/// Records whether every change of the map file raises a watch event.
+pub fn map_watch(ok: bool) {
+    gauge!(MAP_WATCH_OK).set(if ok { 1.0 } else { 0.0 });
+    counter!(MAP_CHECK_CHANGES).increment(0);
+}
+
+/// Counts a map change that only the periodic check found.
+pub fn map_check_change() {
+    counter!(MAP_CHECK_CHANGES).increment(1);
+}
+
+/// What happened to a NOTIFY to one secondary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// Sent (or sent again).
+    Sent,
+    /// Acknowledged.
+    Acknowledged,
+    /// Answered with an error, or given up on.
+    Failed,
+}
+
+/// Registers the NOTIFY series of `secondary` at 0 (the label values are
+/// the configured secondaries: bounded).
+pub fn notify_target(secondary: &str) {
+    for name in [NOTIFY_SENT, NOTIFY_ACKNOWLEDGED, NOTIFY_FAILED] {
+        counter!(name, "secondary" => secondary.to_owned()).increment(0);
+    }
+}
+
+/// Counts a NOTIFY event for `secondary`.
+pub fn notify(secondary: &str, event: NotifyEvent) {
+    let name = match event {
+        NotifyEvent::Sent => NOTIFY_SENT,
+        NotifyEvent::Acknowledged => NOTIFY_ACKNOWLEDGED,
+        NotifyEvent::Failed => NOTIFY_FAILED,
+    };
+    counter!(name, "secondary" => secondary.to_owned()).increment(1);
 }
 
 /// Records a reload attempt.

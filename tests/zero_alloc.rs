@@ -135,7 +135,8 @@ fn fast_path_alone() {
         std::sync::Arc::new(map),
         conditions,
         cellns::live::Serials::open(None),
-    );
+    )
+    .expect("store");
     let snap = store.load();
     let mut buf = [0u8; RESPONSE_BUF];
     let Fast::Answered(n, ..) = respond(

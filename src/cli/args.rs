@@ -183,12 +183,55 @@ pub struct ServeArgs {
     )]
     pub reload_debounce_ms: u64,
 
+    /// Largest map file read, in bytes; a larger one is refused (the last
+    /// good map keeps serving). The default, 256 MiB, is ten times a
+    /// 1,000,000-tenant map.
+    #[arg(
+        long = "map-max-bytes",
+        env = "CELLNS_MAP_MAX_BYTES",
+        default_value_t = crate::live::reload::DEFAULT_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub map_max_bytes: u64,
+
+    /// Interval of the periodic check of the map file (device, inode, size,
+    /// modification time) and of its directory watches, in ms: it catches
+    /// any change the watches missed.
+    #[arg(
+        long = "map-check-interval-ms",
+        env = "CELLNS_MAP_CHECK_INTERVAL_MS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(50..=3_600_000)
+    )]
+    pub map_check_interval_ms: u64,
+
     /// Directory where state that must survive restarts is kept (the last
-    /// SOA serial, operator overrides) and the audit log is written.
-    /// Without it, serials derive from the clock alone, overrides live in
-    /// memory and audit lines go to the log.
+    /// SOA serial, saved before each zone version is served; operator
+    /// overrides) and the audit log is written. Without it, clock serials
+    /// still never go backwards (see the README, "How the serial is
+    /// chosen"), overrides live in memory and audit lines go to the log.
     #[arg(long = "state-dir", env = "CELLNS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// On SIGTERM or SIGINT, how long to report unready (`/readyz` 503)
+    /// while still serving, before closing the listeners, in ms: time for
+    /// load balancers and health checks to stop sending.
+    #[arg(
+        long = "shutdown-unready-ms",
+        env = "CELLNS_SHUTDOWN_UNREADY_MS",
+        default_value_t = 5000
+    )]
+    pub shutdown_unready_ms: u64,
+
+    /// After the listeners close, how long queries and zone transfers
+    /// already under way (and HTTP requests in flight) may take to finish,
+    /// in ms; what is still open then is cut.
+    #[arg(
+        long = "shutdown-grace-ms",
+        env = "CELLNS_SHUTDOWN_GRACE_MS",
+        default_value_t = 10000
+    )]
+    pub shutdown_grace_ms: u64,
 
     /// UDP worker threads of the fast path (one SO_REUSEPORT socket each);
     /// 0 = one per CPU.

@@ -8,6 +8,18 @@
 //! HTTP API or the NOTIFY task stops on its own: then it logs why, reports
 //! unready, stops the rest and exits non-zero, so an orchestrator restarts
 //! it instead of keeping a process that is "up" but does not serve.
+//!
+//! Shutdown (SIGTERM or SIGINT) is graceful, in three steps:
+//! 1. `/readyz` turns 503 at once, while everything keeps serving, for
+//!    `--shutdown-unready-ms`: load balancers and health checks stop
+//!    sending (a part failing meanwhile ends the wait);
+//! 2. the listeners close: no new DNS-over-TCP or HTTP connection, UDP
+//!    workers answer the datagrams they have read and stop; each open TCP
+//!    connection answers every query it has read (pipelined ones included)
+//!    and closes, a zone transfer under way is finished, HTTP requests in
+//!    flight complete;
+//! 3. what is still open after `--shutdown-grace-ms` is cut, and the
+//!    process exits.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +35,7 @@ use crate::health::Monitor;
 use crate::http::{Attach, HttpConfig, HttpServer, TlsConfig};
 use crate::live::audit::Audit;
 use crate::live::overrides::{self, Bound, Overrides};
-use crate::live::reload::{self, Reloader};
+use crate::live::reload::{self, Reloader, ThreadConfig};
 use crate::live::{Conditions, Serials};
 use crate::map;
 use crate::token::IssuerConfig;
@@ -63,6 +75,7 @@ impl Configs {
             dns: DnsConfig {
                 listen: args.dns_listen.clone(),
                 udp_workers: args.udp_workers,
+                shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
             },
             http: HttpConfig {
                 listen: args.http_listen,
@@ -86,6 +99,7 @@ impl Configs {
                 },
                 rate_limit: args.rate_limit,
                 rate_burst: args.rate_burst,
+                shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
             },
             transfers: TransferConfig {
                 allow: args.axfr_allow.clone(),
@@ -101,6 +115,7 @@ impl Configs {
 /// reports ready, then serves until `shutdown` completes or a part fails
 /// (an error: the process exits non-zero).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let started = crate::live::serial::unix_now();
     let cfg = Configs::from_args(&args);
     // Before any zone version is prepared: per-cell counters are resolved then.
     crate::metrics::install();
@@ -123,7 +138,10 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut http_task = tokio::spawn(http.run(cancel.clone()));
     let upkeep_task = tokio::spawn(crate::metrics::upkeep(cancel.clone()));
 
-    let reloader = args.map.as_ref().map(|path| Reloader::new(path.clone()));
+    let reloader = args
+        .map
+        .as_ref()
+        .map(|path| Reloader::new(path.clone()).max_bytes(args.map_max_bytes));
     // Off the async workers: parsing a million-tenant map takes seconds,
     // and the HTTP probes must keep answering meanwhile.
     let (reloader, snapshot) = tokio::task::spawn_blocking(move || match reloader {
@@ -141,22 +159,35 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     })
     .await
     .context("loading the map panicked")??;
-    // Serials stay monotonic across restarts through --state-dir; so do
-    // operator overrides, which apply from the first zone version on.
-    let serials = Serials::open(args.state_dir.clone());
+    // Serials never go backwards: saved in --state-dir before use, and
+    // clock serials above the second this process started in. Operator
+    // overrides survive restarts through --state-dir too, and apply from the
+    // first zone version on.
+    let serials = Serials::open(args.state_dir.clone()).not_before(started);
     let overrides = Arc::new(Overrides::load(args.state_dir.as_deref()));
     let conditions = Conditions {
         overrides: overrides.in_force(overrides::now_ms()),
         ..Conditions::default()
     };
-    let store = Arc::new(crate::dns::prepared::new_store(
-        Arc::new(snapshot),
-        conditions,
-        serials,
-    ));
-    store.set_audit(Arc::new(Audit::open(args.state_dir.as_deref())));
-    // Overrides that expired while the process was down: audited, dropped.
-    overrides.expire(&store, overrides::now_ms());
+    let audit = Arc::new(Audit::open(args.state_dir.as_deref()));
+    let store = {
+        let overrides = overrides.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = Arc::new(crate::dns::prepared::new_store(
+                Arc::new(snapshot),
+                conditions,
+                serials,
+            )?);
+            store.set_audit(audit);
+            // Overrides that expired while the process was down: audited,
+            // dropped.
+            overrides.expire(&store, overrides::now_ms());
+            Ok::<_, crate::live::serial::SerialError>(store)
+        })
+        .await
+        .context("preparing the first zone version panicked")?
+        .context("cannot save the first SOA serial in --state-dir")?
+    };
     {
         let live = store.load();
         let snapshot = live.view.map();
@@ -186,7 +217,10 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(r) => Some(
             r.spawn(
                 store.clone(),
-                Duration::from_millis(args.reload_debounce_ms),
+                ThreadConfig {
+                    debounce: Duration::from_millis(args.reload_debounce_ms),
+                    check_interval: Duration::from_millis(args.map_check_interval_ms),
+                },
             )
             .context("cannot start the map watcher")?,
         ),
@@ -220,27 +254,32 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut notify_task = notifier.map(|n| tokio::spawn(n.run(cancel.clone())));
     tracing::info!("serving");
 
-    let failure = tokio::select! {
+    let mut failure = tokio::select! {
         _ = shutdown => None,
-        r = dns_task.wait() => Some(match r {
-            Ok(()) => anyhow::anyhow!("the DNS server stopped"),
-            Err(e) => anyhow::Error::new(e),
-        }),
-        r = &mut http_task => Some(match r {
-            Ok(Ok(())) => anyhow::anyhow!("the HTTP API stopped"),
-            Ok(Err(e)) => anyhow::Error::new(e),
-            Err(e) => anyhow::anyhow!("the HTTP API panicked: {e}"),
-        }),
+        r = dns_task.wait() => Some(dns_stopped(r)),
+        r = &mut http_task => Some(http_stopped(r)),
         r = async { match &mut notify_task { Some(t) => t.await, None => std::future::pending().await } } => {
-            Some(match r {
-                Ok(()) => anyhow::anyhow!("the NOTIFY task stopped"),
-                Err(e) => anyhow::anyhow!("the NOTIFY task panicked: {e}"),
-            })
+            Some(notify_stopped(r))
         }
     };
     gate.readiness().set_stopping();
+    if failure.is_none() {
+        tracing::info!(
+            unready_ms = args.shutdown_unready_ms,
+            grace_ms = args.shutdown_grace_ms,
+            "shutting down: reporting unready while still serving"
+        );
+        // Still serving; a part that fails meanwhile ends the wait.
+        failure = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(args.shutdown_unready_ms)) => None,
+            r = dns_task.wait(), if !dns_task.is_finished() => Some(dns_stopped(r)),
+            r = &mut http_task, if !http_task.is_finished() => Some(http_stopped(r)),
+        };
+    }
     match &failure {
-        None => tracing::info!("shutting down"),
+        None => {
+            tracing::info!("shutting down: closing the listeners, finishing what is under way")
+        }
         Some(e) => {
             tracing::error!(error = %format!("{e:#}"), "a part of the server failed; stopping")
         }
@@ -265,7 +304,34 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         t.await.context("NOTIFY task panicked")?;
     }
     match failure {
-        None => Ok(()),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
         Some(e) => Err(e),
+    }
+}
+
+fn dns_stopped(r: Result<(), crate::dns::DnsError>) -> anyhow::Error {
+    match r {
+        Ok(()) => anyhow::anyhow!("the DNS server stopped"),
+        Err(e) => anyhow::Error::new(e),
+    }
+}
+
+fn http_stopped(
+    r: Result<Result<(), crate::http::HttpError>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("the HTTP API stopped"),
+        Ok(Err(e)) => anyhow::Error::new(e),
+        Err(e) => anyhow::anyhow!("the HTTP API panicked: {e}"),
+    }
+}
+
+fn notify_stopped(r: Result<(), tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Ok(()) => anyhow::anyhow!("the NOTIFY task stopped"),
+        Err(e) => anyhow::anyhow!("the NOTIFY task panicked: {e}"),
     }
 }

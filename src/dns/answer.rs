@@ -450,7 +450,7 @@ mod tests {
         assert_positive(
             &a,
             &[format!(
-                "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. {} 3600 600 1209600 30",
+                "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. {} 300 60 1209600 30",
                 snap.serial()
             )
             .as_str()],

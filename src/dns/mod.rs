@@ -61,6 +61,7 @@ pub use prepared::{Answers, Live, Store};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -94,6 +95,9 @@ pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     /// UDP worker threads (one `SO_REUSEPORT` socket each); 0 = one per CPU.
     pub udp_workers: usize,
+    /// At shutdown, how long open TCP connections may take to answer what
+    /// they have read and to finish zone transfers under way.
+    pub shutdown_grace: Duration,
 }
 
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
@@ -103,6 +107,7 @@ pub struct DnsServer {
     udp: Vec<std::net::UdpSocket>,
     dispatch: Dispatch,
     addrs: Vec<SocketAddr>,
+    shutdown_grace: Duration,
 }
 
 impl DnsServer {
@@ -136,6 +141,7 @@ impl DnsServer {
             udp,
             dispatch: Dispatch::new(store, transfers),
             addrs,
+            shutdown_grace: cfg.shutdown_grace,
         })
     }
 
@@ -149,6 +155,12 @@ impl DnsServer {
     /// answered. The server then runs until `cancel` fires, or until a part
     /// of it stops on its own (a socket error a worker cannot recover
     /// from, a panic), which [`Running::wait`] reports.
+    ///
+    /// Stopping is graceful: the TCP listeners close at once (new
+    /// connections are refused), each open connection answers every query
+    /// it has read and closes, a zone transfer under way runs to its end,
+    /// and UDP workers answer the datagrams they have read; after the
+    /// shutdown grace period what is still open is cut.
     pub fn start(mut self, cancel: CancellationToken) -> Result<Running, DnsError> {
         let mut workers = udp::Workers::start(std::mem::take(&mut self.udp), self.dispatch.clone())
             .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
@@ -157,7 +169,12 @@ impl DnsServer {
         let stop = cancel.child_token();
         let mut listeners = tokio::task::JoinSet::new();
         for l in self.tcp {
-            listeners.spawn(tcp::serve(l, dispatch.clone(), stop.clone()));
+            listeners.spawn(tcp::serve(
+                l,
+                dispatch.clone(),
+                stop.clone(),
+                self.shutdown_grace,
+            ));
         }
         let task = tokio::spawn(async move {
             let failure = tokio::select! {
@@ -172,9 +189,10 @@ impl DnsServer {
                 })),
             };
             stop.cancel();
+            // UDP stops while TCP drains.
+            let udp = tokio::task::spawn_blocking(move || workers.stop());
             while listeners.join_next().await.is_some() {}
-            tokio::task::spawn_blocking(move || workers.stop())
-                .await
+            udp.await
                 .map_err(|e| DnsError::Server(format!("UDP workers panicked: {e}")))?;
             failure.map_or(Ok(()), Err)
         });

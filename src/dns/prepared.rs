@@ -15,6 +15,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{RData, Record};
 
 use super::bodies::{Bodies, CellRdata};
+use crate::live::serial::SerialError;
 use crate::live::{Conditions, Serials, View};
 use crate::map::{CellId, Snapshot};
 
@@ -165,12 +166,21 @@ impl Answers {
     }
 }
 
-/// A store serving `map` under `conditions`, with DNS answers.
-pub fn new_store(map: Arc<Snapshot>, conditions: Conditions, serials: Serials) -> Store {
+/// A store serving `map` under `conditions`, with DNS answers; fails when
+/// the first serial cannot be saved in the state directory.
+pub fn new_store(
+    map: Arc<Snapshot>,
+    conditions: Conditions,
+    serials: Serials,
+) -> Result<Store, SerialError> {
     Store::new(map, conditions, serials, Answers::prepare)
 }
 
 /// A store serving `map` alone, serials from the clock (tests, benchmarks).
+/// Without a state directory there is nothing to save, so it cannot fail.
 pub fn store_of(map: Snapshot) -> Store {
-    new_store(Arc::new(map), Conditions::default(), Serials::open(None))
+    match new_store(Arc::new(map), Conditions::default(), Serials::open(None)) {
+        Ok(s) => s,
+        Err(e) => unreachable!("no state directory, yet: {e}"),
+    }
 }

@@ -105,6 +105,12 @@ struct ReadyBody<'a> {
     overrides_persisted: Option<bool>,
     /// Why the override file could not be loaded at start (it was ignored).
     overrides_error: Option<&'a str>,
+    /// The last reload failed for a reason that may pass, and it is being
+    /// retried without waiting for a change of the file.
+    reload_retrying: bool,
+    /// How the map file is watched: `ok`, `degraded` (only the periodic
+    /// check sees changes; why is at `GET /v1/map`), `none` (no map file).
+    map_watch: &'static str,
 }
 
 fn readiness_response(
@@ -128,6 +134,8 @@ fn readiness_response(
         fail_static: view.as_deref().is_some_and(View::fail_static),
         overrides_persisted: overrides.map(Overrides::persisted),
         overrides_error: overrides.and_then(Overrides::load_error),
+        reload_retrying: status.retrying,
+        map_watch: status.watch.as_str(),
     };
     let code = if ready {
         StatusCode::OK
@@ -199,6 +207,9 @@ struct ReloadView {
     failures: u64,
     last_error: Option<String>,
     last_error_at: Option<String>,
+    retrying: bool,
+    watch: &'static str,
+    watch_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -249,8 +260,14 @@ pub(super) async fn map_info(
         reload: ReloadView {
             successes: status.successes,
             failures: status.failures,
-            last_error: status.last_error,
             last_error_at: status.last_error_at.map(rfc3339),
+            retrying: status.retrying,
+            watch: status.watch.as_str(),
+            watch_problem: match &status.watch {
+                crate::live::WatchState::Degraded(why) => Some(why.clone()),
+                _ => None,
+            },
+            last_error: status.last_error,
         },
     };
     Ok(json(StatusCode::OK, &body))
@@ -684,7 +701,9 @@ impl From<OverrideError> for ApiError {
             OverrideError::UnknownCell(_) => (StatusCode::NOT_FOUND, "unknown_cell"),
             OverrideError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             OverrideError::WouldStrand(_) => (StatusCode::CONFLICT, "would_strand"),
-            OverrideError::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, "persist_failed"),
+            OverrideError::Persist(_) | OverrideError::Serial(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "persist_failed")
+            }
         };
         Self::new(status, code, e.to_string())
     }

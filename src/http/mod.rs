@@ -76,8 +76,6 @@ use state::App;
 
 /// How often the key directory and the API key file are rescanned.
 const KEY_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
-/// How long shutdown waits for in-flight requests before closing.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the HTTP API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +144,8 @@ pub struct HttpConfig {
     pub rate_limit: u32,
     /// Token bucket size per caller.
     pub rate_burst: u32,
+    /// At shutdown, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 /// The HTTP API, bound and ready to run.
@@ -156,6 +156,7 @@ pub struct HttpServer {
     keys: Arc<KeyRing>,
     callers: Arc<CallerSet>,
     gate: Arc<Gate>,
+    shutdown_grace: Duration,
 }
 
 /// What the full API serves, given to [`Gate::attach`] once the map is
@@ -310,6 +311,7 @@ impl HttpServer {
             tracing::info!(client_ca = %ca.display(), "mTLS: token requests need a client certificate from this CA and an API key");
         }
         Ok(Self {
+            shutdown_grace: cfg.shutdown_grace,
             listener,
             addr,
             tls,
@@ -342,9 +344,9 @@ impl HttpServer {
         self.gate.clone()
     }
 
-    /// Serves until `cancel` fires, then lets in-flight requests finish
-    /// (at most a few seconds). Also rescans the key directory and the API
-    /// key file each second.
+    /// Serves until `cancel` fires, then stops accepting and lets requests
+    /// in flight finish (at most the shutdown grace period). Also rescans
+    /// the key directory and the API key file each second.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), HttpError> {
         let ring = self.keys.clone();
         let callers = self.callers.clone();
@@ -372,7 +374,7 @@ impl HttpServer {
         }
         let app = Router::new().fallback(dispatch).with_state(self.gate);
         if let Some(acceptor) = self.tls {
-            tls::serve(self.listener, acceptor, app, cancel, SHUTDOWN_GRACE).await;
+            tls::serve(self.listener, acceptor, app, cancel, self.shutdown_grace).await;
             return Ok(());
         }
         let stop = cancel.clone();
@@ -384,7 +386,7 @@ impl HttpServer {
             r = &mut server => return flatten(r),
             _ = cancel.cancelled() => {}
         }
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        match tokio::time::timeout(self.shutdown_grace, &mut server).await {
             Ok(r) => flatten(r),
             Err(_) => {
                 tracing::warn!(

@@ -8,8 +8,10 @@
 //! Publishers (the reload thread with a new map, and anything that changes
 //! the [`Conditions`]: operator overrides, health verdicts) take a lock
 //! that readers never see, build the next view and its answers, give it the
-//! next serial ([`super::serial`]) and swap it in. A change that leaves
-//! every answer as it was publishes nothing.
+//! next serial ([`super::serial`]: the map's declared serial when the view
+//! is the map alone, else the clock) and swap it in. A serial that cannot
+//! be saved (with `--state-dir`) is an error and nothing is published. A
+//! change that leaves every answer as it was publishes nothing.
 //!
 //! Every publish is also observed here, since every change goes through
 //! this one place: the per-cell status gauges, and a log line and an audit
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::audit::{Audit, Event};
-use super::serial::Serials;
+use super::serial::{Basis, SerialError, Serials};
 use super::view::{CellState, Conditions, View};
 use crate::map::Snapshot;
 
@@ -53,6 +55,35 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
     /// When the last failure happened.
     pub last_error_at: Option<SystemTime>,
+    /// The last attempt failed for a reason that may pass, and it will be
+    /// tried again without waiting for a change of the file.
+    pub retrying: bool,
+    /// How the map file is watched.
+    pub watch: WatchState,
+}
+
+/// How the map file is watched, as the reload thread last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WatchState {
+    /// No map file (the embedded example): nothing to watch.
+    #[default]
+    None,
+    /// Every change of the map raises an event.
+    Ok,
+    /// Changes may be seen late, by the periodic check only: why (names
+    /// paths; for logs and admin views, not for unauthenticated probes).
+    Degraded(String),
+}
+
+impl WatchState {
+    /// The word `/readyz` shows: `none`, `ok` or `degraded`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ok => "ok",
+            Self::Degraded(_) => "degraded",
+        }
+    }
 }
 
 /// Read access to the view in force, for parts that need the view but not
@@ -98,14 +129,17 @@ impl<A> std::fmt::Debug for Store<A> {
 
 impl<A: Send + Sync + 'static> Store<A> {
     /// A store serving `map` under `conditions`, with the first serial from
-    /// `serials`, its answers made by `prepare`.
+    /// `serials`, its answers made by `prepare`. Fails when that serial
+    /// cannot be saved in the state directory.
     pub fn new(
         map: Arc<Snapshot>,
         conditions: Conditions,
         mut serials: Serials,
         prepare: impl Fn(&View) -> A + Send + Sync + 'static,
-    ) -> Self {
-        let view = View::new(map, &conditions, serials.issue());
+    ) -> Result<Self, SerialError> {
+        let view = View::new(map, &conditions, 0);
+        let serial = serials.issue(basis(&view))?;
+        let view = view.with_serial(serial);
         publish_metrics(&view, None);
         if view.fail_static() {
             tracing::warn!(
@@ -117,7 +151,7 @@ impl<A: Send + Sync + 'static> Store<A> {
         crate::metrics::reloads_start();
         let (serial, _) = tokio::sync::watch::channel(view.serial());
         let answers = prepare(&view);
-        Self {
+        Ok(Self {
             current: ArcSwap::from_pointee(Live {
                 view: Arc::new(view),
                 answers,
@@ -131,7 +165,7 @@ impl<A: Send + Sync + 'static> Store<A> {
             serial,
             retired: Mutex::new(Vec::new()),
             audit: OnceLock::new(),
-        }
+        })
     }
 
     /// Audits every publish into `audit` from now on (once; later calls
@@ -176,30 +210,36 @@ impl<A: Send + Sync + 'static> Store<A> {
 
     /// Publishes a new map under the conditions in force; returns the view
     /// now in force. The caller has already decided the map is acceptable
-    /// (validation, safety gates).
-    pub fn publish_map(&self, map: Arc<Snapshot>) -> Arc<View> {
+    /// (validation, safety gates). Fails, publishing nothing, when its
+    /// serial cannot be saved. May wait for the clock (at most
+    /// [`super::serial::MAX_CLOCK_WAIT`]).
+    pub fn publish_map(&self, map: Arc<Snapshot>) -> Result<Arc<View>, SerialError> {
         let mut w = self.writer();
-        let serial = w.serials.issue();
-        let view = View::new(map, &w.conditions, serial);
-        self.swap(view, "reload")
+        let view = View::new(map, &w.conditions, 0);
+        let serial = w.serials.issue(basis(&view))?;
+        Ok(self.swap(view.with_serial(serial), "reload"))
     }
 
     /// Changes the conditions and publishes the result, unless every answer
     /// stays the same; returns the new view when one was published. The
     /// map file is not read again. `actor` is who made the change (for the
-    /// audit log: `health`, `timer`, an API caller).
-    pub fn update(&self, actor: &str, change: impl FnOnce(&mut Conditions)) -> Option<Arc<View>> {
-        match self.try_update(actor, change, |_, _| Ok::<(), std::convert::Infallible>(())) {
-            Ok(v) => v,
-            Err(never) => match never {},
-        }
+    /// audit log: `health`, `timer`, an API caller). Fails, changing
+    /// nothing, when the new version's serial cannot be saved. May block for
+    /// up to [`super::serial::MAX_CLOCK_WAIT`] (clock serials wait for the
+    /// clock): call it from a blocking context.
+    pub fn update(
+        &self,
+        actor: &str,
+        change: impl FnOnce(&mut Conditions),
+    ) -> Result<Option<Arc<View>>, SerialError> {
+        self.try_update(actor, change, |_, _| Ok::<(), SerialError>(()))
     }
 
     /// As [`Store::update`], but `accept` sees the candidate view and the
     /// view in force first, under the publishers' lock: it may refuse the
     /// change (nothing changes, its error is returned) or make it durable
     /// before anyone can see it (the override file is written there).
-    pub fn try_update<E>(
+    pub fn try_update<E: From<SerialError>>(
         &self,
         actor: &str,
         change: impl FnOnce(&mut Conditions),
@@ -211,11 +251,13 @@ impl<A: Send + Sync + 'static> Store<A> {
         let current = self.current.load_full();
         let candidate = View::new(current.view.map_arc().clone(), &conditions, 0);
         accept(&candidate, &current.view)?;
-        w.conditions = conditions;
         if candidate.same_answers(&current.view) {
+            w.conditions = conditions;
             return Ok(None);
         }
-        let view = self.swap(candidate.with_serial(w.serials.issue()), actor);
+        let serial = w.serials.issue(basis(&candidate))?;
+        w.conditions = conditions;
+        let view = self.swap(candidate.with_serial(serial), actor);
         // Values retired by this kind of change share the map in force, so
         // dropping them here frees little; older maps wait for the reload
         // thread.
@@ -392,6 +434,17 @@ impl<A: Send + Sync + 'static> Store<A> {
         f(&mut s);
     }
 
+    /// Records whether the reload thread will retry the last attempt by
+    /// itself.
+    pub fn set_retrying(&self, retrying: bool) {
+        self.with_status(|s| s.retrying = retrying);
+    }
+
+    /// Records how the map file is watched.
+    pub fn set_watch(&self, watch: WatchState) {
+        self.with_status(|s| s.watch = watch);
+    }
+
     /// Records a successful reload.
     pub fn record_success(&self) {
         crate::metrics::reload_result(true);
@@ -430,6 +483,16 @@ impl<A: Send + Sync + 'static> Store<A> {
             s.last_error = None;
             s.last_error_at = None;
         });
+    }
+}
+
+/// What the serial of `view` is based on: the map's declared serial when
+/// the view answers as the map alone does, else the clock (local
+/// conditions are this instance's own; see [`super::serial`]).
+fn basis(view: &View) -> Basis {
+    match view.map().zone.serial {
+        Some(s) if view.same_answers(&View::of_map(view.map_arc().clone())) => Basis::Declared(s),
+        _ => Basis::Clock,
     }
 }
 
@@ -496,7 +559,8 @@ mod tests {
         let map = Arc::new(crate::map::load_example().expect("example"));
         let s = Store::new(map, Conditions::default(), Serials::open(None), move |_| {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        });
+        })
+        .expect("no state directory: nothing to save");
         (s, n)
     }
 
@@ -509,6 +573,7 @@ mod tests {
             .update("test", |c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
+            .expect("serial")
             .expect("published");
         assert!(v.serial() > before.view.serial());
         // Same map snapshot, answers prepared again.
@@ -522,6 +587,7 @@ mod tests {
             s.update("test", |c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
+            .expect("serial")
             .is_none()
         );
         assert_eq!(s.load().view.serial(), v.serial());
@@ -533,9 +599,10 @@ mod tests {
         let (s, _) = store();
         s.update("test", |c| {
             c.overrides.insert("use1-a".into(), Status::Draining);
-        });
+        })
+        .expect("serial");
         let map = Arc::new(crate::map::load_example().expect("example"));
-        let v = s.publish_map(map.clone());
+        let v = s.publish_map(map.clone()).expect("serial");
         let a = map.cell_by_id("use1-a").expect("cell");
         assert_eq!(v.state(a).status, Status::Draining);
         assert!(Arc::ptr_eq(s.load().view.map_arc(), &map));
@@ -545,7 +612,8 @@ mod tests {
     fn replaced_values_are_released_by_the_reaper_not_readers() {
         let (s, _) = store();
         let held = s.load_full();
-        s.publish_map(Arc::new(crate::map::load_example().expect("example")));
+        s.publish_map(Arc::new(crate::map::load_example().expect("example")))
+            .expect("serial");
         // A reader still holds the old value: the store keeps it too.
         assert_eq!(s.reap(Duration::ZERO).held, 1);
         assert_eq!(Arc::strong_count(&held), 2);
@@ -565,11 +633,13 @@ mod tests {
         assert!(s.set_audit(Arc::new(Audit::open(Some(dir.path())))));
         s.update("ops", |c| {
             c.overrides.insert("use1-a".into(), Status::Down);
-        });
+        })
+        .expect("serial");
         // No answer changes: nothing published, nothing audited.
         s.update("ops", |c| {
             c.overrides.insert("use1-a".into(), Status::Down);
-        });
+        })
+        .expect("serial");
         let text = std::fs::read_to_string(dir.path().join(super::super::audit::AUDIT_FILE))
             .expect("audit file");
         let lines: Vec<serde_json::Value> = text

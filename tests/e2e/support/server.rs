@@ -276,6 +276,14 @@ impl Server {
         self.proc.child.id()
     }
 
+    /// Waits up to `within` for the process to exit (after a signal the
+    /// test sent); its status.
+    pub fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = &mut self.proc.child;
+        wait_until(within, || child.try_wait().ok().flatten().is_some());
+        child.try_wait().ok().flatten()
+    }
+
     /// Sends SIGTERM and waits (bounded) for exit; returns the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         signal(self.pid(), "TERM");
