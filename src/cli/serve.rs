@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::ServeArgs;
 use crate::dns::xfr::{TransferConfig, Transfers};
-use crate::dns::{DnsConfig, DnsServer};
-use crate::http::{HttpConfig, HttpServer, TlsConfig};
+use crate::dns::{DnsConfig, DnsServer, TcpLimits};
+use crate::http::{HttpConfig, HttpLimits, HttpServer, TlsConfig};
 use crate::live::reload::{self, Reloader};
 use crate::live::{Conditions, Serials};
 use crate::map;
@@ -60,6 +60,14 @@ impl Configs {
             dns: DnsConfig {
                 listen: args.dns_listen.clone(),
                 udp_workers: args.udp_workers,
+                tcp: TcpLimits {
+                    max_connections: args.tcp_max_connections as usize,
+                    max_per_source: args.tcp_max_connections_per_source as usize,
+                    idle_timeout: Duration::from_millis(args.tcp_idle_timeout_ms),
+                    max_lifetime: Duration::from_millis(args.tcp_max_lifetime_ms),
+                },
+                rrl_rate: args.rrl_rate,
+                rrl_slip: args.rrl_slip,
             },
             http: HttpConfig {
                 listen: args.http_listen,
@@ -83,6 +91,14 @@ impl Configs {
                 },
                 rate_limit: args.rate_limit,
                 rate_burst: args.rate_burst,
+                limits: HttpLimits {
+                    max_connections: args.http_max_connections as usize,
+                    max_per_source: args.http_max_connections_per_source as usize,
+                    header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+                    body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+                    idle_timeout: Duration::from_millis(args.http_idle_timeout_ms),
+                    max_header_bytes: args.http_max_header_bytes as usize,
+                },
             },
             transfers: TransferConfig {
                 allow: args.axfr_allow.clone(),
@@ -98,7 +114,15 @@ impl Configs {
 /// reports ready, then serves until `shutdown` completes or a part fails
 /// (an error: the process exits non-zero).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let cfg = Configs::from_args(&args);
+    let mut cfg = Configs::from_args(&args);
+    // Connections must never take the descriptors reloads and UDP need.
+    let budget =
+        super::budget::fit(&mut cfg.dns, &mut cfg.http.limits).context("file descriptor budget")?;
+    tracing::debug!(
+        nofile = budget.nofile,
+        lowered = budget.lowered,
+        "file descriptor budget"
+    );
     // Before any zone version is prepared: per-cell counters are resolved then.
     crate::metrics::install();
     // Zone transfer settings first: a bad --axfr-allow or --tsig-key is a

@@ -14,14 +14,16 @@
 //! - `tokens`: `POST /v1/tokens`, the JWKS, `GET /openapi.yaml`.
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, the `/v1/` views of the
 //!   map in force, the start-up answers and the request-timing middleware.
-//! - `tls`: the rustls acceptor and the HTTPS connection loop.
+//! - `tls`: the rustls acceptor.
+//! - `conn`: the connection loop of plain HTTP and HTTPS alike: connection
+//!   limits, the TLS handshake, timeouts on every wait a client controls.
 //! - `router`: the route table and the router built from it.
 //! - this module: the settings ([`HttpConfig`]), the server ([`HttpServer`])
 //!   and the start-up switch ([`Gate`]).
 //!
 //! # How a request flows
 //!
-//! The listener (plain, or `tls` which marks connections whose client
+//! The listener (`conn`: plain, or TLS, marking connections whose client
 //! certificate was verified) hands every request to `dispatch`. Until
 //! [`Gate::attach`] gives it a map, `dispatch` answers with
 //! `admin::starting`: the probes and `/metrics` work, the rest is 503
@@ -57,6 +59,7 @@ use crate::token::{Issuer, IssuerConfig};
 
 mod admin;
 mod callers;
+mod conn;
 mod error;
 mod router;
 mod state;
@@ -64,6 +67,7 @@ mod tls;
 mod tokens;
 
 pub use callers::ApiKeyError;
+pub use conn::HttpLimits;
 pub use router::{RouteInfo, route_table};
 pub use state::Readiness;
 
@@ -142,6 +146,8 @@ pub struct HttpConfig {
     pub rate_limit: u32,
     /// Token bucket size per caller.
     pub rate_burst: u32,
+    /// Connection limits and timeouts.
+    pub limits: HttpLimits,
 }
 
 /// The HTTP API, bound and ready to run.
@@ -149,6 +155,7 @@ pub struct HttpServer {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: HttpLimits,
     keys: Arc<KeyRing>,
     gate: Arc<Gate>,
 }
@@ -299,6 +306,7 @@ impl HttpServer {
             listener,
             addr,
             tls,
+            limits: cfg.limits,
             keys: issuer.keys().clone(),
             gate: Arc::new(Gate {
                 pending: Mutex::new(Some(Pending {
@@ -348,36 +356,15 @@ impl HttpServer {
             });
         }
         let app = Router::new().fallback(dispatch).with_state(self.gate);
-        if let Some(acceptor) = self.tls {
-            tls::serve(self.listener, acceptor, app, cancel, SHUTDOWN_GRACE).await;
-            return Ok(());
-        }
-        let stop = cancel.clone();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        let server = tokio::spawn(async move { server.await });
-        let mut server = server;
-        tokio::select! {
-            r = &mut server => return flatten(r),
-            _ = cancel.cancelled() => {}
-        }
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-            Ok(r) => flatten(r),
-            Err(_) => {
-                tracing::warn!(
-                    "HTTP requests still open after the shutdown grace period; closing them"
-                );
-                server.abort();
-                Ok(())
-            }
-        }
-    }
-}
-
-fn flatten(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), HttpError> {
-    match r {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(HttpError::Serve(e)),
-        Err(e) => Err(HttpError::Serve(std::io::Error::other(e))),
+        conn::serve(
+            self.listener,
+            self.tls,
+            app,
+            self.limits,
+            cancel,
+            SHUTDOWN_GRACE,
+        )
+        .await;
+        Ok(())
     }
 }
