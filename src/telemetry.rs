@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::Metadata;
+use tracing::subscriber::Interest;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::filter_fn;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Default log filter when `RUST_LOG` is unset.
@@ -47,7 +47,7 @@ pub fn init(json: bool) {
     };
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt.with_filter(filter_fn(outsider_lines_limited)))
+        .with(fmt.with_filter(OutsiderLimit))
         .try_init();
     if installed.is_ok() {
         let _ = std::thread::Builder::new()
@@ -78,19 +78,34 @@ const SITES: usize = 64;
 /// One limiter per call-site slot.
 static SITE_LIMITS: [LogLimit; SITES] = [const { LogLimit::new(LINES_PER_WINDOW) }; SITES];
 
+/// Whether events of this call site are ones an outsider can trigger.
+fn is_limited(meta: &Metadata<'_>) -> bool {
+    meta.is_event() && (meta.target().starts_with("hickory") || meta.target() == OUTSIDER)
+}
+
 /// The per-layer filter: lets an event through unless it is one an
-/// outsider can trigger and its call site is over its budget.
-fn outsider_lines_limited(meta: &Metadata<'_>) -> bool {
-    if !meta.is_event() {
-        return true;
+/// outsider can trigger and its call site is over its budget. Its answer
+/// for such call sites changes with time, so they are never cached
+/// (`Interest::sometimes`); every other call site is always enabled here.
+struct OutsiderLimit;
+
+impl<S> Filter<S> for OutsiderLimit {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        if !is_limited(meta) {
+            return true;
+        }
+        // Metadata is static per call site: its address names the site.
+        let site = (std::ptr::from_ref(meta) as usize >> 4) % SITES;
+        SITE_LIMITS[site].allow()
     }
-    let target = meta.target();
-    if !(target.starts_with("hickory") || target == OUTSIDER) {
-        return true;
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if is_limited(meta) {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
     }
-    // Metadata is static per call site: its address names the site.
-    let site = (std::ptr::from_ref(meta) as usize >> 4) % SITES;
-    SITE_LIMITS[site].allow()
 }
 
 /// A budget of log lines per window ([`WINDOW_SECS`]), lock-free and

@@ -9,6 +9,8 @@ mod dns_hickory;
 mod dns_listen;
 mod dns_malformed;
 mod dns_unbound;
+mod limits_dns;
+mod limits_http;
 mod map_check;
 mod obs_admin;
 mod obs_deploy;
