@@ -193,6 +193,20 @@ pub struct ServeArgs {
     #[arg(long = "udp-workers", env = "CELLNS_UDP_WORKERS", default_value_t = 0)]
     pub udp_workers: usize,
 
+    /// Address or prefix allowed to read `/metrics` (repeatable); without
+    /// it, any address may. `/healthz` and `/readyz` stay open.
+    #[arg(
+        long = "metrics-allow",
+        env = "CELLNS_METRICS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub metrics_allow: Vec<String>,
+
+    /// File of `sha256:HEX` lines: `/metrics` needs `Authorization: Bearer
+    /// KEY` with a key whose SHA-256 is listed.
+    #[arg(long = "metrics-key-file", env = "CELLNS_METRICS_KEY_FILE")]
+    pub metrics_key_file: Option<PathBuf>,
+
     /// Response rate limiting: UDP responses per second per client network
     /// (/24 IPv4, /56 IPv6) and response kind (positive, NODATA, NXDOMAIN,
     /// error); 0 turns it off. TCP is never limited.

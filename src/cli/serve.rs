@@ -99,6 +99,8 @@ impl Configs {
                     idle_timeout: Duration::from_millis(args.http_idle_timeout_ms),
                     max_header_bytes: args.http_max_header_bytes as usize,
                 },
+                metrics_allow: args.metrics_allow.clone(),
+                metrics_key_file: args.metrics_key_file.clone(),
             },
             transfers: TransferConfig {
                 allow: args.axfr_allow.clone(),

@@ -212,6 +212,8 @@ async fn serve_connection<IO>(
             if verified {
                 req.extensions_mut().insert(ClientCertVerified);
             }
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             phase.set(State::Request);
             slot.busy();
             // A Router is always ready; `call` needs no `poll_ready`.

@@ -18,6 +18,8 @@
 //! - `conn`: the connection loop of plain HTTP and HTTPS alike: connection
 //!   limits, the TLS handshake, timeouts on every wait a client controls.
 //! - `router`: the route table and the router built from it.
+//! - `scrape`: who may read `/metrics` (`--metrics-allow`,
+//!   `--metrics-key-file`), checked before any route.
 //! - this module: the settings ([`HttpConfig`]), the server ([`HttpServer`])
 //!   and the start-up switch ([`Gate`]).
 //!
@@ -62,6 +64,7 @@ mod callers;
 mod conn;
 mod error;
 mod router;
+mod scrape;
 mod state;
 mod tls;
 mod tokens;
@@ -148,6 +151,12 @@ pub struct HttpConfig {
     pub rate_burst: u32,
     /// Connection limits and timeouts.
     pub limits: HttpLimits,
+    /// `--metrics-allow`: address prefixes that may read `/metrics`
+    /// (empty: any).
+    pub metrics_allow: Vec<String>,
+    /// `--metrics-key-file`: SHA-256 hashes of the bearer keys that may
+    /// read `/metrics`.
+    pub metrics_key_file: Option<PathBuf>,
 }
 
 /// The HTTP API, bound and ready to run.
@@ -168,6 +177,7 @@ pub struct Gate {
     pending: Mutex<Option<Pending>>,
     router: OnceLock<Router>,
     readiness: Arc<Readiness>,
+    metrics_access: scrape::MetricsAccess,
 }
 
 #[derive(Debug)]
@@ -206,7 +216,17 @@ impl Gate {
 /// The service the listener runs: the full router once attached, the
 /// start-up answers before.
 async fn dispatch(State(gate): State<Arc<Gate>>, req: axum::extract::Request) -> Response {
+    use axum::response::IntoResponse as _;
     use tower::Service as _;
+    if req.uri().path() == scrape::PATH {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Err(e) = gate.metrics_access.check(peer, req.headers()) {
+            return e.into_response();
+        }
+    }
     match gate.router.get() {
         // A Router is always ready; `call` needs no `poll_ready`.
         Some(r) => match r.clone().call(req).await {
@@ -287,6 +307,16 @@ impl HttpServer {
                 "--token-max-ttl must be at least 1".into(),
             ));
         }
+        let metrics_access =
+            scrape::MetricsAccess::load(&cfg.metrics_allow, cfg.metrics_key_file.as_deref())
+                .map_err(HttpError::Config)?;
+        if !metrics_access.is_open() {
+            tracing::info!(
+                allow = ?cfg.metrics_allow,
+                key_file = ?cfg.metrics_key_file,
+                "/metrics is restricted; /healthz and /readyz stay open"
+            );
+        }
         let issuer = Issuer::new(cfg.tokens.clone(), Arc::new(keys));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -316,6 +346,7 @@ impl HttpServer {
                 })),
                 router: OnceLock::new(),
                 readiness: Arc::new(Readiness::new()),
+                metrics_access,
             }),
         })
     }

@@ -16,6 +16,7 @@ mod obs_admin;
 mod obs_deploy;
 mod obs_k8s;
 mod obs_metrics;
+mod obs_metrics_access;
 mod obs_ready;
 mod placement;
 mod reload_gates;
