@@ -90,7 +90,8 @@ fn nofile() -> (u64, u64) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return (1024, 1024);
     }
-    (r.rlim_cur as u64, r.rlim_max as u64)
+    // rlim_t is u64 on Linux.
+    (r.rlim_cur, r.rlim_max)
 }
 
 /// Sets the soft `RLIMIT_NOFILE` to `to` (at most the hard limit); the
@@ -98,8 +99,8 @@ fn nofile() -> (u64, u64) {
 fn raise_nofile(to: u64) -> Option<u64> {
     let (_, hard) = nofile();
     let r = libc::rlimit {
-        rlim_cur: to.min(hard) as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+        rlim_cur: to.min(hard),
+        rlim_max: hard,
     };
     // SAFETY: setrlimit reads one rlimit struct, which `r` is.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {

@@ -207,7 +207,7 @@ impl Rrl {
             .limited
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
-        if n % self.slip == 0 {
+        if n.is_multiple_of(self.slip) {
             Verdict::Slip
         } else {
             Verdict::Drop

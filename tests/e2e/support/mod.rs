@@ -224,13 +224,13 @@ pub fn raise_nofile(n: u64) -> u64 {
     // SAFETY: getrlimit and setrlimit read or write one rlimit struct.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        if (r.rlim_cur as u64) < n {
-            r.rlim_cur = (n as libc::rlim_t).min(r.rlim_max);
+        if r.rlim_cur < n {
+            r.rlim_cur = n.min(r.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
         }
     }
-    r.rlim_cur as u64
+    r.rlim_cur
 }
 
 /// Writes `text` to `path` through a temporary file in the same directory

@@ -151,8 +151,8 @@ impl Launch {
         if let Some(n) = self.nofile {
             use std::os::unix::process::CommandExt as _;
             let limit = libc::rlimit {
-                rlim_cur: n as libc::rlim_t,
-                rlim_max: n as libc::rlim_t,
+                rlim_cur: n,
+                rlim_max: n,
             };
             // SAFETY: runs in the child between fork and exec, and only
             // calls setrlimit (async-signal-safe) on a struct it owns.
