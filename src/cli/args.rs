@@ -237,6 +237,90 @@ pub struct ServeArgs {
     /// 0 = one per CPU.
     #[arg(long = "udp-workers", env = "CELLNS_UDP_WORKERS", default_value_t = 0)]
     pub udp_workers: usize,
+
+    /// Address or prefix allowed to read `/metrics` (repeatable); without
+    /// it, any address may. `/healthz` and `/readyz` stay open.
+    #[arg(
+        long = "metrics-allow",
+        env = "CELLNS_METRICS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub metrics_allow: Vec<String>,
+
+    /// File of `sha256:HEX` lines: `/metrics` needs `Authorization: Bearer
+    /// KEY` with a key whose SHA-256 is listed.
+    #[arg(long = "metrics-key-file", env = "CELLNS_METRICS_KEY_FILE")]
+    pub metrics_key_file: Option<PathBuf>,
+
+    /// Response rate limiting: UDP responses per second per client network
+    /// (/24 IPv4, /56 IPv6) and response kind (positive, NODATA, NXDOMAIN,
+    /// error); 0 turns it off. TCP is never limited.
+    #[arg(long = "rrl-rate", env = "CELLNS_RRL_RATE", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::dns::rrl::MAX_RATE)))]
+    pub rrl_rate: u32,
+
+    /// Every Nth rate-limited response is sent truncated (TC), which sends a
+    /// real client to TCP; the others are dropped. 0: drop them all.
+    #[arg(long = "rrl-slip", env = "CELLNS_RRL_SLIP", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::dns::rrl::MAX_SLIP)))]
+    pub rrl_slip: u32,
+
+    /// Open DNS-over-TCP connections per listen address; when all are taken
+    /// the one idle the longest is closed for a newcomer.
+    #[arg(long = "tcp-max-connections", env = "CELLNS_TCP_MAX_CONNECTIONS",
+          default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_connections: u32,
+
+    /// Open DNS-over-TCP connections per client address (/32, /128).
+    #[arg(long = "tcp-max-connections-per-source", env = "CELLNS_TCP_MAX_CONNECTIONS_PER_SOURCE",
+          default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_connections_per_source: u32,
+
+    /// How long a DNS-over-TCP connection may wait for its next complete
+    /// query after its last response, in ms.
+    #[arg(long = "tcp-idle-timeout-ms", env = "CELLNS_TCP_IDLE_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tcp_idle_timeout_ms: u64,
+
+    /// How long a DNS-over-TCP connection may live, in ms (it is closed at
+    /// its next wait for a query; a zone transfer is not cut).
+    #[arg(long = "tcp-max-lifetime-ms", env = "CELLNS_TCP_MAX_LIFETIME_MS",
+          default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tcp_max_lifetime_ms: u64,
+
+    /// Open HTTP connections; when all are taken the one idle the longest
+    /// is closed for a newcomer.
+    #[arg(long = "http-max-connections", env = "CELLNS_HTTP_MAX_CONNECTIONS",
+          default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+
+    /// Open HTTP connections per client address.
+    #[arg(long = "http-max-connections-per-source", env = "CELLNS_HTTP_MAX_CONNECTIONS_PER_SOURCE",
+          default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections_per_source: u32,
+
+    /// How long a client may take to send a request's headers (and the TLS
+    /// handshake), in ms.
+    #[arg(long = "http-header-timeout-ms", env = "CELLNS_HTTP_HEADER_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_ms: u64,
+
+    /// How long a client may take to send a request's body, in ms.
+    #[arg(long = "http-body-timeout-ms", env = "CELLNS_HTTP_BODY_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_ms: u64,
+
+    /// How long a kept-alive HTTP connection may wait for its next request,
+    /// in ms.
+    #[arg(long = "http-idle-timeout-ms", env = "CELLNS_HTTP_IDLE_TIMEOUT_MS",
+          default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_ms: u64,
+
+    /// Largest request head (request line and headers), in bytes; more is
+    /// answered 431.
+    #[arg(long = "http-max-header-bytes", env = "CELLNS_HTTP_MAX_HEADER_BYTES",
+          default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub http_max_header_bytes: u32,
 }
 
 /// `cellns diff`.

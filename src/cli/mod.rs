@@ -6,6 +6,7 @@
 //! is the verdict.
 
 pub mod args;
+pub mod budget;
 mod diff;
 pub mod serve;
 

@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::ServeArgs;
 use crate::dns::xfr::{TransferConfig, Transfers};
-use crate::dns::{DnsConfig, DnsServer};
+use crate::dns::{DnsConfig, DnsServer, TcpLimits};
 use crate::health::Monitor;
-use crate::http::{Attach, HttpConfig, HttpServer, TlsConfig};
+use crate::http::{Attach, HttpConfig, HttpLimits, HttpServer, TlsConfig};
 use crate::live::audit::Audit;
 use crate::live::overrides::{self, Bound, Overrides};
 use crate::live::reload::{self, Reloader, ThreadConfig};
@@ -76,6 +76,14 @@ impl Configs {
                 listen: args.dns_listen.clone(),
                 udp_workers: args.udp_workers,
                 shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+                tcp: TcpLimits {
+                    max_connections: args.tcp_max_connections as usize,
+                    max_per_source: args.tcp_max_connections_per_source as usize,
+                    idle_timeout: Duration::from_millis(args.tcp_idle_timeout_ms),
+                    max_lifetime: Duration::from_millis(args.tcp_max_lifetime_ms),
+                },
+                rrl_rate: args.rrl_rate,
+                rrl_slip: args.rrl_slip,
             },
             http: HttpConfig {
                 listen: args.http_listen,
@@ -100,6 +108,16 @@ impl Configs {
                 rate_limit: args.rate_limit,
                 rate_burst: args.rate_burst,
                 shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+                limits: HttpLimits {
+                    max_connections: args.http_max_connections as usize,
+                    max_per_source: args.http_max_connections_per_source as usize,
+                    header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+                    body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+                    idle_timeout: Duration::from_millis(args.http_idle_timeout_ms),
+                    max_header_bytes: args.http_max_header_bytes as usize,
+                },
+                metrics_allow: args.metrics_allow.clone(),
+                metrics_key_file: args.metrics_key_file.clone(),
             },
             transfers: TransferConfig {
                 allow: args.axfr_allow.clone(),
@@ -116,7 +134,15 @@ impl Configs {
 /// (an error: the process exits non-zero).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let started = crate::live::serial::unix_now();
-    let cfg = Configs::from_args(&args);
+    let mut cfg = Configs::from_args(&args);
+    // Connections must never take the descriptors reloads and UDP need.
+    let budget =
+        super::budget::fit(&mut cfg.dns, &mut cfg.http.limits).context("file descriptor budget")?;
+    tracing::debug!(
+        nofile = budget.nofile,
+        lowered = budget.lowered,
+        "file descriptor budget"
+    );
     // Before any zone version is prepared: per-cell counters are resolved then.
     crate::metrics::install();
     // Zone transfer settings first: a bad --axfr-allow or --tsig-key is a

@@ -13,6 +13,8 @@
 //!   through `capture` (which encodes its response).
 //! - [`udp`] and `tcp`: the transports (sockets, batching, framing,
 //!   connection limits); they call the dispatch and nothing else.
+//! - [`rrl`]: response rate limiting of UDP answers (the dispatch applies
+//!   it to every UDP response, fast path or not).
 //! - [`xfr`]: zone transfers to secondaries (who may, streamed over TCP,
 //!   one message over UDP); [`tsig`]: their signatures; [`notify`]: NOTIFY
 //!   to the secondaries after each change.
@@ -51,13 +53,16 @@ pub mod fast;
 mod handler;
 pub mod notify;
 pub mod prepared;
+pub mod rrl;
 mod tcp;
+mod tcp_limits;
 pub mod tsig;
 pub mod udp;
 mod wire;
 pub mod xfr;
 
 pub use prepared::{Answers, Live, Store};
+pub use tcp_limits::TcpLimits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,12 +103,21 @@ pub struct DnsConfig {
     /// At shutdown, how long open TCP connections may take to answer what
     /// they have read and to finish zone transfers under way.
     pub shutdown_grace: Duration,
+    /// Limits of DNS over TCP.
+    pub tcp: TcpLimits,
+    /// Response rate limiting of UDP answers (`--rrl-rate`): responses per
+    /// second per /24 or /56 and response kind; 0 = off.
+    pub rrl_rate: u32,
+    /// Every how many limited responses one is sent truncated
+    /// (`--rrl-slip`); 0 = none.
+    pub rrl_slip: u32,
 }
 
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
 /// ([`udp`]), TCP on `tcp` (queries and zone transfers).
 pub struct DnsServer {
     tcp: Vec<TcpListener>,
+    tcp_limits: TcpLimits,
     udp: Vec<std::net::UdpSocket>,
     dispatch: Dispatch,
     addrs: Vec<SocketAddr>,
@@ -136,10 +150,12 @@ impl DnsServer {
             udp.extend(sockets);
             tcp_listeners.push(tcp);
         }
+        let rrl = rrl::Rrl::new(cfg.rrl_rate, cfg.rrl_slip).map(Arc::new);
         Ok(Self {
             tcp: tcp_listeners,
+            tcp_limits: cfg.tcp,
             udp,
-            dispatch: Dispatch::new(store, transfers),
+            dispatch: Dispatch::new(store, transfers).with_rrl(rrl),
             addrs,
             shutdown_grace: cfg.shutdown_grace,
         })
@@ -172,6 +188,7 @@ impl DnsServer {
             listeners.spawn(tcp::serve(
                 l,
                 dispatch.clone(),
+                self.tcp_limits,
                 stop.clone(),
                 self.shutdown_grace,
             ));

@@ -212,11 +212,14 @@ impl<A: Send + Sync + 'static> Store<A> {
     /// now in force. The caller has already decided the map is acceptable
     /// (validation, safety gates). Fails, publishing nothing, when its
     /// serial cannot be saved. May wait for the clock (at most
-    /// [`super::serial::MAX_CLOCK_WAIT`]).
+    /// [`super::serial::MAX_CLOCK_WAIT`]). The reload is recorded as a
+    /// success before the map shows, so that nobody sees the new version
+    /// next to the previous failure.
     pub fn publish_map(&self, map: Arc<Snapshot>) -> Result<Arc<View>, SerialError> {
         let mut w = self.writer();
         let view = View::new(map, &w.conditions, 0);
         let serial = w.serials.issue(basis(&view))?;
+        self.record_success();
         Ok(self.swap(view.with_serial(serial), "reload"))
     }
 
@@ -445,8 +448,8 @@ impl<A: Send + Sync + 'static> Store<A> {
         self.with_status(|s| s.watch = watch);
     }
 
-    /// Records a successful reload.
-    pub fn record_success(&self) {
+    /// Records a successful reload ([`Store::publish_map`] does).
+    fn record_success(&self) {
         crate::metrics::reload_result(true);
         self.with_status(|s| {
             s.successes += 1;

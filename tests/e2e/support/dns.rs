@@ -95,7 +95,20 @@ pub struct Udp {
 impl Udp {
     /// A client of `server`, bound to loopback.
     pub fn new(server: SocketAddr) -> Self {
-        let sock = UdpSocket::bind(local_for(server)).expect("bind UDP");
+        Self::with(
+            UdpSocket::bind(local_for(server)).expect("bind UDP"),
+            server,
+        )
+    }
+
+    /// A client of `server` from the loopback address `src` (another
+    /// client network: 127.0.2.1 is not in 127.0.1.0/24).
+    pub fn new_from(src: &str, server: SocketAddr) -> Self {
+        let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind UDP on {src}: {e}"));
+        Self::with(sock, server)
+    }
+
+    fn with(sock: UdpSocket, server: SocketAddr) -> Self {
         sock.connect(server).expect("connect UDP");
         // Only paces the look at the deadline in `recv_id`.
         sock.set_read_timeout(Some(Duration::from_millis(100)))

@@ -18,7 +18,7 @@ pub mod secondary;
 pub mod server;
 pub mod table;
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -180,6 +180,57 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port below {low}");
+}
+
+/// A TCP connection to `server` from the loopback address `src` (any of
+/// 127.0.0.0/8 is ours: tests use 127.0.0.2 and up as other clients).
+pub fn connect_from(src: &str, server: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let src: std::net::IpAddr = src.parse().expect("a source address");
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(server),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    sock.bind(&SocketAddr::new(src, 0).into())?;
+    sock.connect_timeout(&server.into(), EXCHANGE)?;
+    Ok(sock.into())
+}
+
+/// A UDP socket bound to the loopback address `src`, connected to `server`.
+pub fn udp_from(src: &str, server: SocketAddr) -> UdpSocket {
+    let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind UDP on {src}: {e}"));
+    sock.connect(server).expect("connect UDP");
+    sock
+}
+
+/// The resident memory of process `pid`, in bytes (`VmRSS`).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS in /proc status")
+}
+
+/// Raises this process's soft descriptor limit to at least `n` (up to the
+/// hard limit); the limit in force after.
+pub fn raise_nofile(n: u64) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write one rlimit struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        if r.rlim_cur < n {
+            r.rlim_cur = n.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        }
+    }
+    r.rlim_cur
 }
 
 /// Writes `text` to `path` through a temporary file in the same directory
