@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::args::ServeArgs;
+use crate::dns::dnssec::{DEFAULT_VALIDITY, Dnssec, DnssecConfig};
 use crate::dns::xfr::{TransferConfig, Transfers};
 use crate::dns::{DnsConfig, DnsServer};
 use crate::http::{HttpConfig, HttpServer, TlsConfig};
@@ -52,11 +53,26 @@ struct Configs {
     dns: DnsConfig,
     http: HttpConfig,
     transfers: TransferConfig,
+    dnssec: Option<DnssecConfig>,
 }
 
 impl Configs {
-    fn from_args(args: &ServeArgs) -> Self {
-        Self {
+    /// Fails on flags that cannot go together.
+    fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        if args.dnssec_keys.is_some() && (!args.axfr_allow.is_empty() || !args.notify.is_empty()) {
+            // A secondary would need the whole zone signed ahead of time,
+            // with an NSEC or NSEC3 chain over every tenant name: a list of
+            // the tenants for anyone who walks it. Compact denial exists
+            // only online.
+            anyhow::bail!(
+                "--dnssec-keys cannot be combined with --axfr-allow or --notify: the zone is signed \
+                 online, with compact denial of existence (RFC 9824), which exists only in answers; \
+                 a secondary would need a pre-signed zone with a complete NSEC/NSEC3 chain, which \
+                 lets anyone list the tenants. Run more cellns instances from the same map and key \
+                 directory instead (docs/dnssec.md, \"Zone transfers\")"
+            );
+        }
+        Ok(Self {
             dns: DnsConfig {
                 listen: args.dns_listen.clone(),
                 udp_workers: args.udp_workers,
@@ -89,7 +105,14 @@ impl Configs {
                 tsig_key: args.tsig_key.clone(),
                 secondaries: args.notify.clone(),
             },
-        }
+            dnssec: args.dnssec_keys.as_ref().map(|keys| DnssecConfig {
+                keys: keys.clone(),
+                cache_entries: usize::try_from(args.dnssec_cache_entries).unwrap_or(usize::MAX),
+                cache_bytes: usize::try_from(args.dnssec_cache_mib.saturating_mul(1 << 20))
+                    .unwrap_or(usize::MAX),
+                validity: DEFAULT_VALIDITY,
+            }),
+        })
     }
 }
 
@@ -98,9 +121,17 @@ impl Configs {
 /// reports ready, then serves until `shutdown` completes or a part fails
 /// (an error: the process exits non-zero).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let cfg = Configs::from_args(&args);
+    let cfg = Configs::from_args(&args)?;
     // Before any zone version is prepared: per-cell counters are resolved then.
     crate::metrics::install();
+    // The DNSSEC keys before anything listens: a bad key directory is a
+    // start-up error.
+    let dnssec = cfg
+        .dnssec
+        .as_ref()
+        .map(Dnssec::open)
+        .transpose()
+        .context("cannot start DNSSEC")?;
     // Zone transfer settings first: a bad --axfr-allow or --tsig-key is a
     // start-up error.
     let transfers =
@@ -144,6 +175,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         Arc::new(snapshot),
         Conditions::default(),
         serials,
+        dnssec.clone(),
     ));
     {
         let live = store.load();
@@ -158,7 +190,22 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         );
         crate::dns::xfr::warn_unexpressible(&cfg.transfers, snapshot);
     }
+    if let Some(d) = &dnssec {
+        gate.set_dnssec(d.clone());
+    }
     gate.attach(store.clone());
+    // Key events (a key published, activated, retired, removed, or a key
+    // file changed) are new zone versions.
+    let dnssec_task = dnssec.map(|d| {
+        let store = store.clone();
+        tokio::spawn(d.watch(cancel.clone(), move || {
+            let view = store.republish();
+            tracing::info!(
+                serial = view.serial(),
+                "DNSSEC keys changed: new zone version"
+            );
+        }))
+    });
     // Watch the map file (and SIGHUP) before reporting "serving".
     let reload_task = match reloader {
         Some(r) => Some(
@@ -235,6 +282,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         http_task.await.context("HTTP task panicked")??;
     }
     let _ = upkeep_task.await;
+    if let Some(t) = dnssec_task {
+        let _ = t.await;
+    }
     if let Some(t) = notify_task
         && !t.is_finished()
     {

@@ -51,6 +51,7 @@ use axum::extract::State;
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::dnssec::Dnssec;
 use crate::live::Current;
 use crate::token::keys::{Alg, KeyError, KeyRing};
 use crate::token::{Issuer, IssuerConfig};
@@ -161,6 +162,8 @@ pub struct Gate {
     pending: Mutex<Option<Pending>>,
     router: OnceLock<Router>,
     readiness: Arc<Readiness>,
+    /// The DNSSEC signer, for `/v1/dnssec`, when the zone is signed.
+    dnssec: OnceLock<Arc<Dnssec>>,
 }
 
 #[derive(Debug)]
@@ -184,10 +187,16 @@ impl Gate {
             callers: p.callers,
             require_client_cert: p.require_client_cert,
             readiness: self.readiness.clone(),
+            dnssec: self.dnssec.get().cloned(),
         });
         let _ = self.router.set(router::router(app));
         self.readiness.set_map_loaded();
         true
+    }
+
+    /// Shows `dnssec` in `/v1/dnssec`; call before [`Gate::attach`].
+    pub fn set_dnssec(&self, dnssec: Arc<Dnssec>) {
+        let _ = self.dnssec.set(dnssec);
     }
 
     /// Start-up progress (`/readyz`).
@@ -308,6 +317,7 @@ impl HttpServer {
                 })),
                 router: OnceLock::new(),
                 readiness: Arc::new(Readiness::new()),
+                dnssec: OnceLock::new(),
             }),
         })
     }

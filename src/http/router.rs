@@ -75,6 +75,7 @@ pub(super) fn routes() -> Routes<Arc<App>> {
         .add(Method::GET, "/v1/map", admin::map_info)
         .add(Method::GET, "/v1/cells", admin::cells)
         .add(Method::GET, "/v1/tenants/{tenant}", admin::tenant)
+        .add(Method::GET, "/v1/dnssec", admin::dnssec)
 }
 
 /// The routes as `(method, path)`, for documentation checks.
