@@ -33,6 +33,8 @@ pub(crate) mod cache;
 pub mod keys;
 pub mod keyset;
 pub(crate) mod sign;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
