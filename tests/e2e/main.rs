@@ -9,6 +9,7 @@ mod dns_hickory;
 mod dns_listen;
 mod dns_malformed;
 mod dns_unbound;
+mod dnssec_cli;
 mod dnssec_dnsviz;
 mod dnssec_validate;
 mod map_check;

@@ -814,22 +814,37 @@ pub fn keygen(dir: &Path, spec: &KeygenSpec) -> Result<Key, KeyError> {
     spec.timing.check().map_err(KeyError::Timing)?;
     ensure_dir(dir)?;
     let rng = SystemRandom::new();
+    let generate = |e: String| KeyError::Generate(e);
     let pkcs8 = match spec.algorithm {
         Algorithm::EcdsaP256Sha256 => {
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|e| generate(e.to_string()))?
+                .as_ref()
+                .to_vec()
         }
-        Algorithm::Ed25519 => Ed25519KeyPair::generate_pkcs8(&rng),
-    }
-    .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let pkcs8 = pkcs8.as_ref().to_vec();
+        // PKCS#8 v1 (RFC 5208, the seed alone), which OpenSSL 3 reads;
+        // ring writes v2 (RFC 5958, with the public key), which it refuses.
+        Algorithm::Ed25519 => {
+            use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+            let seed = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: seed.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_der()
+            .map_err(|e| generate(e.to_string()))?
+            .as_bytes()
+            .to_vec()
+        }
+    };
     let pair = match spec.algorithm {
         Algorithm::EcdsaP256Sha256 => {
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
                 .map(Pair::Ecdsa)
         }
-        Algorithm::Ed25519 => Ed25519KeyPair::from_pkcs8(&pkcs8).map(Pair::Ed25519),
+        Algorithm::Ed25519 => Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map(Pair::Ed25519),
     }
-    .map_err(|e| KeyError::Generate(e.to_string()))?;
+    .map_err(|e| generate(e.to_string()))?;
     let created = spec.timing.created;
     let mut key = Key::assemble(PathBuf::new(), spec.role, spec.algorithm, spec.timing, pair);
     let text = file_text(spec.role, spec.algorithm, key.tag, &spec.timing, &pkcs8);
