@@ -11,6 +11,7 @@ mod dns_malformed;
 mod dns_unbound;
 mod dnssec_cli;
 mod dnssec_dnsviz;
+mod dnssec_roll;
 mod dnssec_validate;
 mod map_check;
 mod obs_admin;

@@ -204,6 +204,21 @@ fn wait_ready(ub: &mut Unbound, apex: &str, noerror: bool) -> Result<(), String>
     }
 }
 
+/// Asks the resolver at `addr` (RD and AD set, EDNS 1232, DO as given)
+/// over UDP; for threads that query a resolver while the test goes on.
+pub fn ask(addr: SocketAddr, qname: &str, qtype: RecordType, dnssec_ok: bool) -> Message {
+    let mut q = s::query(s::next_id(), qname, qtype, None);
+    q.metadata.recursion_desired = true;
+    // AD in the query: the client understands AD in the response, so a
+    // validating resolver sets it on what it validated (RFC 6840 §5.7).
+    q.metadata.authentic_data = true;
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    e.set_dnssec_ok(dnssec_ok);
+    q.set_edns(e);
+    s::decode(&s::udp_exchange(addr, &s::wire(&q)))
+}
+
 impl Unbound {
     /// Asks unbound (RD and AD set, EDNS 1232) over UDP.
     pub fn resolve(&self, qname: &str, qtype: RecordType) -> Message {
@@ -217,20 +232,181 @@ impl Unbound {
     }
 
     fn ask(&self, qname: &str, qtype: RecordType, dnssec_ok: bool) -> Message {
-        let mut q = s::query(s::next_id(), qname, qtype, None);
-        q.metadata.recursion_desired = true;
-        // AD in the query: the client understands AD in the response, so a
-        // validating resolver sets it on what it validated (RFC 6840 §5.7).
-        q.metadata.authentic_data = true;
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        e.set_dnssec_ok(dnssec_ok);
-        q.set_edns(e);
-        s::decode(&s::udp_exchange(self.addr, &s::wire(&q)))
+        ask(self.addr, qname, qtype, dnssec_ok)
     }
 
     /// Unbound's log (validation failures are logged at `val-log-level: 2`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// A signed parent zone: Knot serving `example.com.` with its own online
+/// policy (automatic keys, NSEC), delegating `cells.example.com.` with the
+/// DS records it is given, as a registry would. The chain of trust of a
+/// roll test starts at its KSK.
+pub struct Parent {
+    child: Child,
+    /// Its DNS address.
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    conf: PathBuf,
+    log: PathBuf,
+    serial: u32,
+    /// The child's NS and glue records.
+    delegation: Vec<String>,
+}
+
+/// The parent zone.
+pub const PARENT: &str = "example.com.";
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        super::signal(self.child.id(), "TERM");
+        let stopped = wait_until(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten().is_some()
+        });
+        if !stopped {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Parent {
+    /// Starts Knot in `dir` with the zone delegating `cells.example.com.`
+    /// to `delegation` (NS and glue lines, zone-file format) with `ds`;
+    /// every TTL is `ttl` seconds. Returns once it answers the zone signed.
+    pub fn start(dir: &Path, delegation: &[String], ds: &[String], ttl: u32) -> Self {
+        let knotd = require_tool("knotd");
+        let d = dir.display();
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = dir.join("knot.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    r#"server:
+    rundir: "{d}"
+    listen: 127.0.0.1@{port}
+control:
+    listen: "{d}/knot.sock"
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}"
+policy:
+  - id: parent
+    algorithm: ecdsap256sha256
+    ksk-lifetime: 0
+    zsk-lifetime: 0
+    dnskey-ttl: {ttl}
+    zone-max-ttl: {ttl}
+    propagation-delay: 0
+template:
+  - id: default
+    storage: "{d}"
+zone:
+  - domain: {PARENT}
+    file: "{d}/parent.zone"
+    dnssec-signing: on
+    dnssec-policy: parent
+    zonefile-load: difference-no-serial
+    journal-content: all
+"#
+                ),
+            )
+            .expect("write knot.conf");
+            let log = dir.join("knot.log");
+            write_zone(dir, 1, delegation, ds, ttl);
+            let mut p = Self {
+                child: Command::new(&knotd)
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).expect("create knot log"))
+                    .spawn()
+                    .expect("start knotd"),
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                dir: dir.to_owned(),
+                conf,
+                log,
+                serial: 1,
+                delegation: delegation.to_vec(),
+            };
+            let mut exited = false;
+            let up = wait_until(STARTUP, || {
+                exited = p.child.try_wait().ok().flatten().is_some();
+                exited
+                    || s::try_query(p.addr, PARENT, RecordType::DNSKEY)
+                        .is_some_and(|m| !m.answers.is_empty())
+            });
+            last = p.log_text();
+            if up && !exited {
+                return p;
+            }
+            if !last.contains("in use") {
+                break;
+            }
+        }
+        panic!("knotd did not serve the parent zone:\n{last}");
+    }
+
+    /// Replaces the child's DS records (the registry acting on the child's
+    /// CDS) and has Knot load and sign the change.
+    pub fn set_ds(&mut self, ds: &[String], ttl: u32) {
+        self.serial += 1;
+        write_zone(&self.dir, self.serial, &self.delegation, ds, ttl);
+        self.reload();
+    }
+
+    fn reload(&self) {
+        let knotc = require_tool("knotc");
+        let out = Command::new(knotc)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["zone-reload", PARENT])
+            .output()
+            .expect("run knotc");
+        assert!(
+            out.status.success(),
+            "knotc zone-reload: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+    }
+
+    /// The parent's KSK as a trust anchor line.
+    pub fn anchor(&self) -> String {
+        let m = s::try_query(self.addr, PARENT, RecordType::DNSKEY).expect("parent DNSKEY");
+        m.answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::DNSKEY)
+            .map(|r| format!("{} DNSKEY {}", r.name, r.data))
+            .find(|l| l.contains(" DNSKEY 257 "))
+            .unwrap_or_else(|| panic!("no KSK in {m}"))
+    }
+
+    /// Knot's log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Writes the parent zone file (atomically: Knot may be reading).
+fn write_zone(dir: &Path, serial: u32, delegation: &[String], ds: &[String], ttl: u32) {
+    let mut z = format!(
+        "$ORIGIN {PARENT}\n$TTL {ttl}\n@ SOA ns.{PARENT} hostmaster.{PARENT} {serial} 60 60 600 {ttl}\n@ NS ns.{PARENT}\nns A 127.0.0.1\n"
+    );
+    for l in delegation.iter().chain(ds) {
+        z.push_str(l);
+        z.push('\n');
+    }
+    let tmp = dir.join("parent.zone.tmp");
+    std::fs::write(&tmp, z).expect("write the parent zone");
+    std::fs::rename(&tmp, dir.join("parent.zone")).expect("replace the parent zone");
 }
