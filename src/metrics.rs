@@ -114,8 +114,26 @@ pub const AUDIT_WRITE_ERRORS: &str = "cellns_audit_write_errors_total";
 /// before keep their rights), 1 otherwise.
 pub const API_KEYS_LAST_RELOAD_SUCCESS: &str = "cellns_api_keys_last_reload_success";
 
+/// RRSIGs made (not served from the signature cache), by `result` (ok,
+/// error).
+pub const DNSSEC_SIGNATURES: &str = "cellns_dnssec_signatures_total";
+/// Signature cache lookups that found the RRSIGs.
+pub const DNSSEC_CACHE_HITS: &str = "cellns_dnssec_cache_hits_total";
+/// Signature cache lookups that did not (a signature was made).
+pub const DNSSEC_CACHE_MISSES: &str = "cellns_dnssec_cache_misses_total";
+/// Signature cache entries evicted to stay within its bounds.
+pub const DNSSEC_CACHE_EVICTIONS: &str = "cellns_dnssec_cache_evictions_total";
+/// Signature cache entries held.
+pub const DNSSEC_CACHE_ENTRIES: &str = "cellns_dnssec_cache_entries";
+/// Signature cache bytes held (estimated).
+pub const DNSSEC_CACHE_BYTES: &str = "cellns_dnssec_cache_bytes";
+/// DNSSEC keys in the key directory, by `role` and `state`.
+pub const DNSSEC_KEYS: &str = "cellns_dnssec_keys";
+/// Unix time of the next key state change (0: none scheduled).
+pub const DNSSEC_NEXT_KEY_EVENT: &str = "cellns_dnssec_next_key_event_timestamp_seconds";
+
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 35] = [
+pub const ALL: [&str; 43] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
@@ -151,6 +169,14 @@ pub const ALL: [&str; 35] = [
     OVERRIDES,
     AUDIT_WRITE_ERRORS,
     API_KEYS_LAST_RELOAD_SUCCESS,
+    DNSSEC_SIGNATURES,
+    DNSSEC_CACHE_HITS,
+    DNSSEC_CACHE_MISSES,
+    DNSSEC_CACHE_EVICTIONS,
+    DNSSEC_CACHE_ENTRIES,
+    DNSSEC_CACHE_BYTES,
+    DNSSEC_KEYS,
+    DNSSEC_NEXT_KEY_EVENT,
 ];
 
 /// The `source` values of [`CELL_STATUS_SOURCE`].
@@ -312,6 +338,34 @@ fn describe() {
     describe_gauge!(
         API_KEYS_LAST_RELOAD_SUCCESS,
         "0 while the last re-read of the API key file failed (the previous callers stay)"
+    );
+    describe_counter!(
+        DNSSEC_SIGNATURES,
+        "RRSIGs made (signature cache misses), by result"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_HITS,
+        "DNSSEC signature cache lookups that found the signatures"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_MISSES,
+        "DNSSEC signature cache lookups that did not (a signature was made)"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_EVICTIONS,
+        "DNSSEC signature cache entries evicted to stay within its bounds"
+    );
+    describe_gauge!(DNSSEC_CACHE_ENTRIES, "DNSSEC signature cache entries");
+    describe_gauge!(
+        DNSSEC_CACHE_BYTES,
+        Unit::Bytes,
+        "DNSSEC signature cache size (estimated)"
+    );
+    describe_gauge!(DNSSEC_KEYS, "DNSSEC keys, by role and state");
+    describe_gauge!(
+        DNSSEC_NEXT_KEY_EVENT,
+        Unit::Seconds,
+        "Unix time of the next DNSSEC key state change (0: none scheduled)"
     );
 }
 

@@ -140,6 +140,7 @@ fn fast_path_alone() {
         std::sync::Arc::new(map),
         conditions,
         cellns::live::Serials::open(None),
+        None,
     )
     .expect("store");
     let snap = store.load();

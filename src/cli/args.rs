@@ -60,6 +60,8 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a token as a cell would, and print its claims.
     VerifyToken(VerifyTokenArgs),
+    /// DNSSEC keys: make them, schedule them, print their DS records.
+    Dnssec(DnssecArgs),
     /// Write a synthetic map (benchmarks, load tests): zone
     /// cells.example.test., tenants t000001..tN round-robin over C cells.
     #[command(hide = true)]
@@ -321,6 +323,24 @@ pub struct ServeArgs {
     #[arg(long = "http-max-header-bytes", env = "CELLNS_HTTP_MAX_HEADER_BYTES",
           default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
     pub http_max_header_bytes: u32,
+    /// DNSSEC key directory (`cellns dnssec keygen --out DIR`): sign
+    /// answers online, with compact denial of existence. Rescanned each
+    /// second; the key timing drives rollover (docs/dnssec.md). Cannot be
+    /// combined with --axfr-allow or --notify.
+    #[arg(long = "dnssec-keys", env = "CELLNS_DNSSEC_KEYS")]
+    pub dnssec_keys: Option<PathBuf>,
+
+    /// Most entries in the DNSSEC signature cache.
+    #[arg(long = "dnssec-cache-entries", env = "CELLNS_DNSSEC_CACHE_ENTRIES",
+          default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub dnssec_cache_entries: u64,
+
+    /// Most memory of the DNSSEC signature cache, in MiB.
+    #[arg(long = "dnssec-cache-mib", env = "CELLNS_DNSSEC_CACHE_MIB",
+          default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub dnssec_cache_mib: u64,
 }
 
 /// `cellns diff`.
@@ -378,4 +398,107 @@ pub struct VerifyTokenArgs {
     pub audience: String,
     /// The token (JWT compact form).
     pub token: String,
+}
+
+/// `cellns dnssec`.
+#[derive(Debug, Args)]
+pub struct DnssecArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DnssecCommand,
+}
+
+/// The `cellns dnssec` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DnssecCommand {
+    /// Write a new DNSSEC key (PKCS#8 PEM with its role and timing, mode
+    /// 0600) into a key directory.
+    Keygen(DnssecKeygenArgs),
+    /// Print the DS records (SHA-256) of the keys that should have one at
+    /// the parent, in zone-file format: for the parent, or a trust anchor.
+    Ds(DsArgs),
+    /// Change the timing of a key (to schedule a roll).
+    Settime(SettimeArgs),
+}
+
+/// DNSSEC algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DnssecAlg {
+    /// ECDSA P-256 with SHA-256 (algorithm 13).
+    #[value(name = "ecdsap256sha256", alias = "13")]
+    EcdsaP256Sha256,
+    /// Ed25519 (algorithm 15).
+    #[value(name = "ed25519", alias = "15")]
+    Ed25519,
+}
+
+/// DNSSEC key roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DnssecRole {
+    /// Combined signing key: signs everything; DS at the parent.
+    Csk,
+    /// Key signing key: signs DNSKEY, CDS, CDNSKEY; DS at the parent.
+    Ksk,
+    /// Zone signing key: signs the rest.
+    Zsk,
+}
+
+/// The timing flags of `keygen` and `settime`. A TIME is `now`,
+/// `now+DURATION` or `+DURATION` (90s, 30m, 12h, 7d, 2w), Unix seconds, or
+/// RFC 3339 (2026-03-01T10:00:00Z); `none` unsets it (never).
+#[derive(Debug, Args, Default)]
+pub struct TimingArgs {
+    /// When the DNSKEY enters the zone (keygen default: now).
+    #[arg(long, value_name = "TIME")]
+    pub publish: Option<String>,
+    /// When the key starts signing (keygen default: the publish time).
+    #[arg(long, value_name = "TIME")]
+    pub activate: Option<String>,
+    /// When it stops signing; its DNSKEY stays until --delete (default: never).
+    #[arg(long, value_name = "TIME")]
+    pub inactive: Option<String>,
+    /// When its DNSKEY leaves the zone (default: never).
+    #[arg(long, value_name = "TIME")]
+    pub delete: Option<String>,
+}
+
+/// `cellns dnssec keygen`.
+#[derive(Debug, Args)]
+pub struct DnssecKeygenArgs {
+    /// Key directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Signing algorithm.
+    #[arg(long, value_enum, default_value_t = DnssecAlg::EcdsaP256Sha256)]
+    pub algorithm: DnssecAlg,
+    /// What the key signs.
+    #[arg(long, value_enum, default_value_t = DnssecRole::Csk)]
+    pub role: DnssecRole,
+    /// Timing.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// `cellns dnssec ds`.
+#[derive(Debug, Args)]
+pub struct DsArgs {
+    /// Key directory.
+    pub dir: PathBuf,
+    /// The zone (the map's origin), e.g. cells.example.com.
+    pub origin: String,
+    /// The keys that should have a DS at this TIME instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+/// `cellns dnssec settime`.
+#[derive(Debug, Args)]
+pub struct SettimeArgs {
+    /// Key directory.
+    pub dir: PathBuf,
+    /// The key's tag (as `keygen` and `/v1/dnssec` show it).
+    pub tag: u16,
+    /// New timing; flags left out keep their value.
+    #[command(flatten)]
+    pub timing: TimingArgs,
 }

@@ -49,6 +49,7 @@ pub mod answer;
 mod bodies;
 mod capture;
 pub mod dispatch;
+pub mod dnssec;
 pub mod fast;
 mod handler;
 pub mod notify;

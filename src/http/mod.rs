@@ -58,6 +58,7 @@ use axum::extract::State;
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::dnssec::Dnssec;
 use crate::health::Monitor;
 use crate::live::Current;
 use crate::live::overrides::Control;
@@ -197,6 +198,8 @@ pub struct Gate {
     router: OnceLock<Router>,
     readiness: Arc<Readiness>,
     metrics_access: scrape::MetricsAccess,
+    /// The DNSSEC signer, for `/v1/dnssec`, when the zone is signed.
+    dnssec: OnceLock<Arc<Dnssec>>,
 }
 
 #[derive(Debug)]
@@ -222,10 +225,16 @@ impl Gate {
             callers: p.callers,
             require_client_cert: p.require_client_cert,
             readiness: self.readiness.clone(),
+            dnssec: self.dnssec.get().cloned(),
         });
         let _ = self.router.set(router::router(app));
         self.readiness.set_map_loaded();
         true
+    }
+
+    /// Shows `dnssec` in `/v1/dnssec`; call before [`Gate::attach`].
+    pub fn set_dnssec(&self, dnssec: Arc<Dnssec>) {
+        let _ = self.dnssec.set(dnssec);
     }
 
     /// Start-up progress (`/readyz`).
@@ -365,6 +374,7 @@ impl HttpServer {
                 router: OnceLock::new(),
                 readiness: Arc::new(Readiness::new()),
                 metrics_access,
+                dnssec: OnceLock::new(),
             }),
         })
     }

@@ -80,7 +80,7 @@ fn local_for(server: SocketAddr) -> SocketAddr {
 
 /// A fresh query ID (distinct across the test process, so a late reply to
 /// an earlier query is never taken for the current one).
-fn next_id() -> u16 {
+pub fn next_id() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0x1000);
     NEXT.fetch_add(1, Ordering::Relaxed)

@@ -1,7 +1,8 @@
 //! The one support module of the end-to-end tests: the server launcher and
 //! its log reader ([`server`]), one DNS client ([`dns`]), one map builder
 //! ([`map`]), the HTTP, token and metrics helpers ([`http`]), the answer
-//! table of DESIGN.md ([`table`]), real secondaries ([`secondary`]) and the
+//! table of DESIGN.md ([`table`]), real secondaries ([`secondary`]), a real
+//! resolver in front ([`resolver`]: unbound, validating or not) and the
 //! SDK demo set-up ([`sdk`]); here, what they all share: paths, tools, and
 //! the one "wait until a condition holds or a deadline passes" helper.
 //!
@@ -13,6 +14,7 @@
 pub mod dns;
 pub mod http;
 pub mod map;
+pub mod resolver;
 pub mod sdk;
 pub mod secondary;
 pub mod server;
@@ -289,4 +291,28 @@ fn parse_utc_reads_the_log_timestamps() {
     assert_eq!(parse_utc("2000-03-01T00:00:01.5Z"), Some(951_868_801.5));
     assert_eq!(parse_utc("2026-12-03T07:27:06Z"), Some(1_796_282_826.0));
     assert_eq!(parse_utc("not a time"), None);
+}
+
+/// `cellns dnssec keygen --out DIR ARGS`: the new key's tag.
+pub fn dnssec_keygen(dir: &Path, args: &[&str]) -> u16 {
+    let out = dir.to_str().expect("utf-8 path");
+    let mut all = vec!["dnssec", "keygen", "--out", out];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_cli(&all);
+    assert_eq!(code, 0, "cellns {all:?}: {stdout}{stderr}");
+    stdout
+        .split("key tag ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no key tag in {stdout:?}"))
+}
+
+/// `cellns dnssec ds DIR ORIGIN`: the DS records, one a line, in zone-file
+/// format (what a parent publishes, or a resolver takes as trust anchor).
+pub fn dnssec_ds(dir: &Path, origin: &str) -> Vec<String> {
+    let (code, stdout, stderr) =
+        run_cli(&["dnssec", "ds", dir.to_str().expect("utf-8 path"), origin]);
+    assert_eq!(code, 0, "cellns dnssec ds: {stdout}{stderr}");
+    stdout.lines().map(str::to_owned).collect()
 }
