@@ -362,14 +362,16 @@ impl Reloader {
                 if self.last_seen != Some(Seen::Missing) || trigger == Trigger::Forced {
                     self.last_seen = Some(Seen::Missing);
                     let version = store.load().view.map().version.clone();
+                    // Recorded before it is logged: whoever reads the log
+                    // line must find the status, metrics and audit saying so.
+                    store.record_failure(format!(
+                        "{file}: map file is gone; serving the last good map (version {version})"
+                    ));
                     tracing::warn!(
                         %file,
                         %version,
                         "map file is gone; still serving the last good map"
                     );
-                    store.record_failure(format!(
-                        "{file}: map file is gone; serving the last good map (version {version})"
-                    ));
                 }
                 return Outcome::Missing;
             }
@@ -430,6 +432,11 @@ impl Reloader {
         match d.gates.verdict {
             Verdict::Rejected => {
                 let why = d.limits_exceeded();
+                let msg = format!(
+                    "{file}: rejected by the safety gates: {why} (set [safety] allow_mass_change = \"<reason>\" to allow it)"
+                );
+                // Recorded before it is logged (see `fail`).
+                store.record_failure(msg.clone());
                 tracing::error!(
                     %file,
                     version = %next.version,
@@ -439,12 +446,8 @@ impl Reloader {
                     "map change rejected by the safety gates ({why}); still serving the last good \
                      map. To make this change on purpose, set [safety] allow_mass_change = \"<reason>\""
                 );
-                let msg = format!(
-                    "{file}: rejected by the safety gates: {why} (set [safety] allow_mass_change = \"<reason>\" to allow it)"
-                );
                 drop(d);
                 drop(next);
-                store.record_failure(msg.clone());
                 release_free_memory();
                 return Outcome::Failed(msg);
             }
@@ -516,13 +519,17 @@ impl Reloader {
     }
 
     fn fail<A: Send + Sync + 'static>(&mut self, store: &Store<A>, message: String) -> Outcome {
+        // Recorded before it is logged: whoever acts on the log line (an
+        // operator, a test) must find `/readyz`, the metrics and the audit
+        // log saying so. The reload thread runs at idle priority and can be
+        // preempted for long right after the line is written.
+        store.record_failure(message.clone());
         tracing::error!(
             file = %self.path.display(),
             error = %message,
             in_force = %store.load().view.map().version,
             "map reload failed; still serving the last good map"
         );
-        store.record_failure(message.clone());
         // What the failed attempt allocated.
         release_free_memory();
         Outcome::Failed(message)

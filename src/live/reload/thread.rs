@@ -289,13 +289,14 @@ impl<A: Send + Sync + 'static> Run<'_, A> {
                 let pause = self
                     .retry
                     .map_or(FIRST_RETRY, |(_, p)| (p * 2).min(MAX_RETRY));
+                // The state first, then the log line that announces it.
+                self.retry = Some((Instant::now() + pause, pause));
+                self.store.set_retrying(true);
                 tracing::warn!(
                     retry_in_ms = pause.as_millis() as u64,
                     reason = %why,
                     "the map reload will be retried"
                 );
-                self.retry = Some((Instant::now() + pause, pause));
-                self.store.set_retrying(true);
             }
             _ => {
                 if self.retry.take().is_some() {
