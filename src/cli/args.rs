@@ -133,6 +133,27 @@ pub struct ServeArgs {
     #[arg(long = "notify", env = "CELLNS_NOTIFY", value_delimiter = ',')]
     pub notify: Vec<SocketAddr>,
 
+    /// Zone versions whose differences are kept for IXFR (RFC 1995); a
+    /// secondary further behind gets the whole zone. 0 turns IXFR
+    /// differences off (every IXFR gets the whole zone).
+    #[arg(
+        long = "ixfr-journal-versions",
+        env = "CELLNS_IXFR_JOURNAL_VERSIONS",
+        default_value_t = crate::dns::xfr::journal::DEFAULT_VERSIONS
+    )]
+    pub ixfr_journal_versions: usize,
+
+    /// Bytes the IXFR journal may hold, all versions together; a single
+    /// change larger than this is not journaled (secondaries then transfer
+    /// the whole zone once). Default 64 MiB.
+    #[arg(
+        long = "ixfr-journal-bytes",
+        env = "CELLNS_IXFR_JOURNAL_BYTES",
+        default_value_t = crate::dns::xfr::journal::DEFAULT_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub ixfr_journal_bytes: usize,
+
     /// `iss` claim of issued tokens.
     #[arg(long, env = "CELLNS_TOKEN_ISSUER", default_value = "cellns")]
     pub issuer: String,

@@ -105,6 +105,10 @@ impl Configs {
                 allow: args.axfr_allow.clone(),
                 tsig_key: args.tsig_key.clone(),
                 secondaries: args.notify.clone(),
+                journal: crate::dns::xfr::journal::Limits {
+                    versions: args.ixfr_journal_versions,
+                    bytes: args.ixfr_journal_bytes,
+                },
             },
         }
     }
@@ -172,6 +176,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let audit = Arc::new(Audit::open(args.state_dir.as_deref()));
     let store = {
         let overrides = overrides.clone();
+        let transfers_j = transfers.clone();
         tokio::task::spawn_blocking(move || {
             let store = Arc::new(crate::dns::prepared::new_store(
                 Arc::new(snapshot),
@@ -179,6 +184,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                 serials,
             )?);
             store.set_audit(audit);
+            // Every publish from now on records its IXFR differences.
+            store.set_on_publish(move |old, new| transfers_j.journal().record(old, new));
             // Overrides that expired while the process was down: audited,
             // dropped.
             overrides.expire(&store, overrides::now_ms());

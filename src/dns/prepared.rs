@@ -61,7 +61,7 @@ pub struct Answers {
 
 impl Answers {
     /// Prepares the answers of `view`.
-    fn prepare(view: &View) -> Self {
+    pub(super) fn prepare(view: &View) -> Self {
         let map = view.map();
         let z = &map.zone;
         let soa_rdata = |minimum: u32| {

@@ -44,6 +44,7 @@ pub(in crate::dns) async fn respond<R: ResponseHandler>(
         }
         Decision::Deny { rcode, signer, why } => {
             tracing::debug!(src = %request.src(), why, "zone transfer over UDP refused");
+            crate::metrics::xfr_refused();
             (rcode, false, signer)
         }
         Decision::Allow(signer) => (ResponseCode::NoError, true, signer),

@@ -26,6 +26,7 @@
 //! the current SOA alone when the client already has it.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -34,7 +35,9 @@ use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder, NameEncodi
 use hickory_server::server::Request;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
+use super::journal::{Delta, Lookup, condense};
 use super::{Decision, MAX_CONCURRENT, Transfers};
+use crate::metrics::{self, XfrKind};
 use crate::dns::prepared::{Live, Store};
 use crate::dns::tsig::ResponseSigner;
 use crate::dns::wire::{self, Section};
@@ -81,6 +84,7 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
     let signer = match decision {
         Decision::Deny { rcode, signer, why } => {
             tracing::info!(%src, %qtype, %rcode, why, "zone transfer refused");
+            metrics::xfr_refused();
             w.signer = signer;
             w.begin(rcode);
             return w.flush(out).await;
@@ -88,15 +92,37 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
         Decision::Allow(signer) => signer,
     };
     w.signer = signer;
+    let mut kind = if qtype == RecordType::IXFR {
+        XfrKind::IxfrFull
+    } else {
+        XfrKind::Axfr
+    };
+    let mut chain = None;
     if qtype == RecordType::IXFR
         && let Some(theirs) = client_serial(request, &snap.zone.origin_lower)
-        && serial_at_least(theirs, serial)
     {
-        // RFC 1995 §2: up to date, the answer is our SOA alone.
-        tracing::debug!(%src, serial, "IXFR: the client is up to date");
-        w.begin(ResponseCode::NoError);
-        w.record(&live.answers.soa);
-        return w.flush(out).await;
+        if serial_at_least(theirs, serial) {
+            // RFC 1995 §2: up to date, the answer is our SOA alone.
+            tracing::debug!(%src, serial, "IXFR: the client is up to date");
+            let started = Instant::now();
+            w.begin(ResponseCode::NoError);
+            w.record(&live.answers.soa);
+            let r = w.flush(out).await;
+            metrics::xfr(XfrKind::Ixfr, w.bytes, started.elapsed(), r.is_ok());
+            return r;
+        }
+        match transfers.journal.lookup(theirs, serial) {
+            Lookup::Deltas(c) => {
+                kind = XfrKind::Ixfr;
+                chain = Some((theirs, c));
+            }
+            Lookup::Full => tracing::info!(
+                %src,
+                client_serial = theirs,
+                serial,
+                "IXFR: the journal does not reach back to the client's serial; sending the whole zone"
+            ),
+        }
     }
     let _slot = match tokio::time::timeout(SLOT_WAIT, transfers.slots.acquire()).await {
         Ok(Ok(permit)) => permit,
@@ -106,18 +132,28 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
                 limit = MAX_CONCURRENT,
                 "zone transfer refused: too many transfers in progress (SERVFAIL; the secondary retries)"
             );
+            metrics::xfr_refused();
             w.begin(ResponseCode::ServFail);
             return w.flush(out).await;
         }
     };
     let started = Instant::now();
-    let result = w.transfer(&live, out).await;
-    let ms = started.elapsed().as_millis() as u64;
+    let result = match &chain {
+        Some((_, c)) => w.incremental(&live.answers.soa, c, out).await,
+        None => w.transfer(&live, out).await,
+    };
+    let elapsed = started.elapsed();
+    metrics::xfr(kind, w.bytes, elapsed, result.is_ok());
+    let ms = elapsed.as_millis() as u64;
+    let from = chain.as_ref().map(|(theirs, c)| (*theirs, c.len()));
     match &result {
         Ok(()) => tracing::info!(
             %src,
             %qtype,
+            kind = kind.as_str(),
             serial,
+            from_serial = from.map(|f| f.0),
+            versions = from.map(|f| f.1),
             records = w.records,
             messages = w.messages,
             bytes = w.bytes,
@@ -128,6 +164,7 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
         Err(e) => tracing::warn!(
             %src,
             %qtype,
+            kind = kind.as_str(),
             serial,
             records = w.records,
             ms,
@@ -136,6 +173,55 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
         ),
     }
     result
+}
+
+/// IXFR over UDP (RFC 1995 §2): when `request` is an allowed IXFR from a
+/// serial the journal holds, and the differences fit in one message of
+/// the client's UDP size (512 bytes without EDNS, at most
+/// [`wire::MAX_UDP_PAYLOAD`]), that message. `None` otherwise: the answer
+/// is then the SOA alone ([`super::single`]), and a client that is behind
+/// retries over TCP.
+pub(in crate::dns) fn ixfr_datagram(
+    transfers: &Transfers,
+    store: &Store,
+    request: &Request,
+) -> Option<Vec<u8>> {
+    let q = request.queries.queries().first()?;
+    if q.query_type() != RecordType::IXFR {
+        return None;
+    }
+    let live = store.load_full();
+    let snap = live.view.map();
+    let serial = live.view.serial();
+    let theirs = client_serial(request, &snap.zone.origin_lower)?;
+    if serial_at_least(theirs, serial) {
+        return None;
+    }
+    let Decision::Allow(signer) = transfers.decide(snap, request) else {
+        return None;
+    };
+    let Lookup::Deltas(chain) = transfers.journal.lookup(theirs, serial) else {
+        return None;
+    };
+    let max = usize::from(
+        request
+            .edns
+            .as_ref()
+            .map_or(512, |e| e.max_payload().clamp(512, wire::MAX_UDP_PAYLOAD)),
+    );
+    let started = Instant::now();
+    let mut w = Writer::new(request, snap);
+    w.signer = signer;
+    let msg = w.incremental_datagram(&live.answers.soa, &chain, max)?;
+    metrics::xfr(XfrKind::Ixfr, msg.len(), started.elapsed(), true);
+    tracing::debug!(
+        src = %request.src(),
+        from_serial = theirs,
+        serial,
+        bytes = msg.len(),
+        "IXFR over UDP: the differences in one datagram"
+    );
+    Some(msg)
 }
 
 /// The SOA serial the IXFR client has (its SOA in the authority section).
@@ -228,6 +314,23 @@ impl<'a> Writer<'a> {
 
     /// Closes the message (counts, OPT, TSIG, length) and writes it.
     async fn flush<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
+        self.close()?;
+        match tokio::time::timeout(WRITE_TIMEOUT, out.write_all(&self.buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer took no data for {WRITE_TIMEOUT:?}"),
+                ));
+            }
+        }
+        self.messages += 1;
+        self.bytes += self.buf.len();
+        Ok(())
+    }
+
+    /// Closes the message: counts, OPT, TSIG, length prefix.
+    fn close(&mut self) -> io::Result<()> {
         wire::set_count(&mut self.buf[PREFIX..], Section::Answer, self.ancount);
         if let Some(dnssec_ok) = self.edns_do {
             self.buf
@@ -240,17 +343,6 @@ impl<'a> Writer<'a> {
         let len = u16::try_from(self.len())
             .map_err(|_| io::Error::other("transfer message over 64 KiB"))?;
         self.buf[..PREFIX].copy_from_slice(&len.to_be_bytes());
-        match tokio::time::timeout(WRITE_TIMEOUT, out.write_all(&self.buf)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the peer took no data for {WRITE_TIMEOUT:?}"),
-                ));
-            }
-        }
-        self.messages += 1;
-        self.bytes += self.buf.len();
         Ok(())
     }
 
@@ -306,6 +398,76 @@ impl<'a> Writer<'a> {
         self.room(out, MESSAGE_TARGET).await?;
         self.record(&answers.soa);
         self.flush(out).await
+    }
+
+    /// The differences from the client's version to ours (RFC 1995 §4):
+    /// our SOA, then one sequence (the client's SOA, what to remove, our
+    /// SOA, what to add; several deltas condensed into one), and our SOA
+    /// again.
+    async fn incremental<W: AsyncWrite + Unpin>(
+        &mut self,
+        soa: &Record,
+        chain: &[Arc<Delta>],
+        out: &mut W,
+    ) -> io::Result<()> {
+        let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
+            return Err(io::Error::other("empty IXFR chain"));
+        };
+        let (removed, added) = condense(chain);
+        self.begin(ResponseCode::NoError);
+        self.record(soa);
+        self.room(out, MESSAGE_TARGET).await?;
+        self.record(&first.from_soa);
+        for r in removed {
+            self.room(out, MESSAGE_TARGET).await?;
+            self.raw(r);
+        }
+        self.room(out, MESSAGE_TARGET).await?;
+        self.record(&last.to_soa);
+        for r in added {
+            self.room(out, MESSAGE_TARGET).await?;
+            self.raw(r);
+        }
+        self.room(out, MESSAGE_TARGET).await?;
+        self.record(soa);
+        self.flush(out).await
+    }
+
+    /// The same as [`Writer::incremental`], in one message of at most
+    /// `max` bytes (IXFR over UDP), closed; `None` when it does not fit.
+    fn incremental_datagram(
+        &mut self,
+        soa: &Record,
+        chain: &[Arc<Delta>],
+        max: usize,
+    ) -> Option<Vec<u8>> {
+        let (first, last) = (chain.first()?, chain.last()?);
+        let (removed, added) = condense(chain);
+        // A cheap bound first: the records alone already too big.
+        let raw: usize = removed.iter().chain(&added).map(|r| r.len()).sum();
+        if raw > max {
+            return None;
+        }
+        self.begin(ResponseCode::NoError);
+        self.record(soa);
+        self.record(&first.from_soa);
+        for r in removed {
+            self.raw(r);
+        }
+        self.record(&last.to_soa);
+        for r in added {
+            self.raw(r);
+        }
+        self.record(soa);
+        self.close().ok()?;
+        (self.len() <= max).then(|| self.buf[PREFIX..].to_vec())
+    }
+
+    /// Appends a record already in wire form (uncompressed).
+    fn raw(&mut self, rr: &[u8]) {
+        self.buf.extend_from_slice(rr);
+        self.ancount += 1;
+        self.records += 1;
     }
 
     /// Appends a record with its own owner name.
