@@ -564,6 +564,7 @@ mod tests {
     use hickory_proto::rr::DNSClass;
     use hickory_server::net::xfer::Protocol;
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
     #[test]
     fn serial_arithmetic() {
@@ -872,5 +873,164 @@ mod tests {
         m.add_authority(soa);
         let msgs = run(&allow_loopback(), &store, &request(&m, "127.0.0.1:53"));
         assert!(texts(&msgs).len() > 10);
+    }
+
+    /// The records of a zone in AXFR form, as a set of texts.
+    fn zone_set(msgs: &[Message]) -> std::collections::BTreeSet<String> {
+        let mut t = texts(msgs);
+        // Both SOAs: the one opening the transfer is enough.
+        t.pop();
+        t.into_iter().collect()
+    }
+
+    /// Applies an IXFR response (RFC 1995 §4) to `zone`; the number of
+    /// difference sequences.
+    fn apply(zone: &mut std::collections::BTreeSet<String>, msgs: &[Message]) -> usize {
+        let rrs = texts(msgs);
+        let soa = |r: &String| r.contains(" SOA ");
+        assert!(soa(&rrs[0]) && soa(&rrs[rrs.len() - 1]), "{rrs:#?}");
+        // Sequences: old SOA, deletions, new SOA, additions.
+        let mut sequences = 0;
+        // None before the first sequence; Some(false) while deleting.
+        let mut adding: Option<bool> = None;
+        let body = &rrs[1..rrs.len() - 1];
+        for r in body {
+            if soa(r) {
+                if adding == Some(false) {
+                    zone.retain(|z| !z.contains(" SOA "));
+                    zone.insert(r.clone());
+                    adding = Some(true);
+                } else {
+                    sequences += 1;
+                    assert!(zone.contains(r), "sequence from another version: {r}");
+                    adding = Some(false);
+                }
+                continue;
+            }
+            let adding = adding.expect("a record before the first sequence");
+            if adding {
+                assert!(zone.insert(r.clone()), "added twice: {r}");
+            } else {
+                assert!(zone.remove(r), "deleted but absent: {r}");
+            }
+        }
+        sequences
+    }
+
+    fn ixfr_from(serial: u32, soa: &Record) -> Message {
+        let mut m = axfr(RecordType::IXFR, crate::map::generate::ORIGIN);
+        let mut soa = soa.clone();
+        if let RData::SOA(s) = &mut soa.data {
+            s.serial = serial;
+        }
+        m.add_authority(soa);
+        m
+    }
+
+    #[test]
+    fn ixfr_applied_to_an_older_zone_gives_the_zone_of_today() {
+        use crate::map::generate::{Spec, generate_spec};
+        let gen_map = |move_every| {
+            let mut spec = Spec::new(3000, 5, Format::Json);
+            spec.move_every = move_every;
+            let text = generate_spec(&spec);
+            Arc::new(
+                load_str(Source {
+                    text: &text,
+                    format: Format::Json,
+                    name: "gen.json",
+                })
+                .expect("generated map"),
+            )
+        };
+        let store = Arc::new(store_of(
+            Arc::try_unwrap(gen_map(0)).expect("one owner"),
+        ));
+        let t = Arc::new(allow_loopback());
+        {
+            let t = t.clone();
+            store.set_on_publish(move |old, new| t.journal().record(old, new));
+        }
+        let axfr_now = |store: &Store| {
+            zone_set(&run(
+                &t,
+                store,
+                &request(
+                    &axfr(RecordType::AXFR, crate::map::generate::ORIGIN),
+                    "127.0.0.1:53",
+                ),
+            ))
+        };
+        let mut versions = vec![(store.load().view.serial(), axfr_now(&store))];
+        // A move of many tenants, a cell down, one tenant back.
+        store.publish_map(gen_map(1000)).expect("serial");
+        versions.push((store.load().view.serial(), axfr_now(&store)));
+        store
+            .update("test", |c| {
+                c.overrides.insert("c0002".into(), crate::map::Status::Down);
+            })
+            .expect("serial");
+        versions.push((store.load().view.serial(), axfr_now(&store)));
+        store.publish_map(gen_map(1500)).expect("serial");
+        versions.push((store.load().view.serial(), axfr_now(&store)));
+        let (now_serial, now_zone) = versions.last().cloned().expect("versions");
+        let soa = store.load().answers.soa.clone();
+        for (serial, zone) in &versions[..versions.len() - 1] {
+            let msgs = run(&t, &store, &request(&ixfr_from(*serial, &soa), "127.0.0.1:53"));
+            let mut z = zone.clone();
+            // Condensed: one sequence, however far behind.
+            assert_eq!(apply(&mut z, &msgs), 1, "from {serial}");
+            assert_eq!(z, now_zone, "IXFR from {serial} to {now_serial}");
+            // Much smaller than the zone.
+            assert!(texts(&msgs).len() < now_zone.len() / 2);
+        }
+        // Up to date: the SOA alone.
+        let msgs = run(&t, &store, &request(&ixfr_from(now_serial, &soa), "127.0.0.1:53"));
+        assert_eq!(texts(&msgs).len(), 1);
+        // A serial never served: the whole zone.
+        let msgs = run(&t, &store, &request(&ixfr_from(12345, &soa), "127.0.0.1:53"));
+        assert_eq!(zone_set(&msgs), now_zone);
+
+        // Over UDP: a one-tenant difference fits in a datagram...
+        let previous = store.load().view.serial();
+        let mut one = crate::map::generate::Spec::new(3000, 5, Format::Json);
+        one.move_every = 1500;
+        let text = generate_spec(&one).replacen("\"t000007\": \"c0002\"", "\"t000007\": \"c0003\"", 1);
+        assert!(text.contains("\"t000007\": \"c0003\""), "generated map changed shape");
+        store
+            .publish_map(Arc::new(
+                load_str(Source {
+                    text: &text,
+                    format: Format::Json,
+                    name: "gen.json",
+                })
+                .expect("map"),
+            ))
+            .expect("serial");
+        let udp = |m: &Message| {
+            Request::from_bytes(
+                m.to_vec().expect("encode"),
+                "127.0.0.1:53".parse::<SocketAddr>().expect("addr"),
+                Protocol::Udp,
+            )
+            .expect("request")
+        };
+        let dgram = ixfr_datagram(&t, &store, &udp(&ixfr_from(previous, &soa)))
+            .expect("a one-tenant difference fits in 512 bytes");
+        assert!(dgram.len() <= 512);
+        let m = Message::from_vec(&dgram).expect("decodable");
+        let mut z = now_zone.clone();
+        assert_eq!(apply(&mut z, std::slice::from_ref(&m)), 1);
+        assert_eq!(z, axfr_now(&store));
+        // ...a larger one does not: the caller answers the SOA alone.
+        assert!(ixfr_datagram(&t, &store, &udp(&ixfr_from(versions[0].0, &soa))).is_none());
+        // Refused sources get nothing here either.
+        let other = Request::from_bytes(
+            ixfr_from(previous, &soa).to_vec().expect("encode"),
+            "192.0.2.1:53".parse::<SocketAddr>().expect("addr"),
+            Protocol::Udp,
+        )
+        .expect("request");
+        assert!(ixfr_datagram(&t, &store, &other).is_none());
     }
 }
