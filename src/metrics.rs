@@ -184,7 +184,9 @@ pub fn install() -> PrometheusHandle {
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(
                     Matcher::Full(XFR_DURATION.to_owned()),
-                    &[0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                    &[
+                        0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
                 )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(

@@ -60,10 +60,39 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a token as a cell would, and print its claims.
     VerifyToken(VerifyTokenArgs),
+    /// The secondaries' serials: `fleet wait --serial N` exits 0 once every
+    /// `--notify` secondary of a server serves serial N or newer.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Write a synthetic map (benchmarks, load tests): zone
     /// cells.example.test., tenants t000001..tN round-robin over C cells.
     #[command(hide = true)]
     GenMap(GenMapArgs),
+}
+
+/// `cellns fleet ...`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Wait until every `--notify` secondary serves at least `--serial`
+    /// (polling `GET /v1/fleet`); exit 0 then, 1 on timeout with who lags.
+    Wait(FleetWaitArgs),
+}
+
+/// `cellns fleet wait`.
+#[derive(Debug, Args)]
+pub struct FleetWaitArgs {
+    /// The serial every secondary must serve (or a newer one, RFC 1982).
+    #[arg(long)]
+    pub serial: u32,
+    /// Seconds to wait before giving up (exit 1).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Base URL of the server's HTTP API.
+    #[arg(long, env = "CELLNS_URL", default_value = "http://127.0.0.1:8053")]
+    pub url: String,
+    /// API key with the read scope (sent as `Authorization: Bearer`).
+    #[arg(long = "api-key", env = "CELLNS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// `cellns gen-map` (hidden).

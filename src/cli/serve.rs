@@ -211,7 +211,16 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     // Probers of the cells with a health table, following reloads.
     let (monitor, health_task) = Monitor::start(store.clone(), cancel.clone());
     let expiry_task = tokio::spawn(overrides.clone().run_expiry(store.clone(), cancel.clone()));
+    // The secondaries' serials, for GET /v1/fleet.
+    let fleet = (!cfg.transfers.secondaries.is_empty()).then(|| {
+        Arc::new(crate::dns::fleet::Fleet::new(
+            &cfg.transfers.secondaries,
+            store.clone(),
+        ))
+    });
+    let fleet_task = fleet.clone().map(|f| tokio::spawn(f.run(cancel.clone())));
     gate.attach(Attach {
+        fleet,
         store: store.clone(),
         overrides: Arc::new(Bound {
             overrides,
@@ -305,6 +314,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = upkeep_task.await;
     let _ = health_task.await;
     let _ = expiry_task.await;
+    if let Some(t) = fleet_task {
+        let _ = t.await;
+    }
     if let Some(t) = notify_task
         && !t.is_finished()
     {

@@ -162,7 +162,11 @@ impl Dispatch {
             }
             if let Some(bytes) = xfr::stream::ixfr_datagram(&self.transfers, &self.store, &request)
             {
-                count(transport, u16::from(RecordType::IXFR), ResponseCode::NoError);
+                count(
+                    transport,
+                    u16::from(RecordType::IXFR),
+                    ResponseCode::NoError,
+                );
                 return Reply::Message(bytes);
             }
             let edns = handler::response_edns(&request);

@@ -48,6 +48,7 @@ mod bodies;
 mod capture;
 pub mod dispatch;
 pub mod fast;
+pub mod fleet;
 mod handler;
 pub mod notify;
 pub mod prepared;

@@ -278,7 +278,10 @@ fn encode_tail(buf: &mut Vec<u8>, ttl: u32, rdata: &RData) {
 fn fixed_records(live: &Live) -> Vec<Vec<u8>> {
     let a = &live.answers;
     let mut out = Vec::new();
-    let cells = a.cells.iter().flat_map(|c| c.host_a.iter().chain(&c.host_aaaa));
+    let cells = a
+        .cells
+        .iter()
+        .flat_map(|c| c.host_a.iter().chain(&c.host_aaaa));
     for r in a.ns.iter().chain(&a.glue).chain(cells) {
         let mut buf = Vec::new();
         encode(&mut buf, &r.name, r.ttl, &r.data);
@@ -500,7 +503,13 @@ mod tests {
                 let mut d = hickory_proto::serialize::binary::BinDecoder::new(r);
                 let rec = <Record as hickory_proto::serialize::binary::BinDecodable>::read(&mut d)
                     .expect("record");
-                format!("{} {} {} {}", rec.name, rec.ttl, rec.record_type(), rec.data)
+                format!(
+                    "{} {} {} {}",
+                    rec.name,
+                    rec.ttl,
+                    rec.record_type(),
+                    rec.data
+                )
             })
             .collect()
     }
@@ -594,7 +603,10 @@ mod tests {
             j.record(&w[0], &w[1]);
         }
         let (n, bytes) = j.usage();
-        assert!(n == 2 && bytes <= one * 2 + one / 2, "{n} deltas, {bytes} bytes");
+        assert!(
+            n == 2 && bytes <= one * 2 + one / 2,
+            "{n} deltas, {bytes} bytes"
+        );
         // A version that does not follow the last one restarts the chain.
         j.record(&lives[0], &lives[1]);
         assert_eq!(j.usage().0, 1);
@@ -629,20 +641,23 @@ mod tests {
             v
         };
         for (from, to) in [(0, 3), (1, 3), (0, 2)] {
-            let Lookup::Deltas(chain) = j.lookup(v[from].view.serial(), v[to].view.serial())
-            else {
+            let Lookup::Deltas(chain) = j.lookup(v[from].view.serial(), v[to].view.serial()) else {
                 panic!("{from}..{to} not in the journal");
             };
             let (removed, added) = condense(&chain);
             let direct = diff(&v[from], &v[to], usize::MAX).expect("delta");
             assert_eq!(
                 sorted(texts(&removed)),
-                sorted(texts(&direct.removed.iter().map(|r| &r[..]).collect::<Vec<_>>())),
+                sorted(texts(
+                    &direct.removed.iter().map(|r| &r[..]).collect::<Vec<_>>()
+                )),
                 "{from}..{to} removed"
             );
             assert_eq!(
                 sorted(texts(&added)),
-                sorted(texts(&direct.added.iter().map(|r| &r[..]).collect::<Vec<_>>())),
+                sorted(texts(
+                    &direct.added.iter().map(|r| &r[..]).collect::<Vec<_>>()
+                )),
                 "{from}..{to} added"
             );
         }

@@ -37,11 +37,11 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use super::journal::{Delta, Lookup, condense};
 use super::{Decision, MAX_CONCURRENT, Transfers};
-use crate::metrics::{self, XfrKind};
 use crate::dns::prepared::{Live, Store};
 use crate::dns::tsig::ResponseSigner;
 use crate::dns::wire::{self, Section};
 use crate::map::Snapshot;
+use crate::metrics::{self, XfrKind};
 
 /// Size at which a transfer message is closed and the next begun. Any
 /// split is valid (RFC 5936 §2.2); 16 KiB amortises headers and TSIG
@@ -943,9 +943,7 @@ mod tests {
                 .expect("generated map"),
             )
         };
-        let store = Arc::new(store_of(
-            Arc::try_unwrap(gen_map(0)).expect("one owner"),
-        ));
+        let store = Arc::new(store_of(Arc::try_unwrap(gen_map(0)).expect("one owner")));
         let t = Arc::new(allow_loopback());
         {
             let t = t.clone();
@@ -976,7 +974,11 @@ mod tests {
         let (now_serial, now_zone) = versions.last().cloned().expect("versions");
         let soa = store.load().answers.soa.clone();
         for (serial, zone) in &versions[..versions.len() - 1] {
-            let msgs = run(&t, &store, &request(&ixfr_from(*serial, &soa), "127.0.0.1:53"));
+            let msgs = run(
+                &t,
+                &store,
+                &request(&ixfr_from(*serial, &soa), "127.0.0.1:53"),
+            );
             let mut z = zone.clone();
             // Condensed: one sequence, however far behind.
             assert_eq!(apply(&mut z, &msgs), 1, "from {serial}");
@@ -985,18 +987,30 @@ mod tests {
             assert!(texts(&msgs).len() < now_zone.len() / 2);
         }
         // Up to date: the SOA alone.
-        let msgs = run(&t, &store, &request(&ixfr_from(now_serial, &soa), "127.0.0.1:53"));
+        let msgs = run(
+            &t,
+            &store,
+            &request(&ixfr_from(now_serial, &soa), "127.0.0.1:53"),
+        );
         assert_eq!(texts(&msgs).len(), 1);
         // A serial never served: the whole zone.
-        let msgs = run(&t, &store, &request(&ixfr_from(12345, &soa), "127.0.0.1:53"));
+        let msgs = run(
+            &t,
+            &store,
+            &request(&ixfr_from(12345, &soa), "127.0.0.1:53"),
+        );
         assert_eq!(zone_set(&msgs), now_zone);
 
         // Over UDP: a one-tenant difference fits in a datagram...
         let previous = store.load().view.serial();
         let mut one = crate::map::generate::Spec::new(3000, 5, Format::Json);
         one.move_every = 1500;
-        let text = generate_spec(&one).replacen("\"t000007\": \"c0002\"", "\"t000007\": \"c0003\"", 1);
-        assert!(text.contains("\"t000007\": \"c0003\""), "generated map changed shape");
+        let text =
+            generate_spec(&one).replacen("\"t000007\": \"c0002\"", "\"t000007\": \"c0003\"", 1);
+        assert!(
+            text.contains("\"t000007\": \"c0003\""),
+            "generated map changed shape"
+        );
         store
             .publish_map(Arc::new(
                 load_str(Source {
