@@ -207,6 +207,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             "map loaded"
         );
         crate::dns::xfr::warn_unexpressible(&cfg.transfers, snapshot);
+        crate::dns::xfr::warn_clock_serials(&cfg.transfers, snapshot);
     }
     // Probers of the cells with a health table, following reloads.
     let (monitor, health_task) = Monitor::start(store.clone(), cancel.clone());

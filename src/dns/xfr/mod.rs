@@ -293,6 +293,21 @@ pub fn warn_unexpressible(cfg: &TransferConfig, snap: &Snapshot) {
     }
 }
 
+/// Start-up note: without `zone.serial`, serials come from the clock, so
+/// several primaries fed the same map serve different serials for the same
+/// content, and a secondary moving between them may transfer the whole zone
+/// again (or wait for a higher serial). One primary is not affected.
+pub fn warn_clock_serials(cfg: &TransferConfig, snap: &Snapshot) {
+    if snap.zone.serial.is_none() && (!cfg.secondaries.is_empty() || !cfg.allow.is_empty()) {
+        tracing::info!(
+            "the map declares no zone.serial: SOA serials come from this instance's clock; with \
+             several primaries fed the same map, set zone.serial (e.g. the generation time, \
+             `date +%s`) so that all of them serve the same serial for the same content (README, \
+             \"How the serial is chosen\")"
+        );
+    }
+}
+
 enum Decision {
     Allow(Option<ResponseSigner>),
     Deny {

@@ -224,6 +224,18 @@ pub(in crate::dns) fn ixfr_datagram(
     Some(msg)
 }
 
+/// Length of the uncompressed name at the start of `rr`.
+fn wire_name_len(rr: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*rr.get(at)?);
+        at += 1 + len;
+        if len == 0 {
+            return Some(at);
+        }
+    }
+}
+
 /// The SOA serial the IXFR client has (its SOA in the authority section).
 fn client_serial(request: &Request, origin: &LowerName) -> Option<u32> {
     request.authorities.iter().find_map(|r| match &r.data {
@@ -256,6 +268,12 @@ struct Writer<'a> {
     origin_at: Option<u16>,
     /// Offset of the owner name of the group being written.
     owner_at: Option<u16>,
+    /// The origin in uncompressed wire form (to compress journal records).
+    origin_wire: Vec<u8>,
+    /// Offset and length of the owner of the last journal record written,
+    /// and that owner (uncompressed).
+    raw_owner: Option<(u16, usize)>,
+    raw_owner_bytes: Vec<u8>,
     ancount: u16,
     /// The request's EDNS DO bit, when it had EDNS.
     edns_do: Option<bool>,
@@ -276,6 +294,13 @@ impl<'a> Writer<'a> {
             origin_lower: &snap.zone.origin_lower,
             origin_at: None,
             owner_at: None,
+            origin_wire: {
+                let mut w = Vec::new();
+                wire::put_name(&mut w, &snap.zone.origin);
+                w
+            },
+            raw_owner: None,
+            raw_owner_bytes: Vec::new(),
             ancount: 0,
             edns_do: request.edns.as_ref().map(|e| e.flags().dnssec_ok),
             signer: None,
@@ -304,6 +329,7 @@ impl<'a> Writer<'a> {
         self.buf.extend_from_slice(self.question);
         self.origin_at = None;
         self.owner_at = None;
+        self.raw_owner = None;
         self.ancount = 0;
     }
 
@@ -463,15 +489,43 @@ impl<'a> Writer<'a> {
         (self.len() <= max).then(|| self.buf[PREFIX..].to_vec())
     }
 
-    /// Appends a record already in wire form (uncompressed).
+    /// Appends a record given in uncompressed wire form, its owner
+    /// compressed: a pointer to the previous record's owner when it is the
+    /// same, else its labels below the origin and a pointer to the origin.
     fn raw(&mut self, rr: &[u8]) {
-        self.buf.extend_from_slice(rr);
+        let owner_len = wire_name_len(rr).unwrap_or(0);
+        let owner = &rr[..owner_len];
+        match self.raw_owner {
+            Some((at, len))
+                if self.owner_at == Some(at)
+                    && len == owner_len
+                    && self.raw_owner_bytes == owner =>
+            {
+                wire::put_pointer(&mut self.buf, at);
+            }
+            _ => {
+                let at = self.len();
+                match owner.strip_suffix(&self.origin_wire[..]) {
+                    Some(below) if owner_len > 0 => {
+                        self.buf.extend_from_slice(below);
+                        self.origin();
+                    }
+                    _ => self.buf.extend_from_slice(owner),
+                }
+                self.owner_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
+                self.raw_owner = self.owner_at.map(|a| (a, owner_len));
+                self.raw_owner_bytes.clear();
+                self.raw_owner_bytes.extend_from_slice(owner);
+            }
+        }
+        self.buf.extend_from_slice(&rr[owner_len..]);
         self.ancount += 1;
         self.records += 1;
     }
 
     /// Appends a record with its own owner name.
     fn record(&mut self, r: &Record) {
+        self.raw_owner = None;
         self.name(&r.name);
         self.rr(r.record_type(), r.ttl, &r.data);
     }
