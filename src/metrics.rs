@@ -213,6 +213,8 @@ pub fn install() -> PrometheusHandle {
     for kind in XfrKind::ALL {
         counter!(XFR_TRANSFERS, "kind" => kind.as_str()).increment(0);
     }
+    gauge!(IXFR_JOURNAL_VERSIONS).set(0.0);
+    gauge!(IXFR_JOURNAL_BYTES).set(0.0);
     handle
 }
 

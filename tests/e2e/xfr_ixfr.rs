@@ -40,7 +40,7 @@ const FOLLOW: Duration = Duration::from_secs(30);
 /// `moved` (numbers) on the cell after their usual one, and `serial` as
 /// `zone.serial` when given.
 fn zone(moved: &[usize], serial: Option<u32>) -> String {
-    let mut spec = Spec::new(TENANTS, CELLS, Format::Json);
+    let spec = Spec::new(TENANTS, CELLS, Format::Json);
     let mut text = generate_spec(&spec).replace("cells.example.test.", ORIGIN);
     for &i in moved {
         let from = cell_name(tenant_cell(&spec, i));

@@ -22,8 +22,14 @@
 //! [`super::MAX_CONCURRENT`] transfers run at once; each pins the zone
 //! version it started from, so it is a consistent one.
 //!
-//! IXFR is answered with the whole zone in AXFR form (RFC 1995 §4), or with
-//! the current SOA alone when the client already has it.
+//! IXFR (RFC 1995) is answered from the [`super::journal`]: the differences
+//! from the client's serial to ours as one sequence (several versions
+//! condensed), our SOA alone when the client already has it, or the whole
+//! zone in AXFR form when the journal does not reach back to its serial
+//! (§4). Journal records are copied as they were recorded (the same bytes
+//! an AXFR of either version carries), their owner names compressed
+//! against the origin. [`ixfr_datagram`] answers IXFR over UDP the same way
+//! when the differences fit in one datagram.
 
 use std::io;
 use std::sync::Arc;
