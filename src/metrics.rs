@@ -36,6 +36,22 @@ pub const DNS_SEND_ERRORS: &str = "cellns_dns_send_errors_total";
 /// DNS responses sent by the fast UDP path (also counted in
 /// [`DNS_QUERIES`]); the rest of the UDP responses took the general path.
 pub const DNS_FAST_PATH: &str = "cellns_dns_fast_path_total";
+/// UDP responses response rate limiting withheld, by response `kind`
+/// (positive, nodata, nxdomain, error) and `action` (dropped, or slipped:
+/// sent truncated instead). They are also in [`DNS_QUERIES`], which counts
+/// the responses computed.
+pub const DNS_RRL: &str = "cellns_dns_rrl_total";
+/// Open DNS-over-TCP connections.
+pub const DNS_TCP_CONNECTIONS: &str = "cellns_dns_tcp_connections";
+/// DNS-over-TCP connections a limit closed or refused, by `reason`
+/// (source_limit, full, evicted, idle_timeout, lifetime).
+pub const DNS_TCP_CLOSED: &str = "cellns_dns_tcp_closed_total";
+/// Open HTTP connections.
+pub const HTTP_CONNECTIONS: &str = "cellns_http_connections";
+/// HTTP connections a limit closed or refused, by `reason` (source_limit,
+/// full, evicted, header_timeout, body_timeout, idle_timeout,
+/// write_timeout).
+pub const HTTP_CLOSED: &str = "cellns_http_closed_total";
 /// 1, labelled with the map `version` in force (one series: the versions
 /// served before are not kept).
 pub const MAP_VERSION: &str = "cellns_map_version_info";
@@ -115,13 +131,36 @@ pub const AUDIT_WRITE_ERRORS: &str = "cellns_audit_write_errors_total";
 /// before keep their rights), 1 otherwise.
 pub const API_KEYS_LAST_RELOAD_SUCCESS: &str = "cellns_api_keys_last_reload_success";
 
+/// RRSIGs made (not served from the signature cache), by `result` (ok,
+/// error).
+pub const DNSSEC_SIGNATURES: &str = "cellns_dnssec_signatures_total";
+/// Signature cache lookups that found the RRSIGs.
+pub const DNSSEC_CACHE_HITS: &str = "cellns_dnssec_cache_hits_total";
+/// Signature cache lookups that did not (a signature was made).
+pub const DNSSEC_CACHE_MISSES: &str = "cellns_dnssec_cache_misses_total";
+/// Signature cache entries evicted to stay within its bounds.
+pub const DNSSEC_CACHE_EVICTIONS: &str = "cellns_dnssec_cache_evictions_total";
+/// Signature cache entries held.
+pub const DNSSEC_CACHE_ENTRIES: &str = "cellns_dnssec_cache_entries";
+/// Signature cache bytes held (estimated).
+pub const DNSSEC_CACHE_BYTES: &str = "cellns_dnssec_cache_bytes";
+/// DNSSEC keys in the key directory, by `role` and `state`.
+pub const DNSSEC_KEYS: &str = "cellns_dnssec_keys";
+/// Unix time of the next key state change (0: none scheduled).
+pub const DNSSEC_NEXT_KEY_EVENT: &str = "cellns_dnssec_next_key_event_timestamp_seconds";
+
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 36] = [
+pub const ALL: [&str; 49] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
     DNS_SEND_ERRORS,
     DNS_FAST_PATH,
+    DNS_RRL,
+    DNS_TCP_CONNECTIONS,
+    DNS_TCP_CLOSED,
+    HTTP_CONNECTIONS,
+    HTTP_CLOSED,
     MAP_VERSION,
     MAP_SERIAL,
     MAP_LOADED,
@@ -153,6 +192,14 @@ pub const ALL: [&str; 36] = [
     OVERRIDES,
     AUDIT_WRITE_ERRORS,
     API_KEYS_LAST_RELOAD_SUCCESS,
+    DNSSEC_SIGNATURES,
+    DNSSEC_CACHE_HITS,
+    DNSSEC_CACHE_MISSES,
+    DNSSEC_CACHE_EVICTIONS,
+    DNSSEC_CACHE_ENTRIES,
+    DNSSEC_CACHE_BYTES,
+    DNSSEC_KEYS,
+    DNSSEC_NEXT_KEY_EVENT,
 ];
 
 /// The `source` values of [`CELL_STATUS_SOURCE`].
@@ -240,6 +287,20 @@ fn describe() {
     describe_counter!(
         DNS_FAST_PATH,
         "DNS responses sent by the fast UDP path (a subset of cellns_dns_queries_total)"
+    );
+    describe_counter!(
+        DNS_RRL,
+        "UDP responses withheld by response rate limiting, by response kind and action (dropped, slipped: sent truncated)"
+    );
+    describe_gauge!(DNS_TCP_CONNECTIONS, "Open DNS-over-TCP connections");
+    describe_counter!(
+        DNS_TCP_CLOSED,
+        "DNS-over-TCP connections closed or refused by a limit, by reason"
+    );
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections");
+    describe_counter!(
+        HTTP_CLOSED,
+        "HTTP connections closed or refused by a limit, by reason"
     );
     describe_gauge!(MAP_SERIAL, "SOA serial of the zone version in force");
     describe_gauge!(
@@ -340,6 +401,34 @@ fn describe() {
         API_KEYS_LAST_RELOAD_SUCCESS,
         "0 while the last re-read of the API key file failed (the previous callers stay)"
     );
+    describe_counter!(
+        DNSSEC_SIGNATURES,
+        "RRSIGs made (signature cache misses), by result"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_HITS,
+        "DNSSEC signature cache lookups that found the signatures"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_MISSES,
+        "DNSSEC signature cache lookups that did not (a signature was made)"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_EVICTIONS,
+        "DNSSEC signature cache entries evicted to stay within its bounds"
+    );
+    describe_gauge!(DNSSEC_CACHE_ENTRIES, "DNSSEC signature cache entries");
+    describe_gauge!(
+        DNSSEC_CACHE_BYTES,
+        Unit::Bytes,
+        "DNSSEC signature cache size (estimated)"
+    );
+    describe_gauge!(DNSSEC_KEYS, "DNSSEC keys, by role and state");
+    describe_gauge!(
+        DNSSEC_NEXT_KEY_EVENT,
+        Unit::Seconds,
+        "Unix time of the next DNSSEC key state change (0: none scheduled)"
+    );
 }
 
 /// The map version in force, for [`MAP_VERSION`].
@@ -407,12 +496,16 @@ const RCODES: [&str; 9] = [
 const QTYPES: [&str; 3] = ["A", "AAAA", "other"];
 const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 
+const RRL_ACTIONS: [&str; 2] = ["dropped", "slipped"];
+
 /// Pre-resolved DNS counters.
 pub struct DnsCounters {
     queries: Vec<Counter>,
     unknown_tenant: Counter,
     send_errors: Counter,
     fast_path: Counter,
+    /// By kind, then action.
+    rrl: Vec<Counter>,
 }
 
 impl DnsCounters {
@@ -434,12 +527,28 @@ impl DnsCounters {
         send_errors.increment(0);
         let fast_path = counter!(DNS_FAST_PATH);
         fast_path.increment(0);
+        let mut rrl = Vec::with_capacity(crate::dns::rrl::Kind::ALL.len() * RRL_ACTIONS.len());
+        for kind in crate::dns::rrl::Kind::ALL {
+            for action in RRL_ACTIONS {
+                let c = counter!(DNS_RRL, "kind" => kind.as_str(), "action" => action);
+                c.increment(0);
+                rrl.push(c);
+            }
+        }
         Self {
             queries,
             unknown_tenant,
             send_errors,
             fast_path,
+            rrl,
         }
+    }
+
+    /// Counts one UDP response that rate limiting dropped, or sent
+    /// truncated when `slipped`.
+    #[inline]
+    pub fn rate_limited(&self, kind: crate::dns::rrl::Kind, slipped: bool) {
+        self.rrl[kind as usize * RRL_ACTIONS.len() + usize::from(slipped)].increment(1);
     }
 
     /// Counts one UDP answer that could not be sent.
@@ -752,6 +861,38 @@ pub fn reload_result(success: bool) {
 /// nothing was reloaded, but nothing is failing any more.
 pub fn reload_recovered() {
     gauge!(MAP_LAST_RELOAD_SUCCESS).set(1.0);
+}
+
+/// One DNS-over-TCP connection more (`opened`) or less.
+pub fn dns_tcp_connection(opened: bool) {
+    let g = gauge!(DNS_TCP_CONNECTIONS);
+    if opened {
+        g.increment(1.0)
+    } else {
+        g.decrement(1.0)
+    }
+}
+
+/// Counts a DNS-over-TCP connection a limit closed; `reason` is one of a
+/// fixed few.
+pub fn dns_tcp_closed(reason: &'static str) {
+    counter!(DNS_TCP_CLOSED, "reason" => reason).increment(1);
+}
+
+/// One HTTP connection more (`opened`) or less.
+pub fn http_connection(opened: bool) {
+    let g = gauge!(HTTP_CONNECTIONS);
+    if opened {
+        g.increment(1.0)
+    } else {
+        g.decrement(1.0)
+    }
+}
+
+/// Counts an HTTP connection a limit closed; `reason` is one of a fixed
+/// few.
+pub fn http_closed(reason: &'static str) {
+    counter!(HTTP_CLOSED, "reason" => reason).increment(1);
 }
 
 /// Counts a token issued for a tenant served by the cell `cell_id`.

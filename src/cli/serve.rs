@@ -29,10 +29,11 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::args::ServeArgs;
+use crate::dns::dnssec::{DEFAULT_VALIDITY, Dnssec, DnssecConfig};
 use crate::dns::xfr::{TransferConfig, Transfers};
-use crate::dns::{DnsConfig, DnsServer};
+use crate::dns::{DnsConfig, DnsServer, TcpLimits};
 use crate::health::Monitor;
-use crate::http::{Attach, HttpConfig, HttpServer, TlsConfig};
+use crate::http::{Attach, HttpConfig, HttpLimits, HttpServer, TlsConfig};
 use crate::live::audit::Audit;
 use crate::live::overrides::{self, Bound, Overrides};
 use crate::live::reload::{self, Reloader, ThreadConfig};
@@ -67,15 +68,38 @@ struct Configs {
     dns: DnsConfig,
     http: HttpConfig,
     transfers: TransferConfig,
+    dnssec: Option<DnssecConfig>,
 }
 
 impl Configs {
-    fn from_args(args: &ServeArgs) -> Self {
-        Self {
+    /// Fails on flags that cannot go together.
+    fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        if args.dnssec_keys.is_some() && (!args.axfr_allow.is_empty() || !args.notify.is_empty()) {
+            // A secondary would need the whole zone signed ahead of time,
+            // with an NSEC or NSEC3 chain over every tenant name: a list of
+            // the tenants for anyone who walks it. Compact denial exists
+            // only online.
+            anyhow::bail!(
+                "--dnssec-keys cannot be combined with --axfr-allow or --notify: the zone is signed \
+                 online, with compact denial of existence (RFC 9824), which exists only in answers; \
+                 a secondary would need a pre-signed zone with a complete NSEC/NSEC3 chain, which \
+                 lets anyone list the tenants. Run more cellns instances from the same map and key \
+                 directory instead (docs/dnssec.md, \"Zone transfers\")"
+            );
+        }
+        Ok(Self {
             dns: DnsConfig {
                 listen: args.dns_listen.clone(),
                 udp_workers: args.udp_workers,
                 shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+                tcp: TcpLimits {
+                    max_connections: args.tcp_max_connections as usize,
+                    max_per_source: args.tcp_max_connections_per_source as usize,
+                    idle_timeout: Duration::from_millis(args.tcp_idle_timeout_ms),
+                    max_lifetime: Duration::from_millis(args.tcp_max_lifetime_ms),
+                },
+                rrl_rate: args.rrl_rate,
+                rrl_slip: args.rrl_slip,
             },
             http: HttpConfig {
                 listen: args.http_listen,
@@ -100,6 +124,16 @@ impl Configs {
                 rate_limit: args.rate_limit,
                 rate_burst: args.rate_burst,
                 shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+                limits: HttpLimits {
+                    max_connections: args.http_max_connections as usize,
+                    max_per_source: args.http_max_connections_per_source as usize,
+                    header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+                    body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+                    idle_timeout: Duration::from_millis(args.http_idle_timeout_ms),
+                    max_header_bytes: args.http_max_header_bytes as usize,
+                },
+                metrics_allow: args.metrics_allow.clone(),
+                metrics_key_file: args.metrics_key_file.clone(),
             },
             transfers: TransferConfig {
                 allow: args.axfr_allow.clone(),
@@ -110,7 +144,14 @@ impl Configs {
                     bytes: args.ixfr_journal_bytes,
                 },
             },
-        }
+            dnssec: args.dnssec_keys.as_ref().map(|keys| DnssecConfig {
+                keys: keys.clone(),
+                cache_entries: usize::try_from(args.dnssec_cache_entries).unwrap_or(usize::MAX),
+                cache_bytes: usize::try_from(args.dnssec_cache_mib.saturating_mul(1 << 20))
+                    .unwrap_or(usize::MAX),
+                validity: DEFAULT_VALIDITY,
+            }),
+        })
     }
 }
 
@@ -120,9 +161,25 @@ impl Configs {
 /// (an error: the process exits non-zero).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let started = crate::live::serial::unix_now();
-    let cfg = Configs::from_args(&args);
+    let mut cfg = Configs::from_args(&args)?;
+    // Connections must never take the descriptors reloads and UDP need.
+    let budget =
+        super::budget::fit(&mut cfg.dns, &mut cfg.http.limits).context("file descriptor budget")?;
+    tracing::debug!(
+        nofile = budget.nofile,
+        lowered = budget.lowered,
+        "file descriptor budget"
+    );
     // Before any zone version is prepared: per-cell counters are resolved then.
     crate::metrics::install();
+    // The DNSSEC keys before anything listens: a bad key directory is a
+    // start-up error.
+    let dnssec = cfg
+        .dnssec
+        .as_ref()
+        .map(Dnssec::open)
+        .transpose()
+        .context("cannot start DNSSEC")?;
     // Zone transfer settings first: a bad --axfr-allow or --tsig-key is a
     // start-up error.
     let transfers =
@@ -177,11 +234,13 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let store = {
         let overrides = overrides.clone();
         let transfers_j = transfers.clone();
+        let dnssec = dnssec.clone();
         tokio::task::spawn_blocking(move || {
             let store = Arc::new(crate::dns::prepared::new_store(
                 Arc::new(snapshot),
                 conditions,
                 serials,
+                dnssec,
             )?);
             store.set_audit(audit);
             // Every publish from now on records its IXFR differences.
@@ -209,6 +268,28 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         crate::dns::xfr::warn_unexpressible(&cfg.transfers, snapshot);
         crate::dns::xfr::warn_clock_serials(&cfg.transfers, snapshot);
     }
+    if let Some(d) = &dnssec {
+        gate.set_dnssec(d.clone());
+    }
+    // Key events (a key published, activated, retired, removed, or a key
+    // file changed) are new zone versions; publishing may wait for the
+    // clock, so off the async workers.
+    let dnssec_task = dnssec.map(|d| {
+        let store = store.clone();
+        tokio::spawn(d.watch(cancel.clone(), move || {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || match store.republish("dnssec") {
+                Ok(view) => tracing::info!(
+                    serial = view.serial(),
+                    "DNSSEC keys changed: new zone version"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "DNSSEC keys changed but the new zone version cannot be published: the SOA serial cannot be saved"
+                ),
+            });
+        }))
+    });
     // Probers of the cells with a health table, following reloads.
     let (monitor, health_task) = Monitor::start(store.clone(), cancel.clone());
     let expiry_task = tokio::spawn(overrides.clone().run_expiry(store.clone(), cancel.clone()));
@@ -316,6 +397,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = health_task.await;
     let _ = expiry_task.await;
     if let Some(t) = fleet_task {
+        let _ = t.await;
+    }
+    if let Some(t) = dnssec_task {
         let _ = t.await;
     }
     if let Some(t) = notify_task

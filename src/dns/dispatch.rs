@@ -32,6 +32,7 @@ use super::capture::Capture;
 use super::fast::{self, Fast, RESPONSE_BUF};
 use super::handler::{self, Handler};
 use super::prepared::{Live, Store};
+use super::rrl::{self, Rrl, Verdict};
 use super::wire::{self, HEADER_LEN};
 use super::xfr::{self, Transfers};
 use crate::metrics::{self, Transport};
@@ -53,6 +54,8 @@ pub struct Dispatch {
     store: Arc<Store>,
     handler: Handler,
     transfers: Arc<Transfers>,
+    /// Response rate limiting of UDP answers, when on.
+    rrl: Option<Arc<Rrl>>,
 }
 
 impl Dispatch {
@@ -63,7 +66,15 @@ impl Dispatch {
             handler: Handler::new(store.clone()),
             store,
             transfers,
+            rrl: None,
         }
+    }
+
+    /// Rate-limits UDP answers with `rrl` (none: off). TCP is never
+    /// limited: it is where a limited client is sent.
+    pub fn with_rrl(mut self, rrl: Option<Arc<Rrl>>) -> Self {
+        self.rrl = rrl;
+        self
     }
 
     /// The zone versions it answers from.
@@ -75,10 +86,29 @@ impl Dispatch {
     /// path when it can, else by [`Dispatch::message`]. `live` is the zone
     /// version the caller loaded for its batch (the fast path reads it);
     /// `truncated` says the datagram was longer than the receive buffer
-    /// (answered FORMERR). Returns the response length, or `None` to send
-    /// nothing.
+    /// (answered FORMERR). Then response rate limiting, when on, may drop
+    /// the response or truncate it ([`super::rrl`]). Returns the response
+    /// length, or `None` to send nothing. Public for the fuzz target
+    /// (`fuzz/`), which feeds it bytes as the UDP worker does.
     #[inline]
-    pub(super) fn datagram(
+    pub fn datagram(
+        &self,
+        live: &Live,
+        query: &[u8],
+        src: SocketAddr,
+        truncated: bool,
+        out: &mut [u8; RESPONSE_BUF],
+    ) -> Option<usize> {
+        let n = self.answer_datagram(live, query, src, truncated, out)?;
+        match &self.rrl {
+            None => Some(n),
+            Some(limiter) => limit(limiter, query, src, out, n),
+        }
+    }
+
+    /// The response to a datagram, before rate limiting.
+    #[inline]
+    fn answer_datagram(
         &self,
         live: &Live,
         query: &[u8],
@@ -142,6 +172,12 @@ impl Dispatch {
         let Some(head) = formerr_bytes(&msg) else {
             return Reply::Drop;
         };
+        // hickory's decoder takes a question name of 256 octets; RFC 1035
+        // allows 255 (the fast path refuses it as malformed too).
+        if question_name_too_long(&msg) {
+            count(transport, 0, ResponseCode::FormErr);
+            return Reply::Message(head.to_vec());
+        }
         let protocol = match transport {
             Transport::Udp => Protocol::Udp,
             Transport::Tcp => Protocol::Tcp,
@@ -208,6 +244,31 @@ impl Dispatch {
     }
 }
 
+/// Applies response rate limiting to the response `out[..n]` to `query`
+/// from `src`: its length to send as it is, the length of its truncated
+/// form (a slip), or `None` (dropped). Counted in `cellns_dns_rrl_total`.
+#[inline]
+fn limit(
+    limiter: &Rrl,
+    query: &[u8],
+    src: SocketAddr,
+    out: &mut [u8; RESPONSE_BUF],
+    n: usize,
+) -> Option<usize> {
+    let kind = rrl::Kind::of_response(&out[..n]);
+    match limiter.check(src.ip(), kind, limiter.now()) {
+        Verdict::Send => Some(n),
+        Verdict::Drop => {
+            metrics::dns().rate_limited(kind, false);
+            None
+        }
+        Verdict::Slip => {
+            metrics::dns().rate_limited(kind, true);
+            Some(rrl::truncate(query, out, n))
+        }
+    }
+}
+
 /// The response info of a response that could not be sent.
 fn servfail(request: &Request) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -239,6 +300,26 @@ fn formerr_bytes(msg: &[u8]) -> Option<[u8; HEADER_LEN]> {
     let mut header = wire::Header::reply_to(msg);
     header.rcode = wire::FORMERR;
     Some(header.bytes())
+}
+
+/// Whether the first question's name, written without compression, is
+/// longer than RFC 1035 allows. A name with a compression pointer is left
+/// to the decoder.
+fn question_name_too_long(msg: &[u8]) -> bool {
+    if msg.len() < HEADER_LEN || msg[4..6] == [0, 0] {
+        return false;
+    }
+    let mut i = HEADER_LEN;
+    while let Some(&len) = msg.get(i) {
+        if len == 0 {
+            return i + 1 - HEADER_LEN > fast::MAX_NAME_WIRE;
+        }
+        if len & 0xC0 != 0 {
+            return false;
+        }
+        i += 1 + usize::from(len);
+    }
+    false
 }
 
 /// Counts a response of the general path.

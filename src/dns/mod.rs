@@ -13,6 +13,8 @@
 //!   through `capture` (which encodes its response).
 //! - [`udp`] and `tcp`: the transports (sockets, batching, framing,
 //!   connection limits); they call the dispatch and nothing else.
+//! - [`rrl`]: response rate limiting of UDP answers (the dispatch applies
+//!   it to every UDP response, fast path or not).
 //! - [`xfr`]: zone transfers to secondaries (who may, streamed over TCP,
 //!   one message over UDP, IXFR from the journal of differences recorded at
 //!   each publish); [`tsig`]: their signatures; [`notify`]: NOTIFY to the
@@ -50,18 +52,22 @@ pub mod answer;
 mod bodies;
 mod capture;
 pub mod dispatch;
+pub mod dnssec;
 pub mod fast;
 pub mod fleet;
 mod handler;
 pub mod notify;
 pub mod prepared;
+pub mod rrl;
 mod tcp;
+mod tcp_limits;
 pub mod tsig;
 pub mod udp;
 mod wire;
 pub mod xfr;
 
 pub use prepared::{Answers, Live, Store};
+pub use tcp_limits::TcpLimits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,12 +108,21 @@ pub struct DnsConfig {
     /// At shutdown, how long open TCP connections may take to answer what
     /// they have read and to finish zone transfers under way.
     pub shutdown_grace: Duration,
+    /// Limits of DNS over TCP.
+    pub tcp: TcpLimits,
+    /// Response rate limiting of UDP answers (`--rrl-rate`): responses per
+    /// second per /24 or /56 and response kind; 0 = off.
+    pub rrl_rate: u32,
+    /// Every how many limited responses one is sent truncated
+    /// (`--rrl-slip`); 0 = none.
+    pub rrl_slip: u32,
 }
 
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
 /// ([`udp`]), TCP on `tcp` (queries and zone transfers).
 pub struct DnsServer {
     tcp: Vec<TcpListener>,
+    tcp_limits: TcpLimits,
     udp: Vec<std::net::UdpSocket>,
     dispatch: Dispatch,
     addrs: Vec<SocketAddr>,
@@ -140,10 +155,12 @@ impl DnsServer {
             udp.extend(sockets);
             tcp_listeners.push(tcp);
         }
+        let rrl = rrl::Rrl::new(cfg.rrl_rate, cfg.rrl_slip).map(Arc::new);
         Ok(Self {
             tcp: tcp_listeners,
+            tcp_limits: cfg.tcp,
             udp,
-            dispatch: Dispatch::new(store, transfers),
+            dispatch: Dispatch::new(store, transfers).with_rrl(rrl),
             addrs,
             shutdown_grace: cfg.shutdown_grace,
         })
@@ -176,12 +193,16 @@ impl DnsServer {
             listeners.spawn(tcp::serve(
                 l,
                 dispatch.clone(),
+                self.tcp_limits,
                 stop.clone(),
                 self.shutdown_grace,
             ));
         }
         let task = tokio::spawn(async move {
             let failure = tokio::select! {
+                // A listener that ends because of the shutdown is not a
+                // failure: the shutdown is looked at first.
+                biased;
                 _ = cancel.cancelled() => None,
                 exit = workers.failed() => Some(DnsError::Server(format!(
                     "UDP worker {} stopped: {}",

@@ -9,10 +9,13 @@
 //! is sent, and would be cut when writing it takes longer than the idle
 //! timeout. Here a transfer writes each message as it is encoded, paced by
 //! the secondary, and ordinary queries behave as before: processed in
-//! order, one connection idle for [`TCP_IDLE_TIMEOUT`] is closed, no reply to
-//! a partial frame, FORMERR for an undecodable message. At shutdown each
-//! connection answers every query it has received, pipelined ones
-//! included, before it closes (see [`serve`]).
+//! order, no reply to a partial frame, FORMERR for an undecodable message.
+//! At shutdown each connection answers every query it has received,
+//! pipelined ones included, before it closes (see [`serve`]).
+//!
+//! Connections are bounded by `tcp_limits` (in all and per source, an
+//! idle timeout from the last complete exchange, a maximum lifetime; the
+//! connection idle the longest makes room when all slots are taken).
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,19 +24,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Dispatch, Reply};
+use super::tcp_limits::{Closed, Conn, Conns, TcpLimits};
 use crate::metrics::Transport;
+use crate::telemetry::OUTSIDER;
 
-/// Idle time after which a TCP connection with no new query is closed
-/// (RFC 7766 §6.2.3 suggests seconds, not minutes).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open TCP connections per listener; more wait in the kernel's backlog
-/// until one closes (RFC 7766 §6.2.2: servers must bound their resources).
-const MAX_CONNECTIONS: usize = 1024;
 /// How long a response may wait for the client to read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the
@@ -41,42 +39,39 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections on `listener` until `cancel` fires, each answered
-/// through `dispatch`. Then the listener closes (new connections are
-/// refused), every open connection answers what it has read and closes (a
-/// zone transfer runs to its end), and after `grace` the connections still
-/// open are cut.
+/// through `dispatch` within `limits`. Then the listener closes (new
+/// connections are refused), every open connection answers what it has
+/// read and closes (a zone transfer runs to its end), and after `grace`
+/// the connections still open are cut.
 pub(super) async fn serve(
     listener: TcpListener,
     dispatch: Arc<Dispatch>,
+    limits: TcpLimits,
     cancel: CancellationToken,
     grace: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admitted = Conns::new(limits);
     let drain = CancellationToken::new();
     let mut conns = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = cancel.cancelled() => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = cancel.cancelled() => break,
         };
         match accepted {
             Ok((stream, src)) => {
-                let dispatch = dispatch.clone();
-                let drain = drain.clone();
-                conns.spawn(async move {
-                    let _permit = permit;
-                    connection(stream, src, &dispatch, &drain).await;
-                });
+                if let Some(slot) = admit(&admitted, &stream, src) {
+                    let dispatch = dispatch.clone();
+                    let drain = drain.clone();
+                    conns.spawn(async move {
+                        connection(stream, src, &dispatch, slot, &drain).await;
+                    });
+                }
             }
             Err(e) => {
-                tracing::debug!(error = %e, "TCP accept failed");
+                // Out of descriptors, and the like: the descriptor budget
+                // (cli) keeps this rare; back off instead of spinning.
+                tracing::warn!(target: OUTSIDER, error = %e, "TCP accept failed; backing off");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
@@ -123,33 +118,52 @@ fn next_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, ()> {
     Ok(Some(msg))
 }
 
-/// Serves one connection: length-prefixed messages, answered in order.
-/// When `drain` fires, it answers every message already received
-/// (pipelined ones included: what the kernel holds is read without
-/// waiting), then closes.
+/// A slot for the connection `stream` from `src`, or `None` (then the
+/// stream is closed when the caller drops it): counted and logged.
+fn admit(conns: &Conns, stream: &TcpStream, src: SocketAddr) -> Option<Conn> {
+    match conns.admit(src.ip()) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            // Reset rather than FIN: the refused client learns at once, and
+            // no TIME_WAIT state is left behind here.
+            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            closed(src, why);
+            None
+        }
+    }
+}
+
+/// Counts and logs (rate-limited) a connection the limits closed.
+fn closed(src: SocketAddr, why: Closed) {
+    crate::metrics::dns_tcp_closed(why.as_str());
+    tracing::debug!(target: OUTSIDER, %src, reason = why.as_str(), "DNS TCP connection closed by a limit");
+}
+
+/// Serves one connection: length-prefixed messages, answered in order,
+/// within the limits of its `slot`. When `drain` fires, it answers every
+/// message already received (pipelined ones included: what the kernel
+/// holds is read without waiting), then closes.
 async fn connection(
     mut stream: TcpStream,
     src: SocketAddr,
     dispatch: &Dispatch,
+    mut slot: Conn,
     drain: &CancellationToken,
 ) {
     // Responses are written whole; do not hold them for Nagle.
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut draining = false;
-    // A message must arrive whole within the idle timeout of its first
-    // byte (or of the previous message): a slow sender does not hold the
-    // connection by trickling bytes.
-    let mut deadline = tokio::time::Instant::now() + TCP_IDLE_TIMEOUT;
     loop {
         loop {
             match next_frame(&mut buf) {
                 Ok(Some(msg)) => {
+                    slot.busy();
                     if let Err(e) = respond(dispatch, msg, src, &mut stream).await {
-                        tracing::debug!(%src, error = %e, "TCP connection closed");
+                        tracing::debug!(target: OUTSIDER, %src, error = %e, "TCP connection closed");
                         return;
                     }
-                    deadline = tokio::time::Instant::now() + TCP_IDLE_TIMEOUT;
+                    slot.exchanged();
                 }
                 Ok(None) => break,
                 // Not a DNS message: nothing sensible to answer.
@@ -174,12 +188,23 @@ async fn connection(
                 Err(_) => return,
             }
         }
+        // One deadline for the whole next query (from the last exchange):
+        // reading it slowly does not buy time.
+        let (deadline, why) = slot.idle();
         tokio::select! {
             r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => match r {
                 Ok(Ok(n)) if n > 0 => {}
-                // Closed, reset, or idle too long.
-                _ => return,
+                // Closed or reset.
+                Ok(_) => return,
+                Err(_) => {
+                    closed(src, why);
+                    return;
+                }
             },
+            _ = slot.evicted() => {
+                closed(src, Closed::Evicted);
+                return;
+            }
             _ = drain.cancelled(), if !draining => draining = true,
         }
     }

@@ -274,6 +274,25 @@ pub(super) async fn map_info(
     Ok(json(StatusCode::OK, &body))
 }
 
+/// `GET /v1/dnssec`: the DNSSEC keys with their states and timing, the
+/// DS records the parent should have, and the signature cache; 404
+/// `dnssec_off` when the zone is not signed.
+pub(super) async fn dnssec(
+    State(app): State<Arc<App>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    app.authorize(req.headers(), req.extensions(), Scope::Read)?;
+    let Some(d) = &app.dnssec else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "dnssec_off",
+            "the zone is not signed (no --dnssec-keys)",
+        ));
+    };
+    let view = app.store.view();
+    Ok(json(StatusCode::OK, &d.status(&view.map().zone.origin)))
+}
+
 #[derive(Serialize)]
 struct CellView<'a> {
     id: &'a str,

@@ -78,6 +78,7 @@ pub(super) fn routes() -> Routes<Arc<App>> {
         .add(Method::DELETE, "/v1/cells/{id}/status", admin::clear_status)
         .add(Method::GET, "/v1/tenants/{tenant}", admin::tenant)
         .add(Method::GET, "/v1/fleet", admin::fleet)
+        .add(Method::GET, "/v1/dnssec", admin::dnssec)
 }
 
 /// The routes as `(method, path)`, for documentation checks.

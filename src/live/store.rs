@@ -228,11 +228,14 @@ impl<A: Send + Sync + 'static> Store<A> {
     /// now in force. The caller has already decided the map is acceptable
     /// (validation, safety gates). Fails, publishing nothing, when its
     /// serial cannot be saved. May wait for the clock (at most
-    /// [`super::serial::MAX_CLOCK_WAIT`]).
+    /// [`super::serial::MAX_CLOCK_WAIT`]). The reload is recorded as a
+    /// success before the map shows, so that nobody sees the new version
+    /// next to the previous failure.
     pub fn publish_map(&self, map: Arc<Snapshot>) -> Result<Arc<View>, SerialError> {
         let mut w = self.writer();
         let view = View::new(map, &w.conditions, 0);
         let serial = w.serials.issue(basis(&view))?;
+        self.record_success();
         Ok(self.swap(view.with_serial(serial), "reload"))
     }
 
@@ -279,6 +282,26 @@ impl<A: Send + Sync + 'static> Store<A> {
         // thread.
         self.reap_same_map(&current.view);
         Ok(Some(view))
+    }
+
+    /// Prepares the answers of the map and conditions in force again and
+    /// publishes them under a new serial; returns the view now in force.
+    /// For what changes answers from outside the view: the DNS layer's
+    /// DNSSEC keys (a key published, activated or retired is a new zone
+    /// version, so its serial is the clock's: the map's declared serial
+    /// names the map's content, not the keys'). `actor` caused it. Fails,
+    /// publishing nothing, when the serial cannot be saved; may wait for
+    /// the clock (at most [`super::serial::MAX_CLOCK_WAIT`]).
+    pub fn republish(&self, actor: &str) -> Result<Arc<View>, SerialError> {
+        let mut w = self.writer();
+        let current = self.current.load_full();
+        let serial = w.serials.issue(Basis::Clock)?;
+        let view = self.swap(
+            View::new(current.view.map_arc().clone(), &w.conditions, serial),
+            actor,
+        );
+        self.reap_same_map(&current.view);
+        Ok(view)
     }
 
     /// The conditions in force.
@@ -465,8 +488,8 @@ impl<A: Send + Sync + 'static> Store<A> {
         self.with_status(|s| s.watch = watch);
     }
 
-    /// Records a successful reload.
-    pub fn record_success(&self) {
+    /// Records a successful reload ([`Store::publish_map`] does).
+    fn record_success(&self) {
         crate::metrics::reload_result(true);
         self.with_status(|s| {
             s.successes += 1;
@@ -612,6 +635,17 @@ mod tests {
         );
         assert_eq!(s.load().view.serial(), v.serial());
         assert_eq!(s.conditions().overrides.len(), 1);
+    }
+
+    #[test]
+    fn republish_prepares_again_under_a_new_serial() {
+        let (s, prepared) = store();
+        let before = s.load_full();
+        let v = s.republish("test").expect("serial");
+        assert!(v.serial() > before.view.serial());
+        assert!(Arc::ptr_eq(v.map_arc(), before.view.map_arc()));
+        assert_eq!(prepared.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(s.load().answers, 1);
     }
 
     #[test]

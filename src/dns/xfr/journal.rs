@@ -527,7 +527,7 @@ mod tests {
             c.overrides.insert((*cell).into(), Status::Down);
         }
         let view = View::new(map.clone(), &c, serial);
-        let answers = Answers::prepare(&view);
+        let answers = Answers::prepare(&view, None);
         Live {
             view: Arc::new(view),
             answers,

@@ -46,7 +46,7 @@ pub(in crate::dns) async fn respond<R: ResponseHandler>(
             (ResponseCode::FormErr, false, signer)
         }
         Decision::Deny { rcode, signer, why } => {
-            tracing::debug!(src = %request.src(), why, "zone transfer over UDP refused");
+            tracing::debug!(target: crate::telemetry::OUTSIDER, src = %request.src(), why, "zone transfer over UDP refused");
             crate::metrics::xfr_refused();
             (rcode, false, signer)
         }

@@ -453,7 +453,6 @@ impl Reloader {
             }
         };
         self.serving = Some(hash);
-        store.record_success();
         tracing::info!(
             %file,
             %version,
