@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::map::diff::{MapDiff, MoveReason, Placed, Verdict, diff, pct};
+use crate::map::diff::{MapDiff, MoveReason, Placed, Scheduled, Verdict, diff, pct};
 use crate::map::{self, Snapshot};
 
 /// Tenant lines shown per list in the human output.
@@ -57,9 +57,14 @@ fn render(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot, limit: usize) -> Stri
         );
     }
     let _ = writeln!(o);
+    let scheduled = if d.scheduled.is_empty() {
+        String::new()
+    } else {
+        format!(" + {} scheduled", d.scheduled.len())
+    };
     let _ = writeln!(
         o,
-        "tenants moved:   {} ({} of listed; limit {})",
+        "tenants moved:   {}{scheduled} ({} of listed; limit {})",
         d.moved.len(),
         pct(d.moved_fraction),
         pct(d.gates.max_moved_fraction)
@@ -83,10 +88,39 @@ fn render(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot, limit: usize) -> Stri
             let why = match m.reason {
                 MoveReason::Reassigned => "",
                 MoveReason::Failover => "  (failover)",
+                MoveReason::Planned => "  (planned move in force)",
             };
             let _ = writeln!(o, "  {:<24} {} → {}{why}", m.tenant, m.from, m.to);
         }
         more(&mut o, d.moved.len());
+    }
+    if !d.scheduled.is_empty() {
+        let _ = writeln!(o, "\nscheduled moves (counted now; from → to at):");
+        for m in d.scheduled.iter().take(limit) {
+            let _ = writeln!(
+                o,
+                "  {:<24} {} → {} at {}",
+                m.tenant,
+                m.from,
+                m.to,
+                crate::live::audit::rfc3339(m.at)
+            );
+        }
+        more(&mut o, d.scheduled.len());
+    }
+    if !d.cancelled.is_empty() {
+        let _ = writeln!(o, "\ncancelled moves (still ahead in the old map):");
+        for m in d.cancelled.iter().take(limit) {
+            let _ = writeln!(
+                o,
+                "  {:<24} {} → {} at {}",
+                m.tenant,
+                m.from,
+                m.to,
+                crate::live::audit::rfc3339(m.at)
+            );
+        }
+        more(&mut o, d.cancelled.len());
     }
     if !d.added.is_empty() {
         let _ = writeln!(o, "\nadded:");
@@ -175,11 +209,26 @@ fn to_json(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot) -> Value {
             .map(|p| json!({"tenant": p.tenant, "cell": p.cell}))
             .collect()
     };
+    let scheduled = |v: &[Scheduled<'_>]| -> Vec<Value> {
+        v.iter()
+            .map(|m| {
+                json!({
+                    "tenant": m.tenant,
+                    "from": m.from,
+                    "to": m.to,
+                    "at": crate::live::audit::rfc3339(m.at),
+                    "at_unix": m.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                })
+            })
+            .collect()
+    };
     json!({
         "old": side(old),
         "new": side(new),
         "counts": {
             "moved": d.moved.len(),
+            "scheduled": d.scheduled.len(),
+            "cancelled": d.cancelled.len(),
             "added": d.added.len(),
             "removed": d.removed.len(),
         },
@@ -188,6 +237,8 @@ fn to_json(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot) -> Value {
         "moved": d.moved.iter().map(|m| json!({
             "tenant": m.tenant, "from": m.from, "to": m.to, "reason": m.reason.as_str(),
         })).collect::<Vec<_>>(),
+        "scheduled": scheduled(&d.scheduled),
+        "cancelled": scheduled(&d.cancelled),
         "added": placed(&d.added),
         "removed": placed(&d.removed),
         "cells": {

@@ -157,7 +157,7 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
     // suffix only when it is the origin byte for byte (as the map writes
     // it); other cases (0x20-randomised queries) take the general path.
     let exact_suffix = q[name_end - origin.len()..name_end] == bodies.origin_exact[..];
-    let (header, body, outcome) = match route::lookup(&live.view, label) {
+    let (header, body, outcome) = match route::lookup_target(&live.view, label) {
         None if !exact_suffix => return Fast::General,
         None => (
             Head {
@@ -169,16 +169,24 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
             &bodies.negative,
             Outcome::NxDomain,
         ),
-        Some(cell) => {
+        Some(target) => {
+            let cell = target.cell;
             let Some(w) = bodies.cells.get(usize::from(cell.0)) else {
                 return Fast::General;
             };
             if w.cname {
                 return Fast::General;
             }
+            // A tenant in a move's short-TTL window: the bodies with
+            // `move_ttl` (NODATA carries the SOA, whatever the TTL).
+            let (a, aaaa) = match (&w.short, target.short_ttl) {
+                (_, false) => (&w.a, &w.aaaa),
+                (Some(short), true) => (&short.0, &short.1),
+                (None, true) => return Fast::General,
+            };
             let body = match kind {
-                Kind::A => &w.a,
-                Kind::Aaaa => &w.aaaa,
+                Kind::A => a,
+                Kind::Aaaa => aaaa,
                 Kind::Other => &EMPTY,
             };
             if body.records == 0 {

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::audit::{Audit, Event};
+use super::moves::Phase;
+use super::quiet::Quiet;
 use super::serial::Serials;
 use super::view::{CellState, Conditions, View};
 use crate::map::Snapshot;
@@ -62,6 +64,8 @@ pub trait Current: Send + Sync + std::fmt::Debug {
     fn view(&self) -> Arc<View>;
     /// The reload status.
     fn reload_status(&self) -> ReloadStatus;
+    /// When cells stop being pointed at (token issue records here too).
+    fn quiet(&self) -> &Quiet;
 }
 
 /// Builds the answers of a view.
@@ -84,6 +88,8 @@ pub struct Store<A> {
     retired: Mutex<Vec<Arc<Live<A>>>>,
     /// Where publishes are audited; the log only until one is set.
     audit: OnceLock<Arc<Audit>>,
+    /// When cells stop being pointed at (fed by every publish and token).
+    quiet: Quiet,
 }
 
 impl<A> std::fmt::Debug for Store<A> {
@@ -116,6 +122,9 @@ impl<A: Send + Sync + 'static> Store<A> {
         }
         crate::metrics::reloads_start();
         let (serial, _) = tokio::sync::watch::channel(view.serial());
+        let quiet = Quiet::default();
+        quiet.observe(&view, view.built_at());
+        publish_move_metrics(&view, &quiet);
         let answers = prepare(&view);
         Self {
             current: ArcSwap::from_pointee(Live {
@@ -131,7 +140,13 @@ impl<A: Send + Sync + 'static> Store<A> {
             serial,
             retired: Mutex::new(Vec::new()),
             audit: OnceLock::new(),
+            quiet,
         }
+    }
+
+    /// When cells stop being pointed at by answers and tokens.
+    pub fn quiet(&self) -> &Quiet {
+        &self.quiet
     }
 
     /// Audits every publish into `audit` from now on (once; later calls
@@ -238,6 +253,9 @@ impl<A: Send + Sync + 'static> Store<A> {
             answers,
         }));
         publish_metrics(&view, Some(&old.view));
+        // In force from the swap on: what the old view served ends now.
+        self.quiet.observe(&view, SystemTime::now());
+        publish_move_metrics(&view, &self.quiet);
         self.serial.send_replace(view.serial());
         self.observe(&old.view, &view, actor);
         self.retired_list().push(old);
@@ -465,6 +483,20 @@ fn publish_metrics(view: &View, previous: Option<&View>) {
     crate::metrics::fail_static(view.fail_static());
 }
 
+/// The gauges of planned moves (by phase) and of each cell's quiet time.
+fn publish_move_metrics(view: &View, quiet: &Quiet) {
+    let mut by_phase = [0usize; Phase::ALL.len()];
+    for s in view.moves().states() {
+        by_phase[s.phase as usize] += 1;
+    }
+    for (p, n) in Phase::ALL.iter().zip(by_phase) {
+        crate::metrics::moves(p.as_str(), n);
+    }
+    for id in view.map().cell_ids() {
+        crate::metrics::cell_quiet(&view.cell(id).id, quiet.cell_quiet_at(view, id));
+    }
+}
+
 /// What [`Store::reap`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
@@ -481,6 +513,10 @@ impl<A: Send + Sync + 'static> Current for Store<A> {
 
     fn reload_status(&self) -> ReloadStatus {
         self.status()
+    }
+
+    fn quiet(&self) -> &Quiet {
+        &self.quiet
     }
 }
 
