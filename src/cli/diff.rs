@@ -272,13 +272,29 @@ mod tests {
 
     /// Cells a and b, tenants t0..t(n-1): the first `on_b` on b, the rest on a.
     fn map(n: usize, on_b: usize) -> Snapshot {
+        map_moves(n, on_b, &[])
+    }
+
+    /// As [`map`], with tenants `t<i>` moved to b at the given Unix times.
+    fn map_moves(n: usize, on_b: usize, moves: &[(usize, u64)]) -> Snapshot {
+        map_where(n, |i| i < on_b, moves)
+    }
+
+    /// Tenants t0..t(n-1), on b where `on_b(i)`.
+    fn map_where(n: usize, on_b: impl Fn(usize) -> bool, moves: &[(usize, u64)]) -> Snapshot {
         let mut t = String::from(
             "[zone]\norigin = \"z.test.\"\nnameservers = [\"ns.example.\"]\nhostmaster = \"h.example.\"\n\
              [cells.a]\nhostname = \"a.z.test.\"\nipv4 = [\"192.0.2.1\"]\n\
              [cells.b]\nhostname = \"b.z.test.\"\nipv4 = [\"192.0.2.2\"]\n[tenants]\n",
         );
         for i in 0..n {
-            let _ = writeln!(t, "t{i} = \"{}\"", if i < on_b { "b" } else { "a" });
+            let _ = writeln!(t, "t{i} = \"{}\"", if on_b(i) { "b" } else { "a" });
+        }
+        for &(i, at) in moves {
+            let at = crate::live::audit::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+            );
+            let _ = writeln!(t, "[moves.t{i}]\nto = \"b\"\nat = \"{at}\"");
         }
         load_str(Source {
             text: &t,
@@ -286,6 +302,57 @@ mod tests {
             name: "test.toml",
         })
         .unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    #[test]
+    fn scheduled_moves_count_in_the_gate_when_loaded_not_when_done() {
+        use crate::map::diff::diff_at;
+        let t = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let old = map(100, 0);
+        // 5 reassigned now + 6 scheduled at 2000: 11% > 10%: rejected now.
+        let ahead: Vec<(usize, u64)> = (10..16).map(|i| (i, 2000)).collect();
+        let new = map_moves(100, 5, &ahead);
+        let d = diff_at(&old, &new, t(1000));
+        assert_eq!((d.moved.len(), d.scheduled.len()), (5, 6));
+        assert!(d.rejected());
+        assert!(
+            d.limits_exceeded().contains("6 by scheduled moves"),
+            "{}",
+            d.limits_exceeded()
+        );
+        let text = render(&d, &old, &new, 50);
+        assert!(
+            text.contains("tenants moved:   5 + 6 scheduled (11.0%"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t10                      a → b at 1970-01-01T00:33:20Z"),
+            "{text}"
+        );
+        let j = to_json(&d, &old, &new);
+        assert_eq!(j["counts"]["scheduled"], 6);
+        assert_eq!(j["scheduled"][0]["tenant"], "t10");
+        assert_eq!(j["scheduled"][0]["at"], "1970-01-01T00:33:20Z");
+        assert_eq!(j["scheduled"][0]["at_unix"], 2000);
+        // The same moves, already in the old map: nothing new counts.
+        let before = map_moves(100, 0, &ahead);
+        let d = diff_at(&before, &new, t(1000));
+        assert_eq!((d.moved.len(), d.scheduled.len()), (5, 0));
+        assert!(!d.rejected());
+        // At the flip nothing is checked; cleaning the map up afterwards
+        // ([tenants] names b, the moves are gone) moves nobody.
+        let cleaned = map_where(100, |i| i < 5 || (10..16).contains(&i), &[]);
+        let d = diff_at(&new, &cleaned, t(3000));
+        assert_eq!((d.moved.len(), d.scheduled.len()), (0, 0), "{:?}", d.moved);
+        // Dropping a move still ahead is a cancellation, not a move.
+        let unmoved = map(100, 5);
+        let d = diff_at(&new, &unmoved, t(1000));
+        assert_eq!((d.moved.len(), d.cancelled.len()), (0, 6));
+        // A move loaded after its time moves the tenant at once.
+        let late = map_moves(100, 0, &[(3, 500)]);
+        let d = diff_at(&old, &late, t(1000));
+        assert_eq!(d.moved.len(), 1);
+        assert_eq!(d.moved[0].reason, MoveReason::Planned);
     }
 
     #[test]
