@@ -159,7 +159,10 @@ fn fast_path_alone() {
         panic!("globex A not answered on the fast path")
     };
     let answer = Message::from_vec(&buf[..n]).expect("decodable answer");
-    assert_eq!(answer.answers[0].ttl, 5, "globex is in its short-TTL window");
+    assert_eq!(
+        answer.answers[0].ttl, 5,
+        "globex is in its short-TTL window"
+    );
     assert_eq!(answer.answers[0].data.to_string(), "192.0.2.20");
     let mut queries = Vec::new();
     for name in [

@@ -13,6 +13,7 @@ mod health_notify;
 mod health_override;
 mod health_probe;
 mod map_check;
+mod moves;
 mod obs_admin;
 mod obs_deploy;
 mod obs_k8s;
