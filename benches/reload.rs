@@ -5,14 +5,20 @@
 //! runs it without `--bench`, which returns at once). Knobs (environment):
 //! `CELLNS_BENCH_TENANTS` (1000000), `CELLNS_BENCH_CELLS` (100),
 //! `CELLNS_BENCH_FORMATS` (`json,toml`), `CELLNS_BENCH_ROUNDS` (3 reloads per
-//! format), `CELLNS_BENCH_STEADY_SECS` (3).
+//! format), `CELLNS_BENCH_STEADY_SECS` (3), `CELLNS_BENCH_RATE` (0: one
+//! closed-loop client; N > 0: an open-loop client offering N queries per
+//! second whatever the answers, latency measured from each query's
+//! scheduled send time, so that a stalled server or client cannot hide
+//! its delays).
 //!
 //! Method, per format:
 //! 1. In-process breakdown of a reload's steps (parse, validate, compile,
 //!    diff): time, and growth of this process's peak RSS during each step.
 //! 2. The release binary serves the base map (`--reload-debounce-ms 20`).
 //!    One client thread sends A queries for random listed tenants over UDP,
-//!    one at a time (closed loop), and records each round-trip time.
+//!    one at a time (closed loop), and records each round-trip time; or,
+//!    with `CELLNS_BENCH_RATE`, a sender thread offers that rate (open loop)
+//!    and a receiver thread matches answers by ID.
 //! 3. Steady state: `CELLNS_BENCH_STEADY_SECS` of queries → p50/p99/max;
 //!    the server's VmRSS. Then the server's peak-RSS counter is reset
 //!    (`echo 5 > /proc/PID/clear_refs`), so VmHWM afterwards is the peak of
@@ -60,10 +66,16 @@ fn main() {
     let rounds: usize = env_or("CELLNS_BENCH_ROUNDS", 3);
     let steady = Duration::from_secs(env_or("CELLNS_BENCH_STEADY_SECS", 3));
     let formats: String = env_or("CELLNS_BENCH_FORMATS", "json,toml".to_owned());
+    let rate: u64 = env_or("CELLNS_BENCH_RATE", 0);
     println!(
         "reload benchmark: {tenants} tenants, {cells} cells, {rounds} reload(s) per format, \
-         each moving a tenth of the tenants; {} CPU(s)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+         each moving a tenth of the tenants; {} CPU(s); {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if rate == 0 {
+            "one closed-loop client".to_owned()
+        } else {
+            format!("open-loop client at {rate} q/s")
+        }
     );
     for f in formats.split(',') {
         let format = match f.trim() {
@@ -71,7 +83,7 @@ fn main() {
             "toml" => Format::Toml,
             other => panic!("unknown format {other}"),
         };
-        bench_format(format, tenants, cells, rounds, steady);
+        bench_format(format, tenants, cells, rounds, steady, rate);
     }
 }
 
@@ -89,7 +101,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn bench_format(format: Format, tenants: usize, cells: usize, rounds: usize, steady: Duration) {
+fn bench_format(
+    format: Format,
+    tenants: usize,
+    cells: usize,
+    rounds: usize,
+    steady: Duration,
+    rate: u64,
+) {
     let ext = match format {
         Format::Json => "json",
         Format::Toml => "toml",
@@ -172,7 +191,11 @@ fn bench_format(format: Format, tenants: usize, cells: usize, rounds: usize, ste
     );
     let pid = server.pid();
 
-    let client = Client::start(server.dns, tenants);
+    let client = if rate == 0 {
+        Client::start(server.dns, tenants)
+    } else {
+        Client::open_loop(server.dns, tenants, rate)
+    };
     // Warm-up, then steady state.
     std::thread::sleep(Duration::from_millis(500));
     let s0 = client.now();
@@ -229,8 +252,9 @@ fn bench_format(format: Format, tenants: usize, cells: usize, rounds: usize, ste
     println!("query latency steady: {st}");
     println!("query latency during reloads: {du}");
     println!(
-        "p99 during / steady: {:.2}x (goal ≤ 1.5x)",
-        du.p99 as f64 / st.p99.max(1) as f64
+        "p99 during / steady: {:.2}x (goal ≤ 1.5x); p99.9 during / steady: {:.2}x",
+        du.p99 as f64 / st.p99.max(1) as f64,
+        du.p999 as f64 / st.p999.max(1) as f64
     );
     println!(
         "RSS steady {:.1} MB (start-up peak {:.1} MB); peak during reloads {:.1} MB \
@@ -318,29 +342,125 @@ impl std::fmt::Display for Stats {
     }
 }
 
-/// Closed-loop UDP client: (send time ns since start, RTT ns or u64::MAX).
+/// A UDP client: (send time ns since start, RTT ns or u64::MAX).
 struct Client {
     start: Instant,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Vec<(u64, u64)>>,
 }
 
+/// Pre-encoded queries for pseudo-random listed tenants.
+fn packets(tenants: usize) -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % tenants as u64) as usize + 1;
+            query(&format!("{}.cells.example.test.", tenant_name(i)))
+        })
+        .collect()
+}
+
 impl Client {
+    /// Open loop: a sender offers `rate` queries per second on schedule
+    /// (query k is due at k / rate; a late sender catches up, it never
+    /// skips), a receiver matches answers by ID. Latency runs from the
+    /// scheduled send time; a query unanswered within 1 s counts as lost.
+    fn open_loop(server: SocketAddr, tenants: usize, rate: u64) -> Self {
+        use std::sync::atomic::AtomicU64;
+        const IDS: usize = 1 << 16;
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        sock.connect(server).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        // Per ID: scheduled send time (ns since start) + 1; 0 = answered.
+        let due: Arc<Vec<AtomicU64>> = Arc::new((0..IDS).map(|_| AtomicU64::new(0)).collect());
+        let packets = packets(tenants);
+        let sent = Arc::new(AtomicU64::new(0));
+        let sender = {
+            let (sock, due, stop, sent) = (sock.clone(), due.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let period = 1e9 / rate as f64;
+                let mut k: u64 = 0;
+                let mut out = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let now = start.elapsed().as_nanos() as u64;
+                    while (k as f64 * period) as u64 <= now {
+                        let at = (k as f64 * period) as u64;
+                        let id = (k % IDS as u64) as usize;
+                        let prev = due[id].swap(at + 1, Ordering::AcqRel);
+                        if prev != 0 {
+                            // The query that had this ID 65,536 queries ago
+                            // was never answered.
+                            out.push((prev - 1, u64::MAX));
+                        }
+                        let mut q = packets[(k % packets.len() as u64) as usize].clone();
+                        q[..2].copy_from_slice(&(id as u16).to_be_bytes());
+                        let _ = sock.send(&q);
+                        k += 1;
+                    }
+                    sent.store(k, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                out
+            })
+        };
+        let receiver = {
+            let (sock, due, stop) = (sock.clone(), due.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                let mut out = Vec::with_capacity(1 << 22);
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = sock.recv(&mut buf) else { continue };
+                    let now = start.elapsed().as_nanos() as u64;
+                    if n < 4 {
+                        continue;
+                    }
+                    assert_eq!(buf[3] & 0x0f, 0, "rcode not NOERROR");
+                    let id = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                    let at = due[id].swap(0, Ordering::AcqRel);
+                    if at != 0 {
+                        out.push((at - 1, now.saturating_sub(at - 1)));
+                    }
+                }
+                out
+            })
+        };
+        let thread = std::thread::spawn(move || {
+            let mut out = sender.join().expect("sender");
+            out.extend(receiver.join().expect("receiver"));
+            // Still unanswered at the end: lost only when older than 1 s.
+            let end = start.elapsed().as_nanos() as u64;
+            for d in due.iter() {
+                let at = d.load(Ordering::Acquire);
+                if at != 0 && end - (at - 1) > 1_000_000_000 {
+                    out.push((at - 1, u64::MAX));
+                }
+            }
+            out.sort_unstable();
+            println!(
+                "open loop: {} queries offered at {rate} q/s",
+                sent.load(Ordering::Relaxed)
+            );
+            out
+        });
+        Self {
+            start,
+            stop,
+            thread,
+        }
+    }
+
+    /// Closed loop: one query at a time.
     fn start(server: SocketAddr, tenants: usize) -> Self {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        // Pre-encoded queries for pseudo-random listed tenants.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let packets: Vec<Vec<u8>> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let i = (x % tenants as u64) as usize + 1;
-                query(&format!("{}.cells.example.test.", tenant_name(i)))
-            })
-            .collect();
+        let packets = packets(tenants);
         let thread = std::thread::spawn(move || {
             let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
             sock.connect(server).expect("connect");

@@ -31,6 +31,8 @@
 //! - [`http`]: the HTTP API: tokens, JWKS, probes, `/metrics` and the
 //!   admin views; callers and rate limits; TLS; a route table in one place.
 //! - [`metrics`]: metric names, the recorder, the DNS counters.
+//! - `slots`: connection slots (in all, per source, the longest idle
+//!   evicted when full) shared by DNS over TCP and HTTP.
 //! - [`telemetry`]: logging set-up for the binary.
 //!
 //! What SDKs and cells link is the workspace crate `cellns-client`
@@ -50,5 +52,6 @@ pub mod live;
 pub mod map;
 pub mod metrics;
 pub mod route;
+mod slots;
 pub mod telemetry;
 pub mod token;

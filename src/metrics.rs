@@ -36,6 +36,22 @@ pub const DNS_SEND_ERRORS: &str = "cellns_dns_send_errors_total";
 /// DNS responses sent by the fast UDP path (also counted in
 /// [`DNS_QUERIES`]); the rest of the UDP responses took the general path.
 pub const DNS_FAST_PATH: &str = "cellns_dns_fast_path_total";
+/// UDP responses response rate limiting withheld, by response `kind`
+/// (positive, nodata, nxdomain, error) and `action` (dropped, or slipped:
+/// sent truncated instead). They are also in [`DNS_QUERIES`], which counts
+/// the responses computed.
+pub const DNS_RRL: &str = "cellns_dns_rrl_total";
+/// Open DNS-over-TCP connections.
+pub const DNS_TCP_CONNECTIONS: &str = "cellns_dns_tcp_connections";
+/// DNS-over-TCP connections a limit closed or refused, by `reason`
+/// (source_limit, full, evicted, idle_timeout, lifetime).
+pub const DNS_TCP_CLOSED: &str = "cellns_dns_tcp_closed_total";
+/// Open HTTP connections.
+pub const HTTP_CONNECTIONS: &str = "cellns_http_connections";
+/// HTTP connections a limit closed or refused, by `reason` (source_limit,
+/// full, evicted, header_timeout, body_timeout, idle_timeout,
+/// write_timeout).
+pub const HTTP_CLOSED: &str = "cellns_http_closed_total";
 /// 1, labelled with the map `version` in force (one series: the versions
 /// served before are not kept).
 pub const MAP_VERSION: &str = "cellns_map_version_info";
@@ -48,6 +64,20 @@ pub const MAP_LOADED: &str = "cellns_map_loaded_timestamp_seconds";
 pub const MAP_LAST_RELOAD_SUCCESS: &str = "cellns_map_last_reload_success";
 /// Reload attempts, by `result` (success, failure).
 pub const RELOADS: &str = "cellns_reload_total";
+/// 1 while every change of the map file raises a watch event, 0 while
+/// only the periodic check would see it (a directory missing, a watch
+/// that could not be armed, no watcher at all).
+pub const MAP_WATCH_OK: &str = "cellns_map_watch_ok";
+/// Changes of the map file the periodic check found and no watch event
+/// reported.
+pub const MAP_CHECK_CHANGES: &str = "cellns_map_check_changes_total";
+/// NOTIFY messages sent (first sends and retries), by `secondary`.
+pub const NOTIFY_SENT: &str = "cellns_notify_sent_total";
+/// NOTIFYs a secondary acknowledged, by `secondary`.
+pub const NOTIFY_ACKNOWLEDGED: &str = "cellns_notify_acknowledged_total";
+/// NOTIFYs that failed, by `secondary`: answered with an error, or never
+/// acknowledged before the retries ended.
+pub const NOTIFY_FAILED: &str = "cellns_notify_failed_total";
 /// Listed tenants, by assigned `cell`.
 pub const TENANTS: &str = "cellns_tenants";
 /// Cells, by effective `status`.
@@ -92,18 +122,46 @@ pub const MOVES: &str = "cellns_moves";
 /// tenant answers still point at it.
 pub const CELL_QUIET: &str = "cellns_cell_quiet_timestamp_seconds";
 
+/// RRSIGs made (not served from the signature cache), by `result` (ok,
+/// error).
+pub const DNSSEC_SIGNATURES: &str = "cellns_dnssec_signatures_total";
+/// Signature cache lookups that found the RRSIGs.
+pub const DNSSEC_CACHE_HITS: &str = "cellns_dnssec_cache_hits_total";
+/// Signature cache lookups that did not (a signature was made).
+pub const DNSSEC_CACHE_MISSES: &str = "cellns_dnssec_cache_misses_total";
+/// Signature cache entries evicted to stay within its bounds.
+pub const DNSSEC_CACHE_EVICTIONS: &str = "cellns_dnssec_cache_evictions_total";
+/// Signature cache entries held.
+pub const DNSSEC_CACHE_ENTRIES: &str = "cellns_dnssec_cache_entries";
+/// Signature cache bytes held (estimated).
+pub const DNSSEC_CACHE_BYTES: &str = "cellns_dnssec_cache_bytes";
+/// DNSSEC keys in the key directory, by `role` and `state`.
+pub const DNSSEC_KEYS: &str = "cellns_dnssec_keys";
+/// Unix time of the next key state change (0: none scheduled).
+pub const DNSSEC_NEXT_KEY_EVENT: &str = "cellns_dnssec_next_key_event_timestamp_seconds";
+
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 45] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
     DNS_SEND_ERRORS,
     DNS_FAST_PATH,
+    DNS_RRL,
+    DNS_TCP_CONNECTIONS,
+    DNS_TCP_CLOSED,
+    HTTP_CONNECTIONS,
+    HTTP_CLOSED,
     MAP_VERSION,
     MAP_SERIAL,
     MAP_LOADED,
     MAP_LAST_RELOAD_SUCCESS,
     RELOADS,
+    MAP_WATCH_OK,
+    MAP_CHECK_CHANGES,
+    NOTIFY_SENT,
+    NOTIFY_ACKNOWLEDGED,
+    NOTIFY_FAILED,
     TENANTS,
     CELLS,
     TOKENS_ISSUED,
@@ -121,6 +179,14 @@ pub const ALL: [&str; 27] = [
     API_KEYS_LAST_RELOAD_SUCCESS,
     MOVES,
     CELL_QUIET,
+    DNSSEC_SIGNATURES,
+    DNSSEC_CACHE_HITS,
+    DNSSEC_CACHE_MISSES,
+    DNSSEC_CACHE_EVICTIONS,
+    DNSSEC_CACHE_ENTRIES,
+    DNSSEC_CACHE_BYTES,
+    DNSSEC_KEYS,
+    DNSSEC_NEXT_KEY_EVENT,
 ];
 
 /// The `source` values of [`CELL_STATUS_SOURCE`].
@@ -197,6 +263,20 @@ fn describe() {
         DNS_FAST_PATH,
         "DNS responses sent by the fast UDP path (a subset of cellns_dns_queries_total)"
     );
+    describe_counter!(
+        DNS_RRL,
+        "UDP responses withheld by response rate limiting, by response kind and action (dropped, slipped: sent truncated)"
+    );
+    describe_gauge!(DNS_TCP_CONNECTIONS, "Open DNS-over-TCP connections");
+    describe_counter!(
+        DNS_TCP_CLOSED,
+        "DNS-over-TCP connections closed or refused by a limit, by reason"
+    );
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections");
+    describe_counter!(
+        HTTP_CLOSED,
+        "HTTP connections closed or refused by a limit, by reason"
+    );
     describe_gauge!(MAP_SERIAL, "SOA serial of the zone version in force");
     describe_gauge!(
         MAP_LOADED,
@@ -208,6 +288,20 @@ fn describe() {
         "1 unless the last reload attempt failed (then the last good map serves)"
     );
     describe_counter!(RELOADS, "Map reload attempts, by result");
+    describe_gauge!(
+        MAP_WATCH_OK,
+        "1 while every change of the map file raises a watch event; 0 while only the periodic check sees changes"
+    );
+    describe_counter!(
+        MAP_CHECK_CHANGES,
+        "Map file changes found by the periodic check that no watch event reported"
+    );
+    describe_counter!(NOTIFY_SENT, "NOTIFY messages sent, by secondary");
+    describe_counter!(NOTIFY_ACKNOWLEDGED, "NOTIFYs acknowledged, by secondary");
+    describe_counter!(
+        NOTIFY_FAILED,
+        "NOTIFYs answered with an error or never acknowledged, by secondary"
+    );
     describe_gauge!(TENANTS, "Tenants listed in the map, by assigned cell");
     describe_gauge!(CELLS, "Cells in the map, by effective status");
     describe_counter!(TOKENS_ISSUED, "Tokens issued, by serving cell");
@@ -254,6 +348,34 @@ fn describe() {
     describe_gauge!(
         API_KEYS_LAST_RELOAD_SUCCESS,
         "0 while the last re-read of the API key file failed (the previous callers stay)"
+    );
+    describe_counter!(
+        DNSSEC_SIGNATURES,
+        "RRSIGs made (signature cache misses), by result"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_HITS,
+        "DNSSEC signature cache lookups that found the signatures"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_MISSES,
+        "DNSSEC signature cache lookups that did not (a signature was made)"
+    );
+    describe_counter!(
+        DNSSEC_CACHE_EVICTIONS,
+        "DNSSEC signature cache entries evicted to stay within its bounds"
+    );
+    describe_gauge!(DNSSEC_CACHE_ENTRIES, "DNSSEC signature cache entries");
+    describe_gauge!(
+        DNSSEC_CACHE_BYTES,
+        Unit::Bytes,
+        "DNSSEC signature cache size (estimated)"
+    );
+    describe_gauge!(DNSSEC_KEYS, "DNSSEC keys, by role and state");
+    describe_gauge!(
+        DNSSEC_NEXT_KEY_EVENT,
+        Unit::Seconds,
+        "Unix time of the next DNSSEC key state change (0: none scheduled)"
     );
 }
 
@@ -322,12 +444,16 @@ const RCODES: [&str; 9] = [
 const QTYPES: [&str; 3] = ["A", "AAAA", "other"];
 const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 
+const RRL_ACTIONS: [&str; 2] = ["dropped", "slipped"];
+
 /// Pre-resolved DNS counters.
 pub struct DnsCounters {
     queries: Vec<Counter>,
     unknown_tenant: Counter,
     send_errors: Counter,
     fast_path: Counter,
+    /// By kind, then action.
+    rrl: Vec<Counter>,
 }
 
 impl DnsCounters {
@@ -349,12 +475,28 @@ impl DnsCounters {
         send_errors.increment(0);
         let fast_path = counter!(DNS_FAST_PATH);
         fast_path.increment(0);
+        let mut rrl = Vec::with_capacity(crate::dns::rrl::Kind::ALL.len() * RRL_ACTIONS.len());
+        for kind in crate::dns::rrl::Kind::ALL {
+            for action in RRL_ACTIONS {
+                let c = counter!(DNS_RRL, "kind" => kind.as_str(), "action" => action);
+                c.increment(0);
+                rrl.push(c);
+            }
+        }
         Self {
             queries,
             unknown_tenant,
             send_errors,
             fast_path,
+            rrl,
         }
+    }
+
+    /// Counts one UDP response that rate limiting dropped, or sent
+    /// truncated when `slipped`.
+    #[inline]
+    pub fn rate_limited(&self, kind: crate::dns::rrl::Kind, slipped: bool) {
+        self.rrl[kind as usize * RRL_ACTIONS.len() + usize::from(slipped)].increment(1);
     }
 
     /// Counts one UDP answer that could not be sent.
@@ -562,6 +704,46 @@ pub fn reloads_start() {
     gauge!(MAP_LAST_RELOAD_SUCCESS).set(1.0);
 }
 
+/// Records whether every change of the map file raises a watch event.
+pub fn map_watch(ok: bool) {
+    gauge!(MAP_WATCH_OK).set(if ok { 1.0 } else { 0.0 });
+    counter!(MAP_CHECK_CHANGES).increment(0);
+}
+
+/// Counts a map change that only the periodic check found.
+pub fn map_check_change() {
+    counter!(MAP_CHECK_CHANGES).increment(1);
+}
+
+/// What happened to a NOTIFY to one secondary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// Sent (or sent again).
+    Sent,
+    /// Acknowledged.
+    Acknowledged,
+    /// Answered with an error, or given up on.
+    Failed,
+}
+
+/// Registers the NOTIFY series of `secondary` at 0 (the label values are
+/// the configured secondaries: bounded).
+pub fn notify_target(secondary: &str) {
+    for name in [NOTIFY_SENT, NOTIFY_ACKNOWLEDGED, NOTIFY_FAILED] {
+        counter!(name, "secondary" => secondary.to_owned()).increment(0);
+    }
+}
+
+/// Counts a NOTIFY event for `secondary`.
+pub fn notify(secondary: &str, event: NotifyEvent) {
+    let name = match event {
+        NotifyEvent::Sent => NOTIFY_SENT,
+        NotifyEvent::Acknowledged => NOTIFY_ACKNOWLEDGED,
+        NotifyEvent::Failed => NOTIFY_FAILED,
+    };
+    counter!(name, "secondary" => secondary.to_owned()).increment(1);
+}
+
 /// Records a reload attempt.
 pub fn reload_result(success: bool) {
     let result = if success { "success" } else { "failure" };
@@ -573,6 +755,38 @@ pub fn reload_result(success: bool) {
 /// nothing was reloaded, but nothing is failing any more.
 pub fn reload_recovered() {
     gauge!(MAP_LAST_RELOAD_SUCCESS).set(1.0);
+}
+
+/// One DNS-over-TCP connection more (`opened`) or less.
+pub fn dns_tcp_connection(opened: bool) {
+    let g = gauge!(DNS_TCP_CONNECTIONS);
+    if opened {
+        g.increment(1.0)
+    } else {
+        g.decrement(1.0)
+    }
+}
+
+/// Counts a DNS-over-TCP connection a limit closed; `reason` is one of a
+/// fixed few.
+pub fn dns_tcp_closed(reason: &'static str) {
+    counter!(DNS_TCP_CLOSED, "reason" => reason).increment(1);
+}
+
+/// One HTTP connection more (`opened`) or less.
+pub fn http_connection(opened: bool) {
+    let g = gauge!(HTTP_CONNECTIONS);
+    if opened {
+        g.increment(1.0)
+    } else {
+        g.decrement(1.0)
+    }
+}
+
+/// Counts an HTTP connection a limit closed; `reason` is one of a fixed
+/// few.
+pub fn http_closed(reason: &'static str) {
+    counter!(HTTP_CLOSED, "reason" => reason).increment(1);
 }
 
 /// Counts a token issued for a tenant served by the cell `cell_id`.

@@ -14,6 +14,10 @@
 //!    answer checked (rcode, AA, answer count, the addresses, the OPT and
 //!    its DO bit), and `cellns_dns_fast_path_total` must count every query
 //!    of the measured batches: they really took the fast path.
+//! 3. The same worker with response rate limiting on (1 response a second
+//!    per network and kind, every second limited one truncated): answered,
+//!    dropped and truncated (TC) responses alike allocate nothing, and the
+//!    measured batches must contain all three.
 //!
 //! A separate test binary, because the allocator is global; and one test
 //! function, because a second one running alongside would allocate on a
@@ -109,6 +113,7 @@ fn nothing_on_the_fast_path_allocates() {
     cellns::metrics::install();
     fast_path_alone();
     through_the_udp_worker();
+    rate_limited_through_the_udp_worker();
 }
 
 /// `fast::respond` on a mix of queries, the test thread's allocations
@@ -138,7 +143,9 @@ fn fast_path_alone() {
         std::sync::Arc::new(map),
         conditions,
         cellns::live::Serials::open(None),
-    );
+        None,
+    )
+    .expect("store");
     let snap = store.load();
     let mut buf = [0u8; RESPONSE_BUF];
     let Fast::Answered(n, ..) = respond(
@@ -548,4 +555,123 @@ fn through_the_udp_worker() {
     ));
     rows.push(("x.example.net.".to_owned(), RecordType::AAAA, Want::Refused));
     measure("hash map", store, &cases(&rows));
+}
+
+/// The value of `cellns_dns_rrl_total` for `kind` and `action`.
+fn rrl_count(kind: &str, action: &str) -> usize {
+    let text = cellns::metrics::render();
+    let series = format!("cellns_dns_rrl_total{{kind=\"{kind}\",action=\"{action}\"}} ");
+    let alt = format!("cellns_dns_rrl_total{{action=\"{action}\",kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series).or_else(|| l.strip_prefix(&alt)))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}")) as usize
+}
+
+/// Dropped responses so far, both kinds of the batch.
+fn dropped() -> usize {
+    rrl_count("positive", "dropped") + rrl_count("nxdomain", "dropped")
+}
+
+/// Sends `queries` (IDs 1..=n) and reads answers until every query is
+/// either answered or counted as dropped; (full answers, truncated ones).
+fn rate_limited_batch(client: &mut Client, queries: &[Vec<u8>]) -> (usize, usize) {
+    let dropped_before = dropped();
+    for q in queries {
+        client.sock.send(q).expect("send query");
+    }
+    let deadline = Instant::now() + BATCH_DEADLINE;
+    let (mut full, mut tc) = (0, 0);
+    while full + tc + (dropped() - dropped_before) < queries.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} queries neither answered nor dropped within {BATCH_DEADLINE:?}",
+            queries.len() - full - tc - (dropped() - dropped_before),
+            queries.len()
+        );
+        let n = match client.sock.recv(&mut client.buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => panic!("receive: {e}"),
+        };
+        let m = Message::from_vec(&client.buf[..n]).expect("decodable answer");
+        if m.metadata.truncation {
+            assert!(
+                m.answers.is_empty() && m.authorities.is_empty(),
+                "a slip has no records"
+            );
+            assert_eq!(m.queries.len(), 1, "a slip echoes the question");
+            tc += 1;
+        } else {
+            full += 1;
+        }
+    }
+    (full, tc)
+}
+
+fn rate_limited_through_the_udp_worker() {
+    let store = Arc::new(cellns::dns::prepared::store_of(
+        cellns::map::load_example().expect("example"),
+    ));
+    let rrl = cellns::dns::rrl::Rrl::new(1, 2).map(Arc::new);
+    assert!(rrl.is_some(), "rate 1 turns RRL on");
+    let sockets = udp::bind("127.0.0.1:0".parse().expect("address"), 1).expect("bind worker");
+    let addr = sockets[0].local_addr().expect("worker address");
+    let workers = udp::Workers::start(
+        sockets,
+        Dispatch::new(store, Default::default()).with_rrl(rrl),
+    )
+    .expect("start worker");
+    let mut client = Client::new(addr);
+    // Positive answers and NXDOMAIN: two budgets of one response a second.
+    let queries: Vec<Vec<u8>> = (0..40u16)
+        .map(|i| {
+            let name = if i % 2 == 0 {
+                "acme.cells.example.com."
+            } else {
+                "nobody.cells.example.com."
+            };
+            query(i + 1, name, RecordType::A, Some(false))
+        })
+        .collect();
+    for _ in 0..WARM_UP {
+        rate_limited_batch(&mut client, &queries);
+    }
+    let (dropped_before, slipped_before) = (
+        dropped(),
+        rrl_count("positive", "slipped") + rrl_count("nxdomain", "slipped"),
+    );
+    let before = OTHERS.load(Ordering::SeqCst);
+    let (mut full, mut tc) = (0, 0);
+    for _ in 0..ROUNDS / 5 {
+        let (f, t) = rate_limited_batch(&mut client, &queries);
+        full += f;
+        tc += t;
+    }
+    let allocated = OTHERS.load(Ordering::SeqCst) - before;
+    let dropped_n = dropped() - dropped_before;
+    let slipped_n =
+        rrl_count("positive", "slipped") + rrl_count("nxdomain", "slipped") - slipped_before;
+    workers.stop();
+    assert_eq!(
+        allocated, 0,
+        "the rate-limited UDP worker allocated {allocated} times ({full} answered, {tc} truncated, {dropped_n} dropped)"
+    );
+    assert!(
+        tc > 0 && dropped_n > 0,
+        "{full} answered, {tc} truncated, {dropped_n} dropped"
+    );
+    assert_eq!(tc, slipped_n, "truncated answers as counted");
+    // Every second limited response slipped (per network and kind).
+    assert!(
+        tc.abs_diff(dropped_n) <= 2,
+        "{tc} truncated, {dropped_n} dropped"
+    );
 }

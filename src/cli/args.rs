@@ -60,6 +60,8 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a token as a cell would, and print its claims.
     VerifyToken(VerifyTokenArgs),
+    /// DNSSEC keys: make them, schedule them, print their DS records.
+    Dnssec(DnssecArgs),
     /// Write a synthetic map (benchmarks, load tests): zone
     /// cells.example.test., tenants t000001..tN round-robin over C cells.
     #[command(hide = true)]
@@ -183,17 +185,162 @@ pub struct ServeArgs {
     )]
     pub reload_debounce_ms: u64,
 
+    /// Largest map file read, in bytes; a larger one is refused (the last
+    /// good map keeps serving). The default, 256 MiB, is ten times a
+    /// 1,000,000-tenant map.
+    #[arg(
+        long = "map-max-bytes",
+        env = "CELLNS_MAP_MAX_BYTES",
+        default_value_t = crate::live::reload::DEFAULT_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub map_max_bytes: u64,
+
+    /// Interval of the periodic check of the map file (device, inode, size,
+    /// modification time) and of its directory watches, in ms: it catches
+    /// any change the watches missed.
+    #[arg(
+        long = "map-check-interval-ms",
+        env = "CELLNS_MAP_CHECK_INTERVAL_MS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(50..=3_600_000)
+    )]
+    pub map_check_interval_ms: u64,
+
     /// Directory where state that must survive restarts is kept (the last
-    /// SOA serial, operator overrides) and the audit log is written.
-    /// Without it, serials derive from the clock alone, overrides live in
-    /// memory and audit lines go to the log.
+    /// SOA serial, saved before each zone version is served; operator
+    /// overrides) and the audit log is written. Without it, clock serials
+    /// still never go backwards (see the README, "How the serial is
+    /// chosen"), overrides live in memory and audit lines go to the log.
     #[arg(long = "state-dir", env = "CELLNS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// On SIGTERM or SIGINT, how long to report unready (`/readyz` 503)
+    /// while still serving, before closing the listeners, in ms: time for
+    /// load balancers and health checks to stop sending.
+    #[arg(
+        long = "shutdown-unready-ms",
+        env = "CELLNS_SHUTDOWN_UNREADY_MS",
+        default_value_t = 5000
+    )]
+    pub shutdown_unready_ms: u64,
+
+    /// After the listeners close, how long queries and zone transfers
+    /// already under way (and HTTP requests in flight) may take to finish,
+    /// in ms; what is still open then is cut.
+    #[arg(
+        long = "shutdown-grace-ms",
+        env = "CELLNS_SHUTDOWN_GRACE_MS",
+        default_value_t = 10000
+    )]
+    pub shutdown_grace_ms: u64,
 
     /// UDP worker threads of the fast path (one SO_REUSEPORT socket each);
     /// 0 = one per CPU.
     #[arg(long = "udp-workers", env = "CELLNS_UDP_WORKERS", default_value_t = 0)]
     pub udp_workers: usize,
+
+    /// Address or prefix allowed to read `/metrics` (repeatable); without
+    /// it, any address may. `/healthz` and `/readyz` stay open.
+    #[arg(
+        long = "metrics-allow",
+        env = "CELLNS_METRICS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub metrics_allow: Vec<String>,
+
+    /// File of `sha256:HEX` lines: `/metrics` needs `Authorization: Bearer
+    /// KEY` with a key whose SHA-256 is listed.
+    #[arg(long = "metrics-key-file", env = "CELLNS_METRICS_KEY_FILE")]
+    pub metrics_key_file: Option<PathBuf>,
+
+    /// Response rate limiting: UDP responses per second per client network
+    /// (/24 IPv4, /56 IPv6) and response kind (positive, NODATA, NXDOMAIN,
+    /// error); 0 turns it off. TCP is never limited.
+    #[arg(long = "rrl-rate", env = "CELLNS_RRL_RATE", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::dns::rrl::MAX_RATE)))]
+    pub rrl_rate: u32,
+
+    /// Every Nth rate-limited response is sent truncated (TC), which sends a
+    /// real client to TCP; the others are dropped. 0: drop them all.
+    #[arg(long = "rrl-slip", env = "CELLNS_RRL_SLIP", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::dns::rrl::MAX_SLIP)))]
+    pub rrl_slip: u32,
+
+    /// Open DNS-over-TCP connections per listen address; when all are taken
+    /// the one idle the longest is closed for a newcomer.
+    #[arg(long = "tcp-max-connections", env = "CELLNS_TCP_MAX_CONNECTIONS",
+          default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_connections: u32,
+
+    /// Open DNS-over-TCP connections per client address (/32, /128).
+    #[arg(long = "tcp-max-connections-per-source", env = "CELLNS_TCP_MAX_CONNECTIONS_PER_SOURCE",
+          default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_connections_per_source: u32,
+
+    /// How long a DNS-over-TCP connection may wait for its next complete
+    /// query after its last response, in ms.
+    #[arg(long = "tcp-idle-timeout-ms", env = "CELLNS_TCP_IDLE_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tcp_idle_timeout_ms: u64,
+
+    /// How long a DNS-over-TCP connection may live, in ms (it is closed at
+    /// its next wait for a query; a zone transfer is not cut).
+    #[arg(long = "tcp-max-lifetime-ms", env = "CELLNS_TCP_MAX_LIFETIME_MS",
+          default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tcp_max_lifetime_ms: u64,
+
+    /// Open HTTP connections; when all are taken the one idle the longest
+    /// is closed for a newcomer.
+    #[arg(long = "http-max-connections", env = "CELLNS_HTTP_MAX_CONNECTIONS",
+          default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+
+    /// Open HTTP connections per client address.
+    #[arg(long = "http-max-connections-per-source", env = "CELLNS_HTTP_MAX_CONNECTIONS_PER_SOURCE",
+          default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections_per_source: u32,
+
+    /// How long a client may take to send a request's headers (and the TLS
+    /// handshake), in ms.
+    #[arg(long = "http-header-timeout-ms", env = "CELLNS_HTTP_HEADER_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_ms: u64,
+
+    /// How long a client may take to send a request's body, in ms.
+    #[arg(long = "http-body-timeout-ms", env = "CELLNS_HTTP_BODY_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_ms: u64,
+
+    /// How long a kept-alive HTTP connection may wait for its next request,
+    /// in ms.
+    #[arg(long = "http-idle-timeout-ms", env = "CELLNS_HTTP_IDLE_TIMEOUT_MS",
+          default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_ms: u64,
+
+    /// Largest request head (request line and headers), in bytes; more is
+    /// answered 431.
+    #[arg(long = "http-max-header-bytes", env = "CELLNS_HTTP_MAX_HEADER_BYTES",
+          default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub http_max_header_bytes: u32,
+    /// DNSSEC key directory (`cellns dnssec keygen --out DIR`): sign
+    /// answers online, with compact denial of existence. Rescanned each
+    /// second; the key timing drives rollover (docs/dnssec.md). Cannot be
+    /// combined with --axfr-allow or --notify.
+    #[arg(long = "dnssec-keys", env = "CELLNS_DNSSEC_KEYS")]
+    pub dnssec_keys: Option<PathBuf>,
+
+    /// Most entries in the DNSSEC signature cache.
+    #[arg(long = "dnssec-cache-entries", env = "CELLNS_DNSSEC_CACHE_ENTRIES",
+          default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub dnssec_cache_entries: u64,
+
+    /// Most memory of the DNSSEC signature cache, in MiB.
+    #[arg(long = "dnssec-cache-mib", env = "CELLNS_DNSSEC_CACHE_MIB",
+          default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub dnssec_cache_mib: u64,
 }
 
 /// `cellns diff`.
@@ -251,4 +398,107 @@ pub struct VerifyTokenArgs {
     pub audience: String,
     /// The token (JWT compact form).
     pub token: String,
+}
+
+/// `cellns dnssec`.
+#[derive(Debug, Args)]
+pub struct DnssecArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DnssecCommand,
+}
+
+/// The `cellns dnssec` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DnssecCommand {
+    /// Write a new DNSSEC key (PKCS#8 PEM with its role and timing, mode
+    /// 0600) into a key directory.
+    Keygen(DnssecKeygenArgs),
+    /// Print the DS records (SHA-256) of the keys that should have one at
+    /// the parent, in zone-file format: for the parent, or a trust anchor.
+    Ds(DsArgs),
+    /// Change the timing of a key (to schedule a roll).
+    Settime(SettimeArgs),
+}
+
+/// DNSSEC algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DnssecAlg {
+    /// ECDSA P-256 with SHA-256 (algorithm 13).
+    #[value(name = "ecdsap256sha256", alias = "13")]
+    EcdsaP256Sha256,
+    /// Ed25519 (algorithm 15).
+    #[value(name = "ed25519", alias = "15")]
+    Ed25519,
+}
+
+/// DNSSEC key roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DnssecRole {
+    /// Combined signing key: signs everything; DS at the parent.
+    Csk,
+    /// Key signing key: signs DNSKEY, CDS, CDNSKEY; DS at the parent.
+    Ksk,
+    /// Zone signing key: signs the rest.
+    Zsk,
+}
+
+/// The timing flags of `keygen` and `settime`. A TIME is `now`,
+/// `now+DURATION` or `+DURATION` (90s, 30m, 12h, 7d, 2w), Unix seconds, or
+/// RFC 3339 (2026-03-01T10:00:00Z); `none` unsets it (never).
+#[derive(Debug, Args, Default)]
+pub struct TimingArgs {
+    /// When the DNSKEY enters the zone (keygen default: now).
+    #[arg(long, value_name = "TIME")]
+    pub publish: Option<String>,
+    /// When the key starts signing (keygen default: the publish time).
+    #[arg(long, value_name = "TIME")]
+    pub activate: Option<String>,
+    /// When it stops signing; its DNSKEY stays until --delete (default: never).
+    #[arg(long, value_name = "TIME")]
+    pub inactive: Option<String>,
+    /// When its DNSKEY leaves the zone (default: never).
+    #[arg(long, value_name = "TIME")]
+    pub delete: Option<String>,
+}
+
+/// `cellns dnssec keygen`.
+#[derive(Debug, Args)]
+pub struct DnssecKeygenArgs {
+    /// Key directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Signing algorithm.
+    #[arg(long, value_enum, default_value_t = DnssecAlg::EcdsaP256Sha256)]
+    pub algorithm: DnssecAlg,
+    /// What the key signs.
+    #[arg(long, value_enum, default_value_t = DnssecRole::Csk)]
+    pub role: DnssecRole,
+    /// Timing.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// `cellns dnssec ds`.
+#[derive(Debug, Args)]
+pub struct DsArgs {
+    /// Key directory.
+    pub dir: PathBuf,
+    /// The zone (the map's origin), e.g. cells.example.com.
+    pub origin: String,
+    /// The keys that should have a DS at this TIME instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+/// `cellns dnssec settime`.
+#[derive(Debug, Args)]
+pub struct SettimeArgs {
+    /// Key directory.
+    pub dir: PathBuf,
+    /// The key's tag (as `keygen` and `/v1/dnssec` show it).
+    pub tag: u16,
+    /// New timing; flags left out keep their value.
+    #[command(flatten)]
+    pub timing: TimingArgs,
 }

@@ -3,6 +3,11 @@
 //! a question. Protocol concerns (EDNS, truncation, opcodes) live in
 //! `handler`, malformed input in [`super::dispatch`]. [`Outcome`] is what
 //! the fast path reports too.
+//!
+//! When the zone is signed, [`sign`] turns an answer into its DNSSEC form
+//! for a query with the DO bit: RRSIGs on the authoritative RRsets, and
+//! compact denial (RFC 9824) for negative answers. Which types a name has
+//! (the NSEC bitmap) is the table's knowledge, so that lives here too.
 
 use std::borrow::Cow;
 
@@ -113,6 +118,20 @@ pub(super) fn answer<'s>(
                 additional: Cow::Borrowed(&prepared.glue),
                 ..Answer::positive(Cow::Borrowed(&prepared.ns), Outcome::Zone)
             },
+            // The apex key RRsets exist while the zone is signed, whether
+            // or not the query has the DO bit.
+            RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY => {
+                let rrset = prepared.dnssec.as_ref().map_or(&[][..], |s| match qtype {
+                    RecordType::DNSKEY => &s.dnskey[..],
+                    RecordType::CDS => &s.cds[..],
+                    _ => &s.cdnskey[..],
+                });
+                if rrset.is_empty() {
+                    nodata()
+                } else {
+                    Answer::positive(Cow::Borrowed(rrset), Outcome::Zone)
+                }
+            }
             _ => nodata(),
         };
     }
@@ -195,6 +214,144 @@ pub(super) fn answer<'s>(
         .map(|rd| Record::from_rdata(qname.clone(), ttl, rd.clone()))
         .collect();
     Answer::positive(Cow::Owned(answers), Outcome::Tenant(cell_id))
+}
+
+/// The DNSSEC form of `a`, the answer to `qname`/`qtype` (`lower` its
+/// lowercase form), for a query with the DO bit; `a` itself when the zone
+/// is not signed or the answer is not ours (REFUSED).
+///
+/// - Positive: each RRset of the answer section with its RRSIGs. The
+///   additional section (glue) is not signed: a resolver that needs those
+///   addresses validated asks for them.
+/// - Negative (RFC 9824): the SOA and the NSEC of compact denial in the
+///   authority section, each with its RRSIGs. A name that does not exist
+///   gets NOERROR (NXDOMAIN when the query set the Compact Answers OK flag,
+///   `compact_ok`, RFC 9824 §4) and an NSEC whose bitmap is RRSIG NSEC
+///   NXNAME; NODATA gets an NSEC with the name's types.
+/// - qtype NSEC: that NSEC (and its RRSIG) as the answer.
+/// - qtype RRSIG (asked as ANY by the handler): the RRSIGs of the one
+///   RRset ANY gets (RFC 8482).
+pub(super) fn sign<'s>(
+    live: &'s Live,
+    a: Answer<'s>,
+    qname: &Name,
+    lower: &LowerName,
+    qtype: RecordType,
+    compact_ok: bool,
+) -> Answer<'s> {
+    let Some(signing) = &live.answers.dnssec else {
+        return a;
+    };
+    if !a.authoritative {
+        return a;
+    }
+    let exists = a.rcode != ResponseCode::NXDomain;
+    if qtype == RecordType::NSEC {
+        let types = exists.then(|| types_at(live, lower, a.outcome));
+        let nsec = signing.nsec(qname, types.as_deref());
+        let mut answers = Vec::with_capacity(3);
+        signing.sign_into(std::slice::from_ref(&nsec), &mut answers);
+        answers.insert(0, nsec);
+        return Answer {
+            rcode: ResponseCode::NoError,
+            answers: Cow::Owned(answers),
+            authority: Cow::Borrowed(&[]),
+            additional: Cow::Borrowed(&[]),
+            ..a
+        };
+    }
+    if a.answers.is_empty() {
+        let types = exists.then(|| types_at(live, lower, a.outcome));
+        let mut authority = Vec::with_capacity(a.authority.len() * 2 + 3);
+        for rrset in rrsets(&a.authority) {
+            authority.extend(rrset.iter().cloned());
+            signing.sign_into(rrset, &mut authority);
+        }
+        let nsec = signing.nsec(qname, types.as_deref());
+        let mut sigs = Vec::with_capacity(2);
+        signing.sign_into(std::slice::from_ref(&nsec), &mut sigs);
+        authority.push(nsec);
+        authority.append(&mut sigs);
+        let rcode = if !exists && !compact_ok {
+            ResponseCode::NoError
+        } else {
+            a.rcode
+        };
+        return Answer {
+            rcode,
+            authority: Cow::Owned(authority),
+            ..a
+        };
+    }
+    let mut answers = Vec::with_capacity(a.answers.len() * 2);
+    for rrset in rrsets(&a.answers) {
+        if qtype != RecordType::RRSIG {
+            answers.extend(rrset.iter().cloned());
+        }
+        signing.sign_into(rrset, &mut answers);
+    }
+    Answer {
+        answers: Cow::Owned(answers),
+        ..a
+    }
+}
+
+/// The RRsets of a section: runs of records with the same owner and type.
+fn rrsets(records: &[Record]) -> impl Iterator<Item = &[Record]> {
+    records.chunk_by(|x, y| x.record_type() == y.record_type() && x.name == y.name)
+}
+
+/// The types a name that exists has, for the NSEC bitmap of NODATA;
+/// `outcome` is what the table answered for it.
+fn types_at(live: &Live, lower: &LowerName, outcome: Outcome) -> Vec<RecordType> {
+    let (snap, prepared) = (live.view.map(), &live.answers);
+    let cell_types = |a: bool, aaaa: bool| {
+        let mut v = Vec::with_capacity(2);
+        if a {
+            v.push(RecordType::A);
+        }
+        if aaaa {
+            v.push(RecordType::AAAA);
+        }
+        v
+    };
+    match outcome {
+        Outcome::Tenant(id) | Outcome::TenantNodata(id) => {
+            let r = prepared.cell(id);
+            if r.cname.is_some() {
+                vec![RecordType::CNAME]
+            } else {
+                cell_types(!r.a.is_empty(), !r.aaaa.is_empty())
+            }
+        }
+        _ if *lower == snap.zone.origin_lower => {
+            let mut v = vec![RecordType::SOA, RecordType::NS];
+            if let Some(s) = &prepared.dnssec {
+                v.push(RecordType::DNSKEY);
+                if s.has_cds() {
+                    v.extend([RecordType::CDS, RecordType::CDNSKEY]);
+                }
+            }
+            v
+        }
+        _ => match snap.static_names.get(lower) {
+            Some(StaticName::Nameserver(i)) => {
+                let ns = &snap.zone.nameservers[*i];
+                let has = |t: RecordType| {
+                    prepared
+                        .glue
+                        .iter()
+                        .any(|r| &r.name == ns && r.record_type() == t)
+                };
+                cell_types(has(RecordType::A), has(RecordType::AAAA))
+            }
+            Some(StaticName::Cell(id)) => {
+                let r = prepared.cell(*id);
+                cell_types(!r.host_a.is_empty(), !r.host_aaaa.is_empty())
+            }
+            Some(StaticName::EmptyNonTerminal) | None => Vec::new(),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -457,7 +614,7 @@ mod tests {
         assert_positive(
             &a,
             &[format!(
-                "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. {} 3600 600 1209600 30",
+                "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. {} 300 60 1209600 30",
                 snap.serial()
             )
             .as_str()],

@@ -31,6 +31,7 @@ use super::capture::Capture;
 use super::fast::{self, Fast, RESPONSE_BUF};
 use super::handler::{self, Handler};
 use super::prepared::{Live, Store};
+use super::rrl::{self, Rrl, Verdict};
 use super::wire::{self, HEADER_LEN};
 use super::xfr::{self, Transfers};
 use crate::metrics::{self, Transport};
@@ -52,6 +53,8 @@ pub struct Dispatch {
     store: Arc<Store>,
     handler: Handler,
     transfers: Arc<Transfers>,
+    /// Response rate limiting of UDP answers, when on.
+    rrl: Option<Arc<Rrl>>,
 }
 
 impl Dispatch {
@@ -62,7 +65,15 @@ impl Dispatch {
             handler: Handler::new(store.clone()),
             store,
             transfers,
+            rrl: None,
         }
+    }
+
+    /// Rate-limits UDP answers with `rrl` (none: off). TCP is never
+    /// limited: it is where a limited client is sent.
+    pub fn with_rrl(mut self, rrl: Option<Arc<Rrl>>) -> Self {
+        self.rrl = rrl;
+        self
     }
 
     /// The zone versions it answers from.
@@ -74,10 +85,29 @@ impl Dispatch {
     /// path when it can, else by [`Dispatch::message`]. `live` is the zone
     /// version the caller loaded for its batch (the fast path reads it);
     /// `truncated` says the datagram was longer than the receive buffer
-    /// (answered FORMERR). Returns the response length, or `None` to send
-    /// nothing.
+    /// (answered FORMERR). Then response rate limiting, when on, may drop
+    /// the response or truncate it ([`super::rrl`]). Returns the response
+    /// length, or `None` to send nothing. Public for the fuzz target
+    /// (`fuzz/`), which feeds it bytes as the UDP worker does.
     #[inline]
-    pub(super) fn datagram(
+    pub fn datagram(
+        &self,
+        live: &Live,
+        query: &[u8],
+        src: SocketAddr,
+        truncated: bool,
+        out: &mut [u8; RESPONSE_BUF],
+    ) -> Option<usize> {
+        let n = self.answer_datagram(live, query, src, truncated, out)?;
+        match &self.rrl {
+            None => Some(n),
+            Some(limiter) => limit(limiter, query, src, out, n),
+        }
+    }
+
+    /// The response to a datagram, before rate limiting.
+    #[inline]
+    fn answer_datagram(
         &self,
         live: &Live,
         query: &[u8],
@@ -195,6 +225,31 @@ impl Dispatch {
         out: &mut W,
     ) -> std::io::Result<()> {
         xfr::stream::serve(&self.transfers, &self.store, request, out).await
+    }
+}
+
+/// Applies response rate limiting to the response `out[..n]` to `query`
+/// from `src`: its length to send as it is, the length of its truncated
+/// form (a slip), or `None` (dropped). Counted in `cellns_dns_rrl_total`.
+#[inline]
+fn limit(
+    limiter: &Rrl,
+    query: &[u8],
+    src: SocketAddr,
+    out: &mut [u8; RESPONSE_BUF],
+    n: usize,
+) -> Option<usize> {
+    let kind = rrl::Kind::of_response(&out[..n]);
+    match limiter.check(src.ip(), kind, limiter.now()) {
+        Verdict::Send => Some(n),
+        Verdict::Drop => {
+            metrics::dns().rate_limited(kind, false);
+            None
+        }
+        Verdict::Slip => {
+            metrics::dns().rate_limited(kind, true);
+            Some(rrl::truncate(query, out, n))
+        }
     }
 }
 

@@ -118,6 +118,11 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
     if qclass != 1 {
         return Fast::General;
     }
+    // A signed zone signs answers to queries with the DO bit: the general
+    // path does (`dnssec`); without it the bytes here are the answer.
+    if payload.is_some_and(|(_, dnssec_ok)| dnssec_ok) && live.answers.dnssec.is_some() {
+        return Fast::General;
+    }
     let Some(kind) = fast_qtype(qtype) else {
         return Fast::General;
     };

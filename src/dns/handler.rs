@@ -8,17 +8,23 @@
 
 use std::sync::Arc;
 
+use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use super::answer::{Answer, Outcome, answer};
+use super::answer::{self, Answer, Outcome, answer};
+use super::dnssec::sign::NXNAME;
 use super::prepared::Store;
 use super::wire::MAX_UDP_PAYLOAD;
+
+/// The Compact Answers OK flag of the EDNS header (RFC 9824 §4): the
+/// client takes NXDOMAIN with a compact denial.
+const EDNS_FLAG_CO: u16 = 0x4000;
 
 /// Answers DNS requests from the zone version in force.
 #[derive(Debug, Clone)]
@@ -59,7 +65,19 @@ impl RequestHandler for Handler {
 
         // RFC 6891 §6.1.3: answer only version 0; others get BADVERS with
         // our OPT (version 0).
-        let resp_edns = response_edns(request);
+        let mut resp_edns = response_edns(request);
+        // RFC 9824 §4: a signed zone says it gives compact NXDOMAIN to a
+        // client that asks for it (DO and CO set).
+        if let Some(e) = &mut resp_edns
+            && e.flags().dnssec_ok
+            && request
+                .edns
+                .as_ref()
+                .is_some_and(|q| q.flags().z & EDNS_FLAG_CO != 0)
+            && self.store.load().answers.dnssec.is_some()
+        {
+            e.flags_mut().z |= EDNS_FLAG_CO;
+        }
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             meta.response_code = ResponseCode::BADVERS;
         }
@@ -88,13 +106,51 @@ impl RequestHandler for Handler {
                 Ok(info) => {
                     let live = self.store.load();
                     let q = info.query;
+                    // DNSSEC: a signed zone, and a query with the DO bit.
+                    let signed = live.answers.dnssec.is_some()
+                        && request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+                    let compact_ok = signed
+                        && resp_edns
+                            .as_ref()
+                            .is_some_and(|e| e.flags().z & EDNS_FLAG_CO != 0);
+                    if signed && q.query_type() == NXNAME {
+                        // RFC 9824 §3.5: a meta-type, never a question.
+                        meta.response_code = ResponseCode::FormErr;
+                        return response_handle
+                            .send_response(builder.build_no_records(meta))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Header {
+                                    metadata: meta,
+                                    counts: Default::default(),
+                                }
+                                .into()
+                            });
+                    }
+                    // RRSIG questions get the RRSIGs of the RRset ANY gets.
+                    let table_qtype = match q.query_type() {
+                        RecordType::RRSIG if signed => RecordType::ANY,
+                        t => t,
+                    };
                     let a = answer(
                         &live,
                         q.original().name(),
                         q.name(),
-                        q.query_type(),
+                        table_qtype,
                         q.query_class(),
                     );
+                    let a = if signed {
+                        answer::sign(
+                            &live,
+                            a,
+                            q.original().name(),
+                            q.name(),
+                            q.query_type(),
+                            compact_ok,
+                        )
+                    } else {
+                        a
+                    };
                     meta.response_code = a.rcode;
                     meta.authoritative = a.authoritative;
                     tracing::trace!(
@@ -189,6 +245,18 @@ fn record_bound(record: &Record) -> usize {
         RData::CNAME(n) => name_bound(n),
         RData::NS(n) => name_bound(n),
         RData::SOA(soa) => name_bound(&soa.mname) + name_bound(&soa.rname) + 20,
+        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+            18 + name_bound(&sig.input().signer_name) + sig.sig().len()
+        }
+        // Next name, and one bitmap window (every type the zone has is
+        // below 256).
+        RData::DNSSEC(DNSSECRData::NSEC(nsec)) => name_bound(nsec.next_domain_name()) + 2 + 32,
+        RData::DNSSEC(DNSSECRData::DNSKEY(k)) => {
+            use hickory_proto::dnssec::PublicKey as _;
+            4 + k.public_key().public_bytes().len()
+        }
+        RData::DNSSEC(DNSSECRData::CDNSKEY(_)) => 4 + 64,
+        RData::DNSSEC(DNSSECRData::CDS(ds)) => 4 + ds.digest().len(),
         // Not produced by the answer table; too big to pass the bound, so
         // such a response is measured by encoding it.
         _ => usize::from(u16::MAX),

@@ -13,6 +13,8 @@
 //!   through `capture` (which encodes its response).
 //! - [`udp`] and `tcp`: the transports (sockets, batching, framing,
 //!   connection limits); they call the dispatch and nothing else.
+//! - [`rrl`]: response rate limiting of UDP answers (the dispatch applies
+//!   it to every UDP response, fast path or not).
 //! - [`xfr`]: zone transfers to secondaries (who may, streamed over TCP,
 //!   one message over UDP); [`tsig`]: their signatures; [`notify`]: NOTIFY
 //!   to the secondaries after each change.
@@ -47,20 +49,25 @@ pub mod answer;
 mod bodies;
 mod capture;
 pub mod dispatch;
+pub mod dnssec;
 pub mod fast;
 mod handler;
 pub mod notify;
 pub mod prepared;
+pub mod rrl;
 mod tcp;
+mod tcp_limits;
 pub mod tsig;
 pub mod udp;
 mod wire;
 pub mod xfr;
 
 pub use prepared::{Answers, Live, Store};
+pub use tcp_limits::TcpLimits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -94,15 +101,28 @@ pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     /// UDP worker threads (one `SO_REUSEPORT` socket each); 0 = one per CPU.
     pub udp_workers: usize,
+    /// At shutdown, how long open TCP connections may take to answer what
+    /// they have read and to finish zone transfers under way.
+    pub shutdown_grace: Duration,
+    /// Limits of DNS over TCP.
+    pub tcp: TcpLimits,
+    /// Response rate limiting of UDP answers (`--rrl-rate`): responses per
+    /// second per /24 or /56 and response kind; 0 = off.
+    pub rrl_rate: u32,
+    /// Every how many limited responses one is sent truncated
+    /// (`--rrl-slip`); 0 = none.
+    pub rrl_slip: u32,
 }
 
 /// Bound DNS listeners, ready to run: UDP on the fast-path workers
 /// ([`udp`]), TCP on `tcp` (queries and zone transfers).
 pub struct DnsServer {
     tcp: Vec<TcpListener>,
+    tcp_limits: TcpLimits,
     udp: Vec<std::net::UdpSocket>,
     dispatch: Dispatch,
     addrs: Vec<SocketAddr>,
+    shutdown_grace: Duration,
 }
 
 impl DnsServer {
@@ -131,11 +151,14 @@ impl DnsServer {
             udp.extend(sockets);
             tcp_listeners.push(tcp);
         }
+        let rrl = rrl::Rrl::new(cfg.rrl_rate, cfg.rrl_slip).map(Arc::new);
         Ok(Self {
             tcp: tcp_listeners,
+            tcp_limits: cfg.tcp,
             udp,
-            dispatch: Dispatch::new(store, transfers),
+            dispatch: Dispatch::new(store, transfers).with_rrl(rrl),
             addrs,
+            shutdown_grace: cfg.shutdown_grace,
         })
     }
 
@@ -149,6 +172,12 @@ impl DnsServer {
     /// answered. The server then runs until `cancel` fires, or until a part
     /// of it stops on its own (a socket error a worker cannot recover
     /// from, a panic), which [`Running::wait`] reports.
+    ///
+    /// Stopping is graceful: the TCP listeners close at once (new
+    /// connections are refused), each open connection answers every query
+    /// it has read and closes, a zone transfer under way runs to its end,
+    /// and UDP workers answer the datagrams they have read; after the
+    /// shutdown grace period what is still open is cut.
     pub fn start(mut self, cancel: CancellationToken) -> Result<Running, DnsError> {
         let mut workers = udp::Workers::start(std::mem::take(&mut self.udp), self.dispatch.clone())
             .map_err(|e| DnsError::Server(format!("cannot start UDP workers: {e}")))?;
@@ -157,7 +186,13 @@ impl DnsServer {
         let stop = cancel.child_token();
         let mut listeners = tokio::task::JoinSet::new();
         for l in self.tcp {
-            listeners.spawn(tcp::serve(l, dispatch.clone(), stop.clone()));
+            listeners.spawn(tcp::serve(
+                l,
+                dispatch.clone(),
+                self.tcp_limits,
+                stop.clone(),
+                self.shutdown_grace,
+            ));
         }
         let task = tokio::spawn(async move {
             let failure = tokio::select! {
@@ -172,9 +207,10 @@ impl DnsServer {
                 })),
             };
             stop.cancel();
+            // UDP stops while TCP drains.
+            let udp = tokio::task::spawn_blocking(move || workers.stop());
             while listeners.join_next().await.is_some() {}
-            tokio::task::spawn_blocking(move || workers.stop())
-                .await
+            udp.await
                 .map_err(|e| DnsError::Server(format!("UDP workers panicked: {e}")))?;
             failure.map_or(Ok(()), Err)
         });

@@ -1,15 +1,32 @@
 //! NOTIFY (RFC 1996): tells the `--notify` secondaries that the zone
-//! changed, at start-up and after every map reload, so they transfer it
-//! within seconds instead of at their SOA refresh.
+//! changed, at start-up and after every change of the zone version, so they
+//! transfer it within seconds instead of at their SOA refresh.
 //!
 //! One task owns UDP sockets (one per address family in use, bound to the
 //! DNS listen address of that family when it is a specific one, so the
 //! secondaries see the primary's address as the source). Each NOTIFY
 //! carries the zone's SOA in the answer section (§3.7) and is signed with
-//! the `--tsig-key` when one is set. It is sent again every
-//! `RETRY_INTERVAL` until a response with its ID, opcode NOTIFY, from that
-//! secondary (and verifying, when signed) arrives, at most `ATTEMPTS`
-//! times. A newer serial supersedes the NOTIFY still being retried.
+//! the `--tsig-key` when one is set. Per secondary:
+//!
+//! - **Coalesced.** A new serial is sent at once, unless a NOTIFY went to
+//!   that secondary less than [`MIN_INTERVAL`] ago: then the newest serial
+//!   is sent when the interval ends. A burst of changes (ten reloads in a
+//!   row) costs each secondary a NOTIFY or two, the last with the newest
+//!   serial.
+//! - **Retried until acknowledged.** An unanswered NOTIFY is sent again
+//!   after [`FIRST_RETRY`], doubling up to [`MAX_RETRY`], until a response
+//!   with its ID, opcode NOTIFY, from that secondary (and verifying, when
+//!   signed) arrives, for as long as the zone's SOA refresh (at least
+//!   [`MIN_RETRY_FOR`]): after that the secondary's own refresh finds the
+//!   change, so a secondary that was down a minute is re-notified when it
+//!   is back instead of staying stale until its refresh. Giving up and
+//!   error responses are logged and counted.
+//! - **Never in the way.** The task only reads the store's serial; a
+//!   secondary that is down slows neither reloads nor queries.
+//!
+//! Metrics: `cellns_notify_sent_total`, `cellns_notify_acknowledged_total`
+//! and `cellns_notify_failed_total`, labelled by secondary (the configured
+//! `--notify` addresses: bounded).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,11 +41,18 @@ use tokio_util::sync::CancellationToken;
 use super::prepared::{Live, Store};
 use super::tsig::{self, Key};
 use crate::map::Placement;
+use crate::metrics::{self, NotifyEvent};
 
-/// Time between sends of an unanswered NOTIFY.
-const RETRY_INTERVAL: Duration = Duration::from_secs(2);
-/// Sends of one NOTIFY (the first and the retries) before giving up.
-const ATTEMPTS: u32 = 6;
+/// Shortest time between two NOTIFYs for new serials to one secondary:
+/// changes within it are folded into one NOTIFY with the newest serial.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
+/// First pause before sending an unanswered NOTIFY again.
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Longest pause between two sends of an unanswered NOTIFY.
+pub const MAX_RETRY: Duration = Duration::from_secs(10);
+/// Shortest time an unanswered NOTIFY is retried (when the SOA refresh is
+/// shorter).
+pub const MIN_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Why NOTIFY cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +79,56 @@ pub struct Notifier {
     v6: Option<UdpSocket>,
 }
 
-/// One secondary's NOTIFY awaiting its response.
-struct Pending {
-    target: SocketAddr,
+/// The NOTIFY being sent to one secondary until it answers.
+struct Outstanding {
     id: u16,
     serial: u32,
     wire: Vec<u8>,
     verifier: Option<TSigVerifier>,
+    /// Sends so far.
     sent: u32,
+    /// When the first send of this serial went out (retries end after the
+    /// SOA refresh).
+    since: Instant,
+    /// Pause before the next send.
+    backoff: Duration,
+}
+
+/// One secondary.
+struct Target {
+    addr: SocketAddr,
+    /// The metrics label.
+    label: String,
+    /// A serial newer than the last one sent is waiting.
+    dirty: bool,
+    outstanding: Option<Outstanding>,
+    /// When the last NOTIFY went out.
+    last_sent: Option<Instant>,
+    /// When to act next (send a new serial, or retry).
+    due: Option<Instant>,
+}
+
+impl Target {
+    fn new(addr: SocketAddr) -> Self {
+        let label = addr.to_string();
+        metrics::notify_target(&label);
+        Self {
+            addr,
+            label,
+            dirty: true,
+            outstanding: None,
+            last_sent: None,
+            due: Some(Instant::now()),
+        }
+    }
+
+    /// A newer serial is in force: due now, or when [`MIN_INTERVAL`] since
+    /// the last send ends (earlier than a pending retry, never later).
+    fn changed(&mut self, now: Instant) {
+        self.dirty = true;
+        let at = self.last_sent.map_or(now, |t| (t + MIN_INTERVAL).max(now));
+        self.due = Some(self.due.map_or(at, |d| d.min(at)));
+    }
 }
 
 impl Notifier {
@@ -115,11 +181,16 @@ impl Notifier {
         let mut serials = self.store.subscribe_serial();
         serials.mark_unchanged();
         let mut placement = self.store.load().view.map().placement;
-        let mut pending = self.round(&self.store.load_full()).await;
-        let mut next = Instant::now() + RETRY_INTERVAL;
+        let mut targets: Vec<Target> = self.targets.iter().map(|&a| Target::new(a)).collect();
         let mut buf4 = vec![0u8; 4096];
         let mut buf6 = vec![0u8; 4096];
+        tracing::info!(
+            serial = self.store.load().view.serial(),
+            secondaries = targets.len(),
+            "sending NOTIFY"
+        );
         loop {
+            let next = targets.iter().filter_map(|t| t.due).min();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 changed = serials.changed() => {
@@ -135,64 +206,100 @@ impl Notifier {
                         );
                     }
                     placement = now;
-                    pending = self.round(&live).await;
-                    next = Instant::now() + RETRY_INTERVAL;
+                    let at = Instant::now();
+                    for t in &mut targets {
+                        t.changed(at);
+                    }
                 }
                 r = recv(self.v4.as_ref(), &mut buf4) => {
                     if let Ok((n, from)) = r {
-                        response(&mut pending, &buf4[..n], from);
+                        response(&mut targets, &buf4[..n], from);
                     }
                 }
                 r = recv(self.v6.as_ref(), &mut buf6) => {
                     if let Ok((n, from)) = r {
-                        response(&mut pending, &buf6[..n], from);
+                        response(&mut targets, &buf6[..n], from);
                     }
                 }
-                _ = tokio::time::sleep_until(next), if !pending.is_empty() => {
-                    let mut kept = Vec::with_capacity(pending.len());
-                    for mut p in pending.drain(..) {
-                        if p.sent >= ATTEMPTS {
-                            tracing::warn!(
-                                secondary = %p.target,
-                                serial = p.serial,
-                                attempts = p.sent,
-                                "no response to NOTIFY; the secondary will pick the change up at its SOA refresh"
-                            );
-                            continue;
+                _ = sleep_until(next) => {
+                    let now = Instant::now();
+                    let live = self.store.load_full();
+                    for t in &mut targets {
+                        if t.due.is_some_and(|d| d <= now) {
+                            self.act(t, &live, now).await;
                         }
-                        self.send(&mut p).await;
-                        kept.push(p);
                     }
-                    pending = kept;
-                    next = Instant::now() + RETRY_INTERVAL;
                 }
             }
         }
     }
 
-    /// Sends a fresh NOTIFY for the zone version `live` to every target.
-    async fn round(&self, live: &Live) -> Vec<Pending> {
+    /// What is due for `t`: a NOTIFY for the serial in force when a newer
+    /// one waits, else a retry of the unanswered one (or giving up).
+    async fn act(&self, t: &mut Target, live: &Live, now: Instant) {
         let serial = live.view.serial();
-        tracing::info!(serial, secondaries = self.targets.len(), "sending NOTIFY");
-        let mut pending = Vec::with_capacity(self.targets.len());
-        for &target in &self.targets {
-            match self.message(live) {
-                Ok((id, wire, verifier)) => {
-                    let mut p = Pending {
-                        target,
-                        id,
-                        serial,
-                        wire,
-                        verifier,
-                        sent: 0,
-                    };
-                    self.send(&mut p).await;
-                    pending.push(p);
+        if t.dirty {
+            t.dirty = false;
+            if t.outstanding.as_ref().is_some_and(|o| o.serial == serial) {
+                // The serial in force is already being sent: keep its
+                // schedule (and its ID, so a late answer still counts).
+            } else {
+                match self.message(live) {
+                    Ok((id, wire, verifier)) => {
+                        t.outstanding = Some(Outstanding {
+                            id,
+                            serial,
+                            wire,
+                            verifier,
+                            sent: 0,
+                            since: now,
+                            backoff: FIRST_RETRY,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(secondary = %t.addr, error = %e, "cannot build NOTIFY");
+                        metrics::notify(&t.label, NotifyEvent::Failed);
+                        t.outstanding = None;
+                        t.due = None;
+                        return;
+                    }
                 }
-                Err(e) => tracing::error!(secondary = %target, error = %e, "cannot build NOTIFY"),
             }
         }
-        pending
+        let retry_for =
+            Duration::from_secs(u64::from(live.view.map().zone.refresh)).max(MIN_RETRY_FOR);
+        let Some(o) = t.outstanding.as_mut() else {
+            t.due = None;
+            return;
+        };
+        if o.sent > 0 && now.duration_since(o.since) >= retry_for {
+            tracing::warn!(
+                secondary = %t.addr,
+                serial = o.serial,
+                attempts = o.sent,
+                retried_for_s = now.duration_since(o.since).as_secs(),
+                "no response to NOTIFY; giving up: the secondary will pick the change up at its \
+                 SOA refresh"
+            );
+            metrics::notify(&t.label, NotifyEvent::Failed);
+            t.outstanding = None;
+            t.due = None;
+            return;
+        }
+        if o.sent == 1 {
+            tracing::info!(
+                secondary = %t.addr,
+                serial = o.serial,
+                "no response to NOTIFY yet; sending it again until it is acknowledged"
+            );
+        }
+        self.send(t.addr, &o.wire).await;
+        metrics::notify(&t.label, NotifyEvent::Sent);
+        o.sent += 1;
+        t.last_sent = Some(now);
+        // The next retry; a newer serial may come earlier (`changed`).
+        t.due = Some(now + o.backoff);
+        o.backoff = (o.backoff * 2).min(MAX_RETRY);
     }
 
     /// NOTIFY for the SOA of `live`: a random ID, opcode NOTIFY, AA,
@@ -217,9 +324,8 @@ impl Notifier {
         Ok((id, m.to_vec()?, verifier))
     }
 
-    async fn send(&self, p: &mut Pending) {
-        p.sent += 1;
-        let sock = if p.target.is_ipv6() {
+    async fn send(&self, target: SocketAddr, wire: &[u8]) {
+        let sock = if target.is_ipv6() {
             self.v6.as_ref()
         } else {
             self.v4.as_ref()
@@ -227,9 +333,19 @@ impl Notifier {
         let Some(sock) = sock else {
             return;
         };
-        if let Err(e) = sock.send_to(&p.wire, p.target).await {
-            tracing::debug!(secondary = %p.target, error = %e, "cannot send NOTIFY");
+        // UDP: a send only fails locally (no route, buffers full); the
+        // retry schedule covers it.
+        if let Err(e) = sock.send_to(wire, target).await {
+            tracing::debug!(secondary = %target, error = %e, "cannot send NOTIFY");
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -244,13 +360,16 @@ async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usiz
 /// Matches a datagram to the NOTIFY it answers: same secondary, same ID,
 /// a response with opcode NOTIFY, and, for a signed NOTIFY, a response that
 /// verifies (an unsigned error response is reported, not retried).
-fn response(pending: &mut Vec<Pending>, bytes: &[u8], from: SocketAddr) {
+fn response(targets: &mut [Target], bytes: &[u8], from: SocketAddr) {
     if bytes.len() < 12 {
         return;
     }
     let id = u16::from_be_bytes([bytes[0], bytes[1]]);
     let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-    let Some(i) = pending.iter().position(|p| p.id == id && p.target == from) else {
+    let Some(t) = targets
+        .iter_mut()
+        .find(|t| t.addr == from && t.outstanding.as_ref().is_some_and(|o| o.id == id))
+    else {
         return;
     };
     let Ok(msg) = Message::from_vec(bytes) else {
@@ -260,9 +379,11 @@ fn response(pending: &mut Vec<Pending>, bytes: &[u8], from: SocketAddr) {
     {
         return;
     }
-    let p = &mut pending[i];
+    let Some(o) = t.outstanding.as_mut() else {
+        return;
+    };
     let rcode = msg.metadata.response_code;
-    if let Some(verifier) = &mut p.verifier
+    if let Some(verifier) = &mut o.verifier
         && let Err(e) = verifier.verify(bytes)
     {
         if rcode == ResponseCode::NoError {
@@ -273,23 +394,47 @@ fn response(pending: &mut Vec<Pending>, bytes: &[u8], from: SocketAddr) {
         tracing::warn!(
             secondary = %from,
             %rcode,
-            serial = p.serial,
+            serial = o.serial,
             "the secondary rejected our NOTIFY (is it configured with the same TSIG key?)"
         );
-        pending.swap_remove(i);
+        metrics::notify(&t.label, NotifyEvent::Failed);
+        done(t);
         return;
     }
     if rcode == ResponseCode::NoError {
-        tracing::debug!(secondary = %from, serial = p.serial, "NOTIFY acknowledged");
+        if o.sent > 1 {
+            tracing::info!(
+                secondary = %from,
+                serial = o.serial,
+                attempts = o.sent,
+                "NOTIFY acknowledged"
+            );
+        } else {
+            tracing::debug!(secondary = %from, serial = o.serial, "NOTIFY acknowledged");
+        }
+        metrics::notify(&t.label, NotifyEvent::Acknowledged);
     } else {
         tracing::warn!(
             secondary = %from,
             %rcode,
-            serial = p.serial,
+            serial = o.serial,
             "the secondary answered NOTIFY with an error (is cellns in its allow-notify?)"
         );
+        metrics::notify(&t.label, NotifyEvent::Failed);
     }
-    pending.swap_remove(i);
+    done(t);
+}
+
+/// The outstanding NOTIFY of `t` is answered: nothing more is due unless a
+/// newer serial waits (then it goes out when [`MIN_INTERVAL`] allows).
+fn done(t: &mut Target) {
+    t.outstanding = None;
+    t.due = if t.dirty {
+        let now = Instant::now();
+        Some(t.last_sent.map_or(now, |s| (s + MIN_INTERVAL).max(now)))
+    } else {
+        None
+    };
 }
 
 #[cfg(test)]
@@ -360,6 +505,7 @@ mod tests {
         // A new serial is notified at once.
         let next = store
             .publish_map(Arc::new(load_example().expect("example")))
+            .expect("serial")
             .serial();
         assert!(next > first);
         let m = tokio::time::timeout(wait, seen.recv())
@@ -370,6 +516,61 @@ mod tests {
             panic!("SOA answer");
         };
         assert_eq!(soa.serial, next);
+        cancel.cancel();
+        task.await.expect("notifier task");
+    }
+
+    fn soa_serial(m: &Message) -> u32 {
+        match &m.answers[0].data {
+            hickory_proto::rr::RData::SOA(soa) => soa.serial,
+            other => panic!("SOA answer: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_is_one_or_two_notifies_with_the_newest_serial() {
+        let snapshot = |serial: u32| {
+            let mut m = load_example().expect("example");
+            m.zone.serial = Some(serial);
+            m
+        };
+        let map = |serial: u32| Arc::new(snapshot(serial));
+        let store = Arc::new(store_of(snapshot(1_000)));
+        let (target, mut seen) = secondary(false).await;
+        let n = Notifier::bind(
+            &[target],
+            None,
+            store.clone(),
+            &["127.0.0.1:0".parse().expect("addr")],
+        )
+        .await
+        .expect("bind")
+        .expect("a target");
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(n.run(cancel.clone()));
+        let wait = Duration::from_secs(10);
+        let m = tokio::time::timeout(wait, seen.recv())
+            .await
+            .expect("NOTIFY at start")
+            .expect("open");
+        assert_eq!(soa_serial(&m), 1_000);
+        // Ten changes in a row (declared serials: no waiting for the clock).
+        for k in 1..=10 {
+            store.publish_map(map(1_000 + k)).expect("serial");
+        }
+        let mut got = Vec::new();
+        while got.last() != Some(&1_010) {
+            let m = tokio::time::timeout(wait, seen.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no NOTIFY for the newest serial; got {got:?}"))
+                .expect("open");
+            got.push(soa_serial(&m));
+        }
+        assert!(
+            got.len() <= 2,
+            "ten changes sent {} NOTIFYs: {got:?}",
+            got.len()
+        );
         cancel.cancel();
         task.await.expect("notifier task");
     }

@@ -15,6 +15,8 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{RData, Record};
 
 use super::bodies::{Bodies, CellRdata};
+use super::dnssec::{Dnssec, Signing};
+use crate::live::serial::SerialError;
 use crate::live::{Conditions, Serials, View};
 use crate::map::{CellId, Snapshot};
 
@@ -56,11 +58,15 @@ pub struct Answers {
     pub(super) bodies: Bodies,
     /// Per-cell answer counters (metrics), indexed by [`CellId`].
     counters: Vec<metrics::Counter>,
+    /// The signer of this version, when the zone is signed (`--dnssec-keys`
+    /// and an active key): queries with the DO bit get signed answers.
+    pub(super) dnssec: Option<Signing>,
 }
 
 impl Answers {
-    /// Prepares the answers of `view`.
-    fn prepare(view: &View) -> Self {
+    /// Prepares the answers of `view`, signed with the keys `dnssec` has in
+    /// force now, if any.
+    fn prepare(view: &View, dnssec: Option<&Arc<Dnssec>>) -> Self {
         let map = view.map();
         let z = &map.zone;
         let soa_rdata = |minimum: u32| {
@@ -140,6 +146,7 @@ impl Answers {
             &negative_soa,
         );
         Self {
+            dnssec: dnssec.and_then(|d| Signing::new(d, z)),
             soa,
             negative_soa,
             ns,
@@ -165,12 +172,42 @@ impl Answers {
     }
 }
 
-/// A store serving `map` under `conditions`, with DNS answers.
-pub fn new_store(map: Arc<Snapshot>, conditions: Conditions, serials: Serials) -> Store {
-    Store::new(map, conditions, serials, Answers::prepare)
+/// A store serving `map` under `conditions`, with DNS answers, signed
+/// with `dnssec`'s keys when given (each version reads the keys in force
+/// when it is prepared: a key change is published with
+/// `Store::republish`); fails when the first serial cannot be saved in the
+/// state directory.
+pub fn new_store(
+    map: Arc<Snapshot>,
+    conditions: Conditions,
+    serials: Serials,
+    dnssec: Option<Arc<Dnssec>>,
+) -> Result<Store, SerialError> {
+    Store::new(map, conditions, serials, move |view| {
+        Answers::prepare(view, dnssec.as_ref())
+    })
 }
 
 /// A store serving `map` alone, serials from the clock (tests, benchmarks).
+/// Without a state directory there is nothing to save, so it cannot fail.
 pub fn store_of(map: Snapshot) -> Store {
-    new_store(Arc::new(map), Conditions::default(), Serials::open(None))
+    fresh(map, None)
+}
+
+/// [`store_of`], signed with `dnssec`'s keys (tests, benchmarks).
+pub fn signed_store_of(map: Snapshot, dnssec: Arc<Dnssec>) -> Store {
+    fresh(map, Some(dnssec))
+}
+
+/// A store without a state directory (its serials cannot fail to save).
+fn fresh(map: Snapshot, dnssec: Option<Arc<Dnssec>>) -> Store {
+    match new_store(
+        Arc::new(map),
+        Conditions::default(),
+        Serials::open(None),
+        dnssec,
+    ) {
+        Ok(s) => s,
+        Err(e) => unreachable!("no state directory, yet: {e}"),
+    }
 }

@@ -9,8 +9,13 @@
 //! is sent, and would be cut when writing it takes longer than the idle
 //! timeout. Here a transfer writes each message as it is encoded, paced by
 //! the secondary, and ordinary queries behave as before: processed in
-//! order, one connection idle for [`TCP_IDLE_TIMEOUT`] is closed, no reply to
-//! a partial frame, FORMERR for an undecodable message.
+//! order, no reply to a partial frame, FORMERR for an undecodable message.
+//! At shutdown each connection answers every query it has received,
+//! pipelined ones included, before it closes (see [`serve`]).
+//!
+//! Connections are bounded by `tcp_limits` (in all and per source, an
+//! idle timeout from the last complete exchange, a maximum lifetime; the
+//! connection idle the longest makes room when all slots are taken).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,19 +24,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Dispatch, Reply};
+use super::tcp_limits::{Closed, Conn, Conns, TcpLimits};
 use crate::metrics::Transport;
+use crate::telemetry::OUTSIDER;
 
-/// Idle time after which a TCP connection with no new query is closed
-/// (RFC 7766 §6.2.3 suggests seconds, not minutes).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open TCP connections per listener; more wait in the kernel's backlog
-/// until one closes (RFC 7766 §6.2.2: servers must bound their resources).
-const MAX_CONNECTIONS: usize = 1024;
 /// How long a response may wait for the client to read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the
@@ -39,73 +39,188 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections on `listener` until `cancel` fires, each answered
-/// through `dispatch`; then open connections are dropped.
+/// through `dispatch` within `limits`. Then the listener closes (new
+/// connections are refused), every open connection answers what it has
+/// read and closes (a zone transfer runs to its end), and after `grace`
+/// the connections still open are cut.
 pub(super) async fn serve(
     listener: TcpListener,
     dispatch: Arc<Dispatch>,
+    limits: TcpLimits,
     cancel: CancellationToken,
+    grace: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admitted = Conns::new(limits);
+    let drain = CancellationToken::new();
     let mut conns = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = cancel.cancelled() => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = cancel.cancelled() => break,
         };
         match accepted {
             Ok((stream, src)) => {
-                let dispatch = dispatch.clone();
-                conns.spawn(async move {
-                    let _permit = permit;
-                    connection(stream, src, &dispatch).await;
-                });
+                if let Some(slot) = admit(&admitted, &stream, src) {
+                    let dispatch = dispatch.clone();
+                    let drain = drain.clone();
+                    conns.spawn(async move {
+                        connection(stream, src, &dispatch, slot, &drain).await;
+                    });
+                }
             }
             Err(e) => {
-                tracing::debug!(error = %e, "TCP accept failed");
+                // Out of descriptors, and the like: the descriptor budget
+                // (cli) keeps this rare; back off instead of spinning.
+                tracing::warn!(target: OUTSIDER, error = %e, "TCP accept failed; backing off");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
         while conns.try_join_next().is_some() {}
     }
+    // Refuse new connections from now on.
+    drop(listener);
+    drain.cancel();
+    let open = conns.len();
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            open,
+            still_open = conns.len(),
+            grace_ms = grace.as_millis() as u64,
+            "DNS TCP connections still busy after the shutdown grace period; closing them"
+        );
+        conns.shutdown().await;
+    }
 }
 
-/// Serves one connection: length-prefixed messages, answered in order.
-async fn connection(mut stream: TcpStream, src: SocketAddr, dispatch: &Dispatch) {
+/// Bytes read from a connection at a time (a message is at most 64 KiB).
+const READ_CHUNK: usize = 16 * 1024;
+/// At shutdown, how long a connection waits for the rest of a message it
+/// has begun to receive.
+const DRAIN_PARTIAL: Duration = Duration::from_millis(200);
+
+/// The first whole length-prefixed message in `buf`, taken out of it;
+/// `Err` for a zero length (not a DNS message).
+fn next_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, ()> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let n = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+    if n == 0 {
+        return Err(());
+    }
+    if buf.len() < 2 + n {
+        return Ok(None);
+    }
+    let msg = buf[2..2 + n].to_vec();
+    buf.drain(..2 + n);
+    Ok(Some(msg))
+}
+
+/// A slot for the connection `stream` from `src`, or `None` (then the
+/// stream is closed when the caller drops it): counted and logged.
+fn admit(conns: &Conns, stream: &TcpStream, src: SocketAddr) -> Option<Conn> {
+    match conns.admit(src.ip()) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            // Reset rather than FIN: the refused client learns at once, and
+            // no TIME_WAIT state is left behind here.
+            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            closed(src, why);
+            None
+        }
+    }
+}
+
+/// Counts and logs (rate-limited) a connection the limits closed.
+fn closed(src: SocketAddr, why: Closed) {
+    crate::metrics::dns_tcp_closed(why.as_str());
+    tracing::debug!(target: OUTSIDER, %src, reason = why.as_str(), "DNS TCP connection closed by a limit");
+}
+
+/// Serves one connection: length-prefixed messages, answered in order,
+/// within the limits of its `slot`. When `drain` fires, it answers every
+/// message already received (pipelined ones included: what the kernel
+/// holds is read without waiting), then closes.
+async fn connection(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    dispatch: &Dispatch,
+    mut slot: Conn,
+    drain: &CancellationToken,
+) {
     // Responses are written whole; do not hold them for Nagle.
     let _ = stream.set_nodelay(true);
-    let mut len = [0u8; 2];
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut draining = false;
     loop {
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            // Closed, reset, or idle too long.
-            _ => return,
+        loop {
+            match next_frame(&mut buf) {
+                Ok(Some(msg)) => {
+                    slot.busy();
+                    if let Err(e) = respond(dispatch, msg, src, &mut stream).await {
+                        tracing::debug!(target: OUTSIDER, %src, error = %e, "TCP connection closed");
+                        return;
+                    }
+                    slot.exchanged();
+                }
+                Ok(None) => break,
+                // Not a DNS message: nothing sensible to answer.
+                Err(()) => return,
+            }
         }
-        let n = usize::from(u16::from_be_bytes(len));
-        if n == 0 {
-            // Not a DNS message: nothing sensible to answer.
-            return;
+        if buf.capacity() - buf.len() < READ_CHUNK {
+            buf.reserve(READ_CHUNK);
         }
-        let mut msg = vec![0u8; n];
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut msg)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
+        if draining {
+            // What has arrived already is answered; nothing is waited for,
+            // except the rest of a message begun.
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !buf.is_empty() => {
+                    match tokio::time::timeout(DRAIN_PARTIAL, stream.read_buf(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => continue,
+                        _ => return,
+                    }
+                }
+                Err(_) => return,
+            }
         }
-        let sent = match dispatch.message(msg, src, Transport::Tcp).await {
-            Reply::Message(bytes) => write(&mut stream, &bytes).await,
-            Reply::Drop => Ok(()),
-            Reply::Transfer(request) => dispatch.transfer(&request, &mut stream).await,
-        };
-        if let Err(e) = sent {
-            tracing::debug!(%src, error = %e, "TCP connection closed");
-            return;
+        // One deadline for the whole next query (from the last exchange):
+        // reading it slowly does not buy time.
+        let (deadline, why) = slot.idle();
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => match r {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed or reset.
+                Ok(_) => return,
+                Err(_) => {
+                    closed(src, why);
+                    return;
+                }
+            },
+            _ = slot.evicted() => {
+                closed(src, Closed::Evicted);
+                return;
+            }
+            _ = drain.cancelled(), if !draining => draining = true,
         }
+    }
+}
+
+/// Answers one message: a response, nothing, or a streamed transfer.
+async fn respond(
+    dispatch: &Dispatch,
+    msg: Vec<u8>,
+    src: SocketAddr,
+    stream: &mut TcpStream,
+) -> io::Result<()> {
+    match dispatch.message(msg, src, Transport::Tcp).await {
+        Reply::Message(bytes) => write(stream, &bytes).await,
+        Reply::Drop => Ok(()),
+        Reply::Transfer(request) => dispatch.transfer(&request, stream).await,
     }
 }
 

@@ -24,6 +24,15 @@ use super::wire;
 /// the RFC 8945 §10 recommendation.
 const FUDGE: u16 = 300;
 
+/// The largest fudge a request may claim: a larger one is taken as this.
+/// RFC 8945 §5.2.3 checks the time against the request's own fudge, so a
+/// client could otherwise ask for 65,535 s (18 hours) and have a captured
+/// request replayed for that long. The replay window of a signed request
+/// is its time signed ± this (10 minutes in all): within it, a captured
+/// transfer request or NOTIFY can be sent again and is answered again
+/// (which reveals nothing the first answer did not; TSIG has no nonce).
+pub(super) const MAX_REQUEST_FUDGE: u16 = 300;
+
 /// Length of an HMAC-SHA256 MAC.
 const MAC_LEN: usize = 32;
 
@@ -226,8 +235,9 @@ pub(super) fn check(
         return unsigned(TsigError::BadSig);
     }
     let mut signer = ResponseSigner::signed(key, tsig.mac.clone(), tsig.oid);
-    // §5.2.3: the time, within the request's fudge.
-    if now.abs_diff(tsig.time) > u64::from(tsig.fudge) {
+    // §5.2.3: the time, within the request's fudge, at most
+    // MAX_REQUEST_FUDGE (the replay window).
+    if now.abs_diff(tsig.time) > u64::from(tsig.fudge.min(MAX_REQUEST_FUDGE)) {
         signer.error = Some(TsigError::BadTime);
         signer.time = Some(tsig.time);
         // Other Data: our time, 48 bits.
@@ -411,6 +421,55 @@ mod tests {
             RData::A(A::new(192, 0, 2, n)),
         ));
         m.to_bytes().expect("encode")
+    }
+
+    /// A request claiming the largest fudge (65,535 s) is checked against
+    /// [`MAX_REQUEST_FUDGE`]: it cannot be replayed for 18 hours.
+    #[test]
+    fn a_request_fudge_is_capped_at_300_seconds() {
+        let k = key();
+        let wide = TSigner::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(SECRET)
+                .expect("base64"),
+            TsigAlgorithm::HmacSha256,
+            k.name().clone(),
+            u16::MAX,
+        )
+        .expect("signer");
+        let t = now();
+        let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("example.test.").expect("name"),
+            RecordType::AXFR,
+        ));
+        m.finalize(&wide, t).expect("sign");
+        let req = m.to_bytes().expect("encode");
+        let sig = decoded_sig(&req);
+        assert_eq!(sig.as_ref().map(|s| s.data.fudge), Some(u16::MAX));
+        assert!(matches!(
+            check(
+                Some(&k),
+                &req,
+                sig.as_deref(),
+                t + u64::from(MAX_REQUEST_FUDGE)
+            ),
+            Check::Valid(_)
+        ));
+        for late in [
+            t + u64::from(MAX_REQUEST_FUDGE) + 1,
+            t + 3600,
+            t - u64::from(MAX_REQUEST_FUDGE) - 1,
+        ] {
+            assert!(
+                matches!(
+                    check(Some(&k), &req, sig.as_deref(), late),
+                    Check::Invalid(TsigError::BadTime, _)
+                ),
+                "replayed {}s after signing",
+                late as i64 - t as i64
+            );
+        }
     }
 
     #[test]

@@ -452,7 +452,9 @@ impl Monitor {
             .filter(|(_, e)| !e.down.is_empty())
             .map(|(k, e)| (k.clone(), e.down.clone()))
             .collect();
-        store.update("health", |c| c.endpoints_down = published);
+        if let Err(e) = store.update("health", |c| c.endpoints_down = published) {
+            tracing::error!(error = %e, "health verdicts not published: the serial cannot be saved");
+        }
     }
 
     /// Starts the probers of one cell, carrying the verdicts `old` had for
@@ -589,7 +591,7 @@ impl Monitor {
             .collect();
         // Under the monitor's lock, so that a reconcile cannot publish an
         // older set in between.
-        store.update("health", |c| {
+        let published = store.update("health", |c| {
             for (id, down) in updates {
                 if down.is_empty() {
                     c.endpoints_down.remove(&id);
@@ -598,6 +600,9 @@ impl Monitor {
                 }
             }
         });
+        if let Err(e) = published {
+            tracing::error!(error = %e, "health verdicts not published: the serial cannot be saved");
+        }
     }
 
     /// What is known about every probed cell, by cell id.
@@ -749,12 +754,15 @@ mod tests {
         let _c = tokio::net::TcpListener::bind(("127.0.0.3", port))
             .await
             .expect("bind c");
-        let store = Arc::new(Store::new(
-            map(port, 1),
-            Conditions::default(),
-            Serials::open(None),
-            |_| (),
-        ));
+        let store = Arc::new(
+            Store::new(
+                map(port, 1),
+                Conditions::default(),
+                Serials::open(None),
+                |_| (),
+            )
+            .expect("store"),
+        );
         let cancel = CancellationToken::new();
         let (monitor, task) = Monitor::start(store.clone(), cancel.clone());
         let a = store.load().view.map().cell_by_id("a").expect("a");
@@ -782,7 +790,7 @@ mod tests {
         assert!(got, "c's first verdict: {:?}", monitor.cell("c"));
         let c_before = monitor.cell("c").expect("c").endpoints[0].clone();
         let serial = store.load().view.serial();
-        store.publish_map(map(port, 2));
+        store.publish_map(map(port, 2)).expect("serial");
         wait("the new settings", || {
             monitor.cell("a").is_some_and(|r| r.config.check.fall == 2)
         })
@@ -823,7 +831,7 @@ mod tests {
             name: "t.toml",
         })
         .expect("valid");
-        store.publish_map(Arc::new(plain));
+        store.publish_map(Arc::new(plain)).expect("serial");
         wait("a's verdicts to be dropped", || {
             monitor.cell("a").is_none() && store.conditions().endpoints_down.is_empty()
         })

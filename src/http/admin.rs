@@ -106,6 +106,12 @@ struct ReadyBody<'a> {
     overrides_persisted: Option<bool>,
     /// Why the override file could not be loaded at start (it was ignored).
     overrides_error: Option<&'a str>,
+    /// The last reload failed for a reason that may pass, and it is being
+    /// retried without waiting for a change of the file.
+    reload_retrying: bool,
+    /// How the map file is watched: `ok`, `degraded` (only the periodic
+    /// check sees changes; why is at `GET /v1/map`), `none` (no map file).
+    map_watch: &'static str,
 }
 
 fn readiness_response(
@@ -129,6 +135,8 @@ fn readiness_response(
         fail_static: view.as_deref().is_some_and(View::fail_static),
         overrides_persisted: overrides.map(Overrides::persisted),
         overrides_error: overrides.and_then(Overrides::load_error),
+        reload_retrying: status.retrying,
+        map_watch: status.watch.as_str(),
     };
     let code = if ready {
         StatusCode::OK
@@ -200,6 +208,9 @@ struct ReloadView {
     failures: u64,
     last_error: Option<String>,
     last_error_at: Option<String>,
+    retrying: bool,
+    watch: &'static str,
+    watch_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -250,11 +261,36 @@ pub(super) async fn map_info(
         reload: ReloadView {
             successes: status.successes,
             failures: status.failures,
-            last_error: status.last_error,
             last_error_at: status.last_error_at.map(rfc3339),
+            retrying: status.retrying,
+            watch: status.watch.as_str(),
+            watch_problem: match &status.watch {
+                crate::live::WatchState::Degraded(why) => Some(why.clone()),
+                _ => None,
+            },
+            last_error: status.last_error,
         },
     };
     Ok(json(StatusCode::OK, &body))
+}
+
+/// `GET /v1/dnssec`: the DNSSEC keys with their states and timing, the
+/// DS records the parent should have, and the signature cache; 404
+/// `dnssec_off` when the zone is not signed.
+pub(super) async fn dnssec(
+    State(app): State<Arc<App>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    app.authorize(req.headers(), req.extensions(), Scope::Read)?;
+    let Some(d) = &app.dnssec else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "dnssec_off",
+            "the zone is not signed (no --dnssec-keys)",
+        ));
+    };
+    let view = app.store.view();
+    Ok(json(StatusCode::OK, &d.status(&view.map().zone.origin)))
 }
 
 #[derive(Serialize)]
@@ -760,7 +796,9 @@ impl From<OverrideError> for ApiError {
             OverrideError::UnknownCell(_) => (StatusCode::NOT_FOUND, "unknown_cell"),
             OverrideError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             OverrideError::WouldStrand(_) => (StatusCode::CONFLICT, "would_strand"),
-            OverrideError::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, "persist_failed"),
+            OverrideError::Persist(_) | OverrideError::Serial(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "persist_failed")
+            }
         };
         Self::new(status, code, e.to_string())
     }

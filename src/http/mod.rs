@@ -16,14 +16,19 @@
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, the `/v1/` views of the
 //!   effective view in force, operator overrides, the start-up answers and
 //!   the request-timing middleware.
-//! - `tls`: the rustls acceptor and the HTTPS connection loop.
+//! - `tls`: the rustls acceptor.
+//! - `conn`: the connection loop of plain HTTP and HTTPS alike: connection
+//!   limits, the TLS handshake, timeouts on every wait a client controls,
+//!   the drain at shutdown.
 //! - `router`: the route table and the router built from it.
+//! - `scrape`: who may read `/metrics` (`--metrics-allow`,
+//!   `--metrics-key-file`), checked before any route.
 //! - this module: the settings ([`HttpConfig`]), the server ([`HttpServer`])
 //!   and the start-up switch ([`Gate`]).
 //!
 //! # How a request flows
 //!
-//! The listener (plain, or `tls` which marks connections whose client
+//! The listener (`conn`: plain, or TLS, marking connections whose client
 //! certificate was verified) hands every request to `dispatch`. Until
 //! [`Gate::attach`] gives it a map, `dispatch` answers with
 //! `admin::starting`: the probes and `/metrics` work, the rest is 503
@@ -53,6 +58,7 @@ use axum::extract::State;
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::dnssec::Dnssec;
 use crate::health::Monitor;
 use crate::live::Current;
 use crate::live::overrides::Control;
@@ -61,13 +67,16 @@ use crate::token::{Issuer, IssuerConfig};
 
 mod admin;
 mod callers;
+mod conn;
 mod error;
 mod router;
+mod scrape;
 mod state;
 mod tls;
 mod tokens;
 
 pub use callers::ApiKeyError;
+pub use conn::HttpLimits;
 pub use router::{RouteInfo, route_table};
 pub use state::Readiness;
 
@@ -76,8 +85,6 @@ use state::App;
 
 /// How often the key directory and the API key file are rescanned.
 const KEY_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
-/// How long shutdown waits for in-flight requests before closing.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the HTTP API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +153,16 @@ pub struct HttpConfig {
     pub rate_limit: u32,
     /// Token bucket size per caller.
     pub rate_burst: u32,
+    /// At shutdown, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
+    /// Connection limits and timeouts.
+    pub limits: HttpLimits,
+    /// `--metrics-allow`: address prefixes that may read `/metrics`
+    /// (empty: any).
+    pub metrics_allow: Vec<String>,
+    /// `--metrics-key-file`: SHA-256 hashes of the bearer keys that may
+    /// read `/metrics`.
+    pub metrics_key_file: Option<PathBuf>,
 }
 
 /// The HTTP API, bound and ready to run.
@@ -153,9 +170,11 @@ pub struct HttpServer {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: HttpLimits,
     keys: Arc<KeyRing>,
     callers: Arc<CallerSet>,
     gate: Arc<Gate>,
+    shutdown_grace: Duration,
 }
 
 /// What the full API serves, given to [`Gate::attach`] once the map is
@@ -178,6 +197,9 @@ pub struct Gate {
     pending: Mutex<Option<Pending>>,
     router: OnceLock<Router>,
     readiness: Arc<Readiness>,
+    metrics_access: scrape::MetricsAccess,
+    /// The DNSSEC signer, for `/v1/dnssec`, when the zone is signed.
+    dnssec: OnceLock<Arc<Dnssec>>,
 }
 
 #[derive(Debug)]
@@ -203,10 +225,16 @@ impl Gate {
             callers: p.callers,
             require_client_cert: p.require_client_cert,
             readiness: self.readiness.clone(),
+            dnssec: self.dnssec.get().cloned(),
         });
         let _ = self.router.set(router::router(app));
         self.readiness.set_map_loaded();
         true
+    }
+
+    /// Shows `dnssec` in `/v1/dnssec`; call before [`Gate::attach`].
+    pub fn set_dnssec(&self, dnssec: Arc<Dnssec>) {
+        let _ = self.dnssec.set(dnssec);
     }
 
     /// Start-up progress (`/readyz`).
@@ -218,7 +246,17 @@ impl Gate {
 /// The service the listener runs: the full router once attached, the
 /// start-up answers before.
 async fn dispatch(State(gate): State<Arc<Gate>>, req: axum::extract::Request) -> Response {
+    use axum::response::IntoResponse as _;
     use tower::Service as _;
+    if req.uri().path() == scrape::PATH {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Err(e) = gate.metrics_access.check(peer, req.headers()) {
+            return e.into_response();
+        }
+    }
     match gate.router.get() {
         // A Router is always ready; `call` needs no `poll_ready`.
         Some(r) => match r.clone().call(req).await {
@@ -294,6 +332,16 @@ impl HttpServer {
                 "--token-max-ttl must be at least 1".into(),
             ));
         }
+        let metrics_access =
+            scrape::MetricsAccess::load(&cfg.metrics_allow, cfg.metrics_key_file.as_deref())
+                .map_err(HttpError::Config)?;
+        if !metrics_access.is_open() {
+            tracing::info!(
+                allow = ?cfg.metrics_allow,
+                key_file = ?cfg.metrics_key_file,
+                "/metrics is restricted; /healthz and /readyz stay open"
+            );
+        }
         let issuer = Issuer::new(cfg.tokens.clone(), Arc::new(keys));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -310,9 +358,11 @@ impl HttpServer {
             tracing::info!(client_ca = %ca.display(), "mTLS: token requests need a client certificate from this CA and an API key");
         }
         Ok(Self {
+            shutdown_grace: cfg.shutdown_grace,
             listener,
             addr,
             tls,
+            limits: cfg.limits,
             keys: issuer.keys().clone(),
             callers: callers.clone(),
             gate: Arc::new(Gate {
@@ -323,6 +373,8 @@ impl HttpServer {
                 })),
                 router: OnceLock::new(),
                 readiness: Arc::new(Readiness::new()),
+                metrics_access,
+                dnssec: OnceLock::new(),
             }),
         })
     }
@@ -342,9 +394,9 @@ impl HttpServer {
         self.gate.clone()
     }
 
-    /// Serves until `cancel` fires, then lets in-flight requests finish
-    /// (at most a few seconds). Also rescans the key directory and the API
-    /// key file each second.
+    /// Serves until `cancel` fires, then stops accepting and lets requests
+    /// in flight finish (at most the shutdown grace period). Also rescans
+    /// the key directory and the API key file each second.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), HttpError> {
         let ring = self.keys.clone();
         let callers = self.callers.clone();
@@ -371,36 +423,15 @@ impl HttpServer {
             });
         }
         let app = Router::new().fallback(dispatch).with_state(self.gate);
-        if let Some(acceptor) = self.tls {
-            tls::serve(self.listener, acceptor, app, cancel, SHUTDOWN_GRACE).await;
-            return Ok(());
-        }
-        let stop = cancel.clone();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        let server = tokio::spawn(async move { server.await });
-        let mut server = server;
-        tokio::select! {
-            r = &mut server => return flatten(r),
-            _ = cancel.cancelled() => {}
-        }
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-            Ok(r) => flatten(r),
-            Err(_) => {
-                tracing::warn!(
-                    "HTTP requests still open after the shutdown grace period; closing them"
-                );
-                server.abort();
-                Ok(())
-            }
-        }
-    }
-}
-
-fn flatten(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), HttpError> {
-    match r {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(HttpError::Serve(e)),
-        Err(e) => Err(HttpError::Serve(std::io::Error::other(e))),
+        conn::serve(
+            self.listener,
+            self.tls,
+            app,
+            self.limits,
+            cancel,
+            self.shutdown_grace,
+        )
+        .await;
+        Ok(())
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct App {
     pub(super) require_client_cert: bool,
     /// Start-up progress, for `/readyz`.
     pub(super) readiness: Arc<Readiness>,
+    /// The DNSSEC signer, when the zone is signed (`/v1/dnssec`).
+    pub(super) dnssec: Option<Arc<crate::dns::dnssec::Dnssec>>,
 }
 
 impl App {

@@ -1,28 +1,16 @@
 //! HTTPS: the rustls acceptor (`--tls-cert`, `--tls-key`), optionally
-//! verifying client certificates against `--client-ca` (mTLS), and the
-//! connection loop that marks requests of verified clients with
-//! [`ClientCertVerified`] for [`super::callers::authorize`].
+//! verifying client certificates against `--client-ca` (mTLS). The
+//! connection loop (`conn`, shared with plain HTTP) runs the handshake and
+//! marks requests of verified clients for [`super::callers::authorize`].
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::TokioIo;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
-use tokio_util::sync::CancellationToken;
-use tower::Service as _;
-
-use super::callers::ClientCertVerified;
-
-/// A TLS handshake slower than this is dropped (slowloris).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS acceptor could not be built; the message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -80,93 +68,4 @@ pub(super) fn acceptor(
         .map_err(|e| TlsError(format!("{}: {e}", cert.display())))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Accepts TLS connections until `cancel`, then closes idle connections
-/// and lets in-flight requests finish (at most `grace`). Accept errors are
-/// logged and retried, so it never fails.
-pub(super) async fn serve(
-    listener: tokio::net::TcpListener,
-    acceptor: TlsAcceptor,
-    app: Router,
-    cancel: CancellationToken,
-    grace: Duration,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        while conns.try_join_next().is_some() {}
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "HTTPS accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        conns.spawn(connection(
-            tcp,
-            peer,
-            acceptor.clone(),
-            app.clone(),
-            cancel.clone(),
-        ));
-    }
-    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "HTTPS connections still open after the shutdown grace period; closing them"
-        );
-        conns.abort_all();
-    }
-}
-
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    app: Router,
-    cancel: CancellationToken,
-) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let verified = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .is_some_and(|c| !c.is_empty());
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        if verified {
-            req.extensions_mut().insert(ClientCertVerified);
-        }
-        // A Router is always ready; `call` needs no `poll_ready`.
-        app.clone().call(req)
-    });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-            }
-        }
-        _ = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
 }

@@ -39,5 +39,5 @@ pub(crate) mod system;
 pub mod view;
 
 pub use serial::Serials;
-pub use store::{Current, Live, ReloadStatus, Store};
+pub use store::{Current, Live, ReloadStatus, Store, WatchState};
 pub use view::{CellState, Conditions, HealthSummary, StatusSource, View};

@@ -95,6 +95,12 @@ pub fn next_change(m: &Move, ttl: u32, now: SystemTime) -> Option<SystemTime> {
     [start, m.at, end].into_iter().find(|&t| t > now)
 }
 
+/// The latest boundary of `m` at or before `now`.
+pub fn last_change(m: &Move, ttl: u32, now: SystemTime) -> Option<SystemTime> {
+    let (start, end) = window(m, ttl);
+    [end, m.at, start].into_iter().find(|&t| t <= now)
+}
+
 /// The moves of one view: each move's state, and the tenants whose answers
 /// differ from the map's `[tenants]` (see the module docs).
 #[derive(Debug, Clone, Default)]
@@ -108,6 +114,8 @@ pub struct Overlay {
     states: Vec<MoveState>,
     /// The next time a state changes.
     next: Option<SystemTime>,
+    /// The latest boundary already passed (when the view was built).
+    last: Option<SystemTime>,
 }
 
 impl Overlay {
@@ -123,6 +131,11 @@ impl Overlay {
             .iter()
             .filter_map(|m| next_change(m, ttl, now))
             .min();
+        let last = map
+            .moves
+            .iter()
+            .filter_map(|m| last_change(m, ttl, now))
+            .max();
         let active: Vec<(&Move, &MoveState)> = map
             .moves
             .iter()
@@ -146,6 +159,7 @@ impl Overlay {
             short: active.iter().map(|(_, s)| s.short_ttl).collect(),
             states,
             next,
+            last,
         }
     }
 
@@ -184,6 +198,13 @@ impl Overlay {
     pub fn next_change(&self) -> Option<SystemTime> {
         self.next
     }
+
+    /// The latest time at or before the view's a move's state changed
+    /// (the same on every instance fed the same map: serials derive from
+    /// it, see `live::store`).
+    pub fn last_change(&self) -> Option<SystemTime> {
+        self.last
+    }
 }
 
 /// Longest sleep of the timer: a wall clock that is stepped while a move is
@@ -200,13 +221,16 @@ const MIN_SLEEP: Duration = Duration::from_millis(5);
 /// map flip together.
 pub async fn run_timer<A: Send + Sync + 'static>(store: Arc<Store<A>>, cancel: CancellationToken) {
     let mut serial = store.subscribe_serial();
+    // After a failed publish (a serial that could not be saved), the next
+    // try waits this long instead of spinning on the boundary.
+    let mut retry = MIN_SLEEP;
     loop {
         let next = store.load().view.moves().next_change();
         let wait = match next {
             Some(t) => t
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
-                .clamp(MIN_SLEEP, MAX_SLEEP),
+                .clamp(retry, MAX_SLEEP),
             None => Duration::from_secs(3600),
         };
         tokio::select! {
@@ -223,15 +247,28 @@ pub async fn run_timer<A: Send + Sync + 'static>(store: Arc<Store<A>>, cancel: C
             let s = store.clone();
             // Preparing answers for a large map takes a while: off the
             // async workers.
-            let published = tokio::task::spawn_blocking(move || s.update("timer", |_| {}))
-                .await
-                .ok()
-                .flatten();
-            if let Some(v) = published {
-                tracing::info!(
-                    serial = v.serial(),
-                    "move timer: published the zone version of a move boundary"
-                );
+            match tokio::task::spawn_blocking(move || s.update("timer", |_| {})).await {
+                Ok(Ok(published)) => {
+                    retry = MIN_SLEEP;
+                    if let Some(v) = published {
+                        tracing::info!(
+                            serial = v.serial(),
+                            "move timer: published the zone version of a move boundary"
+                        );
+                    }
+                }
+                // Nothing was published; the next wake-up tries again.
+                Ok(Err(e)) => {
+                    retry = Duration::from_secs(1);
+                    tracing::error!(
+                        error = %e,
+                        "move timer: the zone version of a move boundary could not be published; retrying in 1 s"
+                    );
+                }
+                Err(e) => {
+                    retry = Duration::from_secs(1);
+                    tracing::error!(error = %e, "move timer: the publish panicked");
+                }
             }
         }
     }
@@ -273,5 +310,9 @@ mod tests {
         assert_eq!(next_change(&m, 30, t(970)), Some(t(1000)));
         assert_eq!(next_change(&m, 30, t(1000)), Some(t(1030)));
         assert_eq!(next_change(&m, 30, t(1030)), None);
+        assert_eq!(last_change(&m, 30, t(969)), None);
+        assert_eq!(last_change(&m, 30, t(999)), Some(t(970)));
+        assert_eq!(last_change(&m, 30, t(1000)), Some(t(1000)));
+        assert_eq!(last_change(&m, 30, t(5000)), Some(t(1030)));
     }
 }

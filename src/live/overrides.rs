@@ -119,6 +119,9 @@ pub enum OverrideError {
     /// The override file could not be written.
     #[error("cannot persist the override, nothing changed: {0}")]
     Persist(String),
+    /// The serial of the zone version it would make could not be saved.
+    #[error("nothing changed: {0}")]
+    Serial(#[from] crate::live::serial::SerialError),
 }
 
 /// What an accepted change did.
@@ -604,7 +607,7 @@ mod tests {
 
     fn store() -> Store<()> {
         let map = Arc::new(crate::map::load_example().expect("example"));
-        Store::new(map, Conditions::default(), Serials::open(None), |_| ())
+        Store::new(map, Conditions::default(), Serials::open(None), |_| ()).expect("store")
     }
 
     fn status_of(store: &Store<()>, cell: &str) -> Status {

@@ -8,8 +8,10 @@
 //! Publishers (the reload thread with a new map, and anything that changes
 //! the [`Conditions`]: operator overrides, health verdicts) take a lock
 //! that readers never see, build the next view and its answers, give it the
-//! next serial ([`super::serial`]) and swap it in. A change that leaves
-//! every answer as it was publishes nothing.
+//! next serial ([`super::serial`]: the map's declared serial when the view
+//! is the map alone, else the clock) and swap it in. A serial that cannot
+//! be saved (with `--state-dir`) is an error and nothing is published. A
+//! change that leaves every answer as it was publishes nothing.
 //!
 //! Every publish is also observed here, since every change goes through
 //! this one place: the per-cell status gauges, and a log line and an audit
@@ -31,7 +33,7 @@ use arc_swap::ArcSwap;
 use super::audit::{Audit, Event};
 use super::moves::Phase;
 use super::quiet::Quiet;
-use super::serial::Serials;
+use super::serial::{Basis, SerialError, Serials};
 use super::view::{CellState, Conditions, View};
 use crate::map::Snapshot;
 
@@ -55,6 +57,35 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
     /// When the last failure happened.
     pub last_error_at: Option<SystemTime>,
+    /// The last attempt failed for a reason that may pass, and it will be
+    /// tried again without waiting for a change of the file.
+    pub retrying: bool,
+    /// How the map file is watched.
+    pub watch: WatchState,
+}
+
+/// How the map file is watched, as the reload thread last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WatchState {
+    /// No map file (the embedded example): nothing to watch.
+    #[default]
+    None,
+    /// Every change of the map raises an event.
+    Ok,
+    /// Changes may be seen late, by the periodic check only: why (names
+    /// paths; for logs and admin views, not for unauthenticated probes).
+    Degraded(String),
+}
+
+impl WatchState {
+    /// The word `/readyz` shows: `none`, `ok` or `degraded`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ok => "ok",
+            Self::Degraded(_) => "degraded",
+        }
+    }
 }
 
 /// Read access to the view in force, for parts that need the view but not
@@ -104,14 +135,17 @@ impl<A> std::fmt::Debug for Store<A> {
 
 impl<A: Send + Sync + 'static> Store<A> {
     /// A store serving `map` under `conditions`, with the first serial from
-    /// `serials`, its answers made by `prepare`.
+    /// `serials`, its answers made by `prepare`. Fails when that serial
+    /// cannot be saved in the state directory.
     pub fn new(
         map: Arc<Snapshot>,
         conditions: Conditions,
         mut serials: Serials,
         prepare: impl Fn(&View) -> A + Send + Sync + 'static,
-    ) -> Self {
-        let view = View::new(map, &conditions, serials.issue());
+    ) -> Result<Self, SerialError> {
+        let view = View::new(map, &conditions, 0);
+        let serial = serials.issue(basis(&view))?;
+        let view = view.with_serial(serial);
         publish_metrics(&view, None);
         if view.fail_static() {
             tracing::warn!(
@@ -126,7 +160,7 @@ impl<A: Send + Sync + 'static> Store<A> {
         quiet.observe(&view, view.built_at());
         publish_move_metrics(&view, &quiet);
         let answers = prepare(&view);
-        Self {
+        Ok(Self {
             current: ArcSwap::from_pointee(Live {
                 view: Arc::new(view),
                 answers,
@@ -141,7 +175,7 @@ impl<A: Send + Sync + 'static> Store<A> {
             retired: Mutex::new(Vec::new()),
             audit: OnceLock::new(),
             quiet,
-        }
+        })
     }
 
     /// When cells stop being pointed at by answers and tokens.
@@ -191,30 +225,39 @@ impl<A: Send + Sync + 'static> Store<A> {
 
     /// Publishes a new map under the conditions in force; returns the view
     /// now in force. The caller has already decided the map is acceptable
-    /// (validation, safety gates).
-    pub fn publish_map(&self, map: Arc<Snapshot>) -> Arc<View> {
+    /// (validation, safety gates). Fails, publishing nothing, when its
+    /// serial cannot be saved. May wait for the clock (at most
+    /// [`super::serial::MAX_CLOCK_WAIT`]). The reload is recorded as a
+    /// success before the map shows, so that nobody sees the new version
+    /// next to the previous failure.
+    pub fn publish_map(&self, map: Arc<Snapshot>) -> Result<Arc<View>, SerialError> {
         let mut w = self.writer();
-        let serial = w.serials.issue();
-        let view = View::new(map, &w.conditions, serial);
-        self.swap(view, "reload")
+        let view = View::new(map, &w.conditions, 0);
+        let serial = w.serials.issue(basis(&view))?;
+        self.record_success();
+        Ok(self.swap(view.with_serial(serial), "reload"))
     }
 
     /// Changes the conditions and publishes the result, unless every answer
     /// stays the same; returns the new view when one was published. The
     /// map file is not read again. `actor` is who made the change (for the
-    /// audit log: `health`, `timer`, an API caller).
-    pub fn update(&self, actor: &str, change: impl FnOnce(&mut Conditions)) -> Option<Arc<View>> {
-        match self.try_update(actor, change, |_, _| Ok::<(), std::convert::Infallible>(())) {
-            Ok(v) => v,
-            Err(never) => match never {},
-        }
+    /// audit log: `health`, `timer`, an API caller). Fails, changing
+    /// nothing, when the new version's serial cannot be saved. May block for
+    /// up to [`super::serial::MAX_CLOCK_WAIT`] (clock serials wait for the
+    /// clock): call it from a blocking context.
+    pub fn update(
+        &self,
+        actor: &str,
+        change: impl FnOnce(&mut Conditions),
+    ) -> Result<Option<Arc<View>>, SerialError> {
+        self.try_update(actor, change, |_, _| Ok::<(), SerialError>(()))
     }
 
     /// As [`Store::update`], but `accept` sees the candidate view and the
     /// view in force first, under the publishers' lock: it may refuse the
     /// change (nothing changes, its error is returned) or make it durable
     /// before anyone can see it (the override file is written there).
-    pub fn try_update<E>(
+    pub fn try_update<E: From<SerialError>>(
         &self,
         actor: &str,
         change: impl FnOnce(&mut Conditions),
@@ -226,16 +269,38 @@ impl<A: Send + Sync + 'static> Store<A> {
         let current = self.current.load_full();
         let candidate = View::new(current.view.map_arc().clone(), &conditions, 0);
         accept(&candidate, &current.view)?;
-        w.conditions = conditions;
         if candidate.same_answers(&current.view) {
+            w.conditions = conditions;
             return Ok(None);
         }
-        let view = self.swap(candidate.with_serial(w.serials.issue()), actor);
+        let serial = w.serials.issue(basis(&candidate))?;
+        w.conditions = conditions;
+        let view = self.swap(candidate.with_serial(serial), actor);
         // Values retired by this kind of change share the map in force, so
         // dropping them here frees little; older maps wait for the reload
         // thread.
         self.reap_same_map(&current.view);
         Ok(Some(view))
+    }
+
+    /// Prepares the answers of the map and conditions in force again and
+    /// publishes them under a new serial; returns the view now in force.
+    /// For what changes answers from outside the view: the DNS layer's
+    /// DNSSEC keys (a key published, activated or retired is a new zone
+    /// version, so its serial is the clock's: the map's declared serial
+    /// names the map's content, not the keys'). `actor` caused it. Fails,
+    /// publishing nothing, when the serial cannot be saved; may wait for
+    /// the clock (at most [`super::serial::MAX_CLOCK_WAIT`]).
+    pub fn republish(&self, actor: &str) -> Result<Arc<View>, SerialError> {
+        let mut w = self.writer();
+        let current = self.current.load_full();
+        let serial = w.serials.issue(Basis::Clock)?;
+        let view = self.swap(
+            View::new(current.view.map_arc().clone(), &w.conditions, serial),
+            actor,
+        );
+        self.reap_same_map(&current.view);
+        Ok(view)
     }
 
     /// The conditions in force.
@@ -410,8 +475,19 @@ impl<A: Send + Sync + 'static> Store<A> {
         f(&mut s);
     }
 
-    /// Records a successful reload.
-    pub fn record_success(&self) {
+    /// Records whether the reload thread will retry the last attempt by
+    /// itself.
+    pub fn set_retrying(&self, retrying: bool) {
+        self.with_status(|s| s.retrying = retrying);
+    }
+
+    /// Records how the map file is watched.
+    pub fn set_watch(&self, watch: WatchState) {
+        self.with_status(|s| s.watch = watch);
+    }
+
+    /// Records a successful reload ([`Store::publish_map`] does).
+    fn record_success(&self) {
         crate::metrics::reload_result(true);
         self.with_status(|s| {
             s.successes += 1;
@@ -448,6 +524,33 @@ impl<A: Send + Sync + 'static> Store<A> {
             s.last_error = None;
             s.last_error_at = None;
         });
+    }
+}
+
+/// What the serial of `view` is based on: the map's declared serial when
+/// the view answers as the map alone does, else the clock (local
+/// conditions are this instance's own; see [`super::serial`]).
+///
+/// Planned moves: the map alone changes answers at each move boundary, so
+/// a boundary passed after the declared serial's time is the serial (the
+/// Unix time of the boundary: the same on every instance fed the map, and
+/// above a declared serial written, as documented, as the map's generation
+/// time). A declared serial ahead of the clock (`YYYYMMDDnn`) cannot be
+/// compared with times: after a boundary the clock rule applies.
+fn basis(view: &View) -> Basis {
+    match view.map().zone.serial {
+        Some(s) if view.same_answers(&View::of_map_at(view.map_arc().clone(), view.built_at())) => {
+            let boundary = view.moves().last_change().map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+            });
+            match boundary {
+                Some(b) if super::serial::serial_gt(b, s) => Basis::Declared(b),
+                Some(_) if super::serial::serial_gt(s, super::serial::unix_now()) => Basis::Clock,
+                _ => Basis::Declared(s),
+            }
+        }
+        _ => Basis::Clock,
     }
 }
 
@@ -532,7 +635,8 @@ mod tests {
         let map = Arc::new(crate::map::load_example().expect("example"));
         let s = Store::new(map, Conditions::default(), Serials::open(None), move |_| {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        });
+        })
+        .expect("no state directory: nothing to save");
         (s, n)
     }
 
@@ -545,6 +649,7 @@ mod tests {
             .update("test", |c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
+            .expect("serial")
             .expect("published");
         assert!(v.serial() > before.view.serial());
         // Same map snapshot, answers prepared again.
@@ -558,6 +663,7 @@ mod tests {
             s.update("test", |c| {
                 c.overrides.insert("use1-a".into(), Status::Down);
             })
+            .expect("serial")
             .is_none()
         );
         assert_eq!(s.load().view.serial(), v.serial());
@@ -565,13 +671,57 @@ mod tests {
     }
 
     #[test]
+    fn republish_prepares_again_under_a_new_serial() {
+        let (s, prepared) = store();
+        let before = s.load_full();
+        let v = s.republish("test").expect("serial");
+        assert!(v.serial() > before.view.serial());
+        assert!(Arc::ptr_eq(v.map_arc(), before.view.map_arc()));
+        assert_eq!(prepared.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(s.load().answers, 1);
+    }
+
+    #[test]
+    fn a_move_boundary_after_the_declared_serial_is_the_serial() {
+        let text = crate::map::EXAMPLE_MAP.replacen("ttl = 30\n", "ttl = 30\nserial = 1000\n", 1)
+            + "\n[moves.acme]\nto = \"use1-b\"\nat = \"1970-01-01T00:33:20Z\"\n";
+        let map = Arc::new(
+            crate::map::load_str(crate::map::Source {
+                text: &text,
+                format: crate::map::Format::Toml,
+                name: "m.toml",
+            })
+            .expect("valid"),
+        );
+        // Every boundary (1970, 2000, 2030) is past: the last one is the
+        // serial, above the declared 1000, on every instance.
+        let s = Store::new(
+            map.clone(),
+            Conditions::default(),
+            Serials::open(None),
+            |_| 0,
+        )
+        .expect("store");
+        assert_eq!(s.load().view.serial(), 2030);
+        // An override is a local condition: the clock.
+        let v = s
+            .update("test", |c| {
+                c.overrides.insert("euw1-a".into(), Status::Draining);
+            })
+            .expect("serial")
+            .expect("published");
+        assert!(v.serial() > 2030);
+    }
+
+    #[test]
     fn a_new_map_keeps_the_conditions() {
         let (s, _) = store();
         s.update("test", |c| {
             c.overrides.insert("use1-a".into(), Status::Draining);
-        });
+        })
+        .expect("serial");
         let map = Arc::new(crate::map::load_example().expect("example"));
-        let v = s.publish_map(map.clone());
+        let v = s.publish_map(map.clone()).expect("serial");
         let a = map.cell_by_id("use1-a").expect("cell");
         assert_eq!(v.state(a).status, Status::Draining);
         assert!(Arc::ptr_eq(s.load().view.map_arc(), &map));
@@ -581,7 +731,8 @@ mod tests {
     fn replaced_values_are_released_by_the_reaper_not_readers() {
         let (s, _) = store();
         let held = s.load_full();
-        s.publish_map(Arc::new(crate::map::load_example().expect("example")));
+        s.publish_map(Arc::new(crate::map::load_example().expect("example")))
+            .expect("serial");
         // A reader still holds the old value: the store keeps it too.
         assert_eq!(s.reap(Duration::ZERO).held, 1);
         assert_eq!(Arc::strong_count(&held), 2);
@@ -601,11 +752,13 @@ mod tests {
         assert!(s.set_audit(Arc::new(Audit::open(Some(dir.path())))));
         s.update("ops", |c| {
             c.overrides.insert("use1-a".into(), Status::Down);
-        });
+        })
+        .expect("serial");
         // No answer changes: nothing published, nothing audited.
         s.update("ops", |c| {
             c.overrides.insert("use1-a".into(), Status::Down);
-        });
+        })
+        .expect("serial");
         let text = std::fs::read_to_string(dir.path().join(super::super::audit::AUDIT_FILE))
             .expect("audit file");
         let lines: Vec<serde_json::Value> = text

@@ -279,6 +279,11 @@ impl View {
         Self::new(map, &Conditions::default(), 0)
     }
 
+    /// As [`View::of_map`], with planned moves as they are at `now`.
+    pub fn of_map_at(map: Arc<Snapshot>, now: SystemTime) -> Self {
+        Self::new_at(map, &Conditions::default(), 0, now)
+    }
+
     /// The map snapshot this view is built on.
     #[inline]
     pub fn map(&self) -> &Snapshot {

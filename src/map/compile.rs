@@ -83,6 +83,7 @@ pub fn compile(c: Checked, version: String, source: String) -> Snapshot {
             refresh: c.refresh,
             retry: c.retry,
             expire: c.expire,
+            serial: c.serial,
             nameservers: c.nameservers,
             hostmaster: c.hostmaster,
             glue: c.glue,

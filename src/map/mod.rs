@@ -139,11 +139,19 @@ pub struct Source<'a> {
     pub name: &'a str,
 }
 
+/// Most TOML text given to the general TOML parser: everything but the
+/// plain `[tenants]` lines, which a fast reader takes. The general parser
+/// needs over ten bytes of memory per byte of text, so this bounds what a
+/// file of junk can cost; a real map's cells, zone and other tables are a
+/// few megabytes even with thousands of cells.
+pub const TOML_GENERAL_MAX: usize = 16 << 20;
+
 /// Parses a map's text, without validating it.
 pub fn parse(src: Source<'_>) -> Result<MapFile, MapError> {
     match src.format {
         Format::Toml => {
             if let Some(split) = tenants_toml::split(src.text) {
+                check_general_size(src, split.rest.len())?;
                 // Only when the rest holds no tenants of its own (an inline
                 // `tenants = {...}` would be a duplicate key for toml).
                 if let Ok(mut file) = toml::from_str::<MapFile>(&split.rest)
@@ -153,6 +161,7 @@ pub fn parse(src: Source<'_>) -> Result<MapFile, MapError> {
                     return Ok(file);
                 }
             }
+            check_general_size(src, src.text.len())?;
             parse_toml_fully(src)
         }
         Format::Json => serde_json::from_str(src.text).map_err(|e| MapError::Parse {
@@ -161,6 +170,24 @@ pub fn parse(src: Source<'_>) -> Result<MapFile, MapError> {
             message: e.to_string(),
         }),
     }
+}
+
+/// Refuses to give the general TOML parser more than [`TOML_GENERAL_MAX`]
+/// bytes.
+fn check_general_size(src: Source<'_>, len: usize) -> Result<(), MapError> {
+    if len <= TOML_GENERAL_MAX {
+        return Ok(());
+    }
+    Err(MapError::Parse {
+        file: src.name.to_owned(),
+        line: None,
+        message: format!(
+            "{len} bytes of this TOML map are outside plain `tenant = \"cell\"` lines of one \
+             [tenants] table, over the limit of {TOML_GENERAL_MAX} bytes for the rest of a map: \
+             not a map, or tenants written in another form (write them as plain lines of one \
+             [tenants] table, or use JSON)"
+        ),
+    })
 }
 
 /// Parses TOML with the `toml` crate alone (no fast tenants reader).
@@ -188,8 +215,9 @@ pub fn load_str(src: Source<'_>) -> Result<Snapshot, MapError> {
         Ok(c) => c,
         Err(issues) => {
             // The fast tenants reader lets exact duplicate keys through,
-            // which TOML itself forbids: report what toml says first.
-            if src.format == Format::Toml {
+            // which TOML itself forbids: report what toml says first (when
+            // the file is small enough for the general parser).
+            if src.format == Format::Toml && src.text.len() <= TOML_GENERAL_MAX {
                 parse_toml_fully(src)?;
             }
             return Err(MapError::Invalid {

@@ -38,6 +38,10 @@ pub struct MapFile {
     /// Planned tenant moves: `[moves.<tenant>]`, in file order.
     #[serde(default)]
     pub moves: MoveList,
+    /// What a complete file declares about itself, so that a truncated or
+    /// half-written one is refused.
+    #[serde(default)]
+    pub guard: Option<GuardSection>,
 }
 
 /// `[moves.<tenant>]`: the tenant stays in its `[tenants]` cell until `at`,
@@ -77,6 +81,16 @@ impl<'de> Deserialize<'de> for MoveList {
     }
 }
 
+/// `[guard]`: facts about the whole file that a truncated copy cannot
+/// match. Written first in the file (before `[tenants]`), a cut anywhere
+/// after it loses tenants and fails the count.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    /// The number of entries of `[tenants]`.
+    pub tenants: u64,
+}
+
 /// `[zone]`: the delegated zone and its apex records.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +126,10 @@ pub struct ZoneSection {
     /// SOA EXPIRE, for secondaries.
     #[serde(default = "default_expire")]
     pub expire: u32,
+    /// The map's own SOA serial: every instance fed this file serves it
+    /// (see `crate::live::serial`). None: the clock decides.
+    #[serde(default)]
+    pub serial: Option<u32>,
 }
 
 /// `[cells.<id>]`: one cell.
@@ -223,6 +241,15 @@ impl Default for SafetySection {
     }
 }
 
+/// Default SOA REFRESH: five minutes. The zone changes often and NOTIFY
+/// (retried until acknowledged, for up to this long) tells secondaries at
+/// once; the refresh only bounds how stale a secondary that missed every
+/// NOTIFY can get, for the price of one SOA query per secondary every five
+/// minutes.
+pub const DEFAULT_REFRESH: u32 = 300;
+/// Default SOA RETRY: one minute between refresh attempts that failed.
+pub const DEFAULT_RETRY: u32 = 60;
+
 fn default_ttl() -> u32 {
     30
 }
@@ -235,10 +262,10 @@ fn default_apex_ttl() -> u32 {
     3600
 }
 fn default_refresh() -> u32 {
-    3600
+    DEFAULT_REFRESH
 }
 fn default_retry() -> u32 {
-    600
+    DEFAULT_RETRY
 }
 fn default_expire() -> u32 {
     1_209_600

@@ -189,6 +189,9 @@ pub struct Zone {
     pub retry: u32,
     /// SOA EXPIRE.
     pub expire: u32,
+    /// The map's declared SOA serial (`zone.serial`), if any; the serial
+    /// served is decided by `crate::live::serial`.
+    pub serial: Option<u32>,
     /// NS names.
     pub nameservers: Vec<Name>,
     /// SOA RNAME.

@@ -71,17 +71,23 @@ pub struct RawIssue {
 
 /// Fills in file names and lines, and sorts by line.
 pub(crate) fn locate(raw: Vec<RawIssue>, src: Source<'_>) -> Vec<Issue> {
-    let loc = Locator::new(src.text, src.format);
+    let wanted: Vec<Vec<&str>> = raw
+        .iter()
+        .map(|r| r.path.iter().map(String::as_str).collect())
+        .collect();
+    let loc = Locator::new(src.text, src.format, &wanted);
     let mut out: Vec<Issue> = raw
-        .into_iter()
-        .map(|r| {
-            let segs: Vec<&str> = r.path.iter().map(String::as_str).collect();
-            Issue {
-                file: src.name.to_owned(),
-                line: loc.line(&segs),
-                field: field_name(&segs),
-                message: r.message,
-            }
+        .iter()
+        .zip(&wanted)
+        .map(|(r, segs)| Issue {
+            file: src.name.to_owned(),
+            line: loc.line(segs),
+            field: if segs.is_empty() {
+                "map".to_owned()
+            } else {
+                field_name(segs)
+            },
+            message: r.message.clone(),
         })
         .collect();
     out.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
@@ -116,6 +122,8 @@ pub struct Checked {
     pub(crate) refresh: u32,
     pub(crate) retry: u32,
     pub(crate) expire: u32,
+    /// The declared SOA serial.
+    pub(crate) serial: Option<u32>,
     pub(crate) nameservers: Vec<Name>,
     pub(crate) hostmaster: Name,
     pub(crate) glue: Vec<(Name, Vec<IpAddr>)>,
@@ -144,14 +152,41 @@ pub(crate) struct CheckedCell {
     pub(crate) health: Option<HealthCheck>,
 }
 
-struct Issues(Vec<RawIssue>);
+/// Most problems reported for one file: a file of junk can have millions,
+/// and each costs memory (and a line lookup); the rest are counted.
+pub const MAX_ISSUES: usize = 100;
+
+/// The problems found so far: the first [`MAX_ISSUES`], and how many more.
+struct Issues(Vec<RawIssue>, usize);
 
 impl Issues {
     fn push(&mut self, path: &[&str], message: impl Into<String>) {
+        if self.0.len() >= MAX_ISSUES {
+            self.1 += 1;
+            return;
+        }
         self.0.push(RawIssue {
             path: path.iter().map(|s| (*s).to_owned()).collect(),
             message: message.into(),
         });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every problem kept, with one more saying how many were not.
+    fn into_vec(mut self) -> Vec<RawIssue> {
+        if self.1 > 0 {
+            self.0.push(RawIssue {
+                path: Vec::new(),
+                message: format!(
+                    "and {} more error(s) not listed (only the first {MAX_ISSUES} are)",
+                    self.1
+                ),
+            });
+        }
+        self.0
     }
 }
 
@@ -208,7 +243,7 @@ fn check_range(issues: &mut Issues, path: &[&str], v: u32, min: u32, max: u32) -
 
 /// Checks every rule; returns the typed map or every problem found.
 pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
-    let mut issues = Issues(Vec::new());
+    let mut issues = Issues(Vec::new(), 0);
     let z = &map.zone;
 
     if let Some(v) = &map.version
@@ -262,6 +297,12 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
     );
     let retry = check_range(&mut issues, &["zone", "retry"], z.retry, 1, MAX_SOA_TIMER);
     let expire = check_range(&mut issues, &["zone", "expire"], z.expire, 1, MAX_SOA_TIMER);
+    if z.serial == Some(0) {
+        issues.push(
+            &["zone", "serial"],
+            "must be at least 1 (leave it out to let the clock decide)",
+        );
+    }
 
     let hostmaster = parse_abs_name(&z.hostmaster).unwrap_or_else(|e| {
         issues.push(&["zone", "hostmaster"], e);
@@ -587,10 +628,27 @@ pub fn validate(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
         );
     }
 
-    if !issues.0.is_empty() {
-        return Err(issues.0);
+    // The guard: a file cut short (a writer still writing, a copy that
+    // stopped) has fewer tenants than it declares.
+    if let Some(g) = &map.guard
+        && g.tenants != map.tenants.len() as u64
+    {
+        issues.push(
+            &["guard", "tenants"],
+            format!(
+                "the map declares {} tenant(s) but lists {}: a truncated or partly written file? \
+                 (write the map to a temporary file and rename it over the map)",
+                g.tenants,
+                map.tenants.len()
+            ),
+        );
+    }
+
+    if !issues.is_empty() {
+        return Err(issues.into_vec());
     }
     Ok(Checked {
+        serial: z.serial,
         origin,
         ttl,
         move_ttl,

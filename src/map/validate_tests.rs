@@ -673,6 +673,52 @@ fn a_move_to_a_down_cell_is_refused() {
 }
 
 #[test]
+fn zone_serial_must_not_be_zero() {
+    let text = edit("ttl = 30\n", "ttl = 30\nserial = 0\n");
+    one_issue(&text, &["zone.serial", "at least 1"]);
+    assert!(issues(&edit("ttl = 30\n", "ttl = 30\nserial = 2026120301\n")).is_empty());
+}
+
+#[test]
+fn a_guard_that_does_not_match_is_a_truncated_file() {
+    let text = format!("[guard]\ntenants = 3\n{BASE}");
+    one_issue(
+        &text,
+        &["guard.tenants", "declares 3 tenant(s) but lists 2"],
+    );
+    assert!(issues(&format!("[guard]\ntenants = 2\n{BASE}")).is_empty());
+}
+
+#[test]
+fn a_file_of_errors_reports_the_first_hundred_and_counts_the_rest() {
+    let mut text = BASE.to_owned();
+    text = text.replace("[placement]", "");
+    let extra: String = (0..250).map(|i| format!("t{i} = \"nowhere\"\n")).collect();
+    text = text.replace(
+        "globex = \"b\"\n",
+        &format!("globex = \"b\"\n{extra}\n[placement]"),
+    );
+    let found = issues(&text);
+    assert_eq!(
+        found.len(),
+        crate::map::validate::MAX_ISSUES + 1,
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .last()
+            .is_some_and(|l| l.contains("map: and 150 more error(s) not listed")),
+        "{found:#?}"
+    );
+    // The listed ones have their lines.
+    let t0 = line_of(&text, "t0 = ");
+    assert!(
+        found[0].contains("tenants.t0") && found[0].starts_with(&t0),
+        "{found:#?}"
+    );
+}
+
+#[test]
 fn move_ttl_is_at_most_the_zone_ttl() {
     one_issue(
         &edit("ttl = 30\n", "ttl = 30\nmove_ttl = 31\n"),
@@ -720,4 +766,18 @@ fn a_json_map_moving_a_tenant_twice_is_refused() {
     assert_eq!(issues[0].field, "moves.acme");
     assert!(issues[0].line.is_some_and(|l| l >= 10), "{:?}", issues[0]);
     assert!(issues[0].message.contains("moved twice"), "{}", issues[0]);
+}
+
+#[test]
+fn junk_is_refused_before_the_general_toml_parser_sees_it() {
+    // Over the limit, outside any [tenants] table: refused at once, with no
+    // parse tree built (which costs over ten bytes per byte).
+    let junk = "lorem ipsum dolor sit amet\n".repeat(crate::map::TOML_GENERAL_MAX / 20);
+    let e = load_str(Source {
+        text: &junk,
+        format: Format::Toml,
+        name: "junk.toml",
+    })
+    .expect_err("junk accepted");
+    assert!(e.to_string().contains("over the limit of"), "{e}");
 }

@@ -342,16 +342,18 @@ fn tcp_length_prefix_longer_than_the_data_then_close() {
 #[test]
 fn many_idle_and_abandoned_tcp_connections_do_not_stop_service() {
     let srv = t::start();
-    // Connections left open mid-frame must not block others.
+    // Connections left open mid-frame must not block others. Fewer than
+    // the per-source cap (--tcp-max-connections-per-source, 32), since the
+    // probe comes from the same address; the limits tests cover the cap.
     let mut held = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..16 {
         let mut c = Tcp::connect(srv.addr());
         c.stream()
             .write_all(&[0x00, 0x40, 0x12])
             .expect("write partial frame");
         held.push(c);
     }
-    assert_alive(srv.addr(), "32 half-sent TCP frames held open");
+    assert_alive(srv.addr(), "16 half-sent TCP frames held open");
     drop(held);
-    assert_alive(srv.addr(), "32 abandoned TCP connections");
+    assert_alive(srv.addr(), "16 abandoned TCP connections");
 }

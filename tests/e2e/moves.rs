@@ -268,8 +268,14 @@ fn two_instances_fed_the_same_map_flip_within_a_second() {
     let two = Server::start(&["--map", &arg]);
     let acme = format!("acme.{ORIGIN}");
     let at = unix_now() + AHEAD;
-    write_map(&path, &moving_map("v2", Some(at)));
-    // Both loaded the move (their serials changed) well before it.
+    // The map declares its serial (its generation time, as documented):
+    // each move boundary then gives both instances the same serial, the
+    // boundary's time.
+    let declared = unix_now();
+    write_map(
+        &path,
+        &moving_map("v2", Some(at)).set("zone.serial", declared as i64),
+    );
     let on = |s: &Server| a_of(s.dns, &acme).map(|(a, _)| a);
     let mut flips: [Option<Instant>; 2] = [None, None];
     let deadline = Duration::from_secs(AHEAD + 30);
@@ -293,6 +299,17 @@ fn two_instances_fed_the_same_map_flip_within_a_second() {
     assert!(apart < Duration::from_secs(1), "flips {apart:?} apart");
     // And neither before the move's time.
     assert!(SystemTime::now() >= UNIX_EPOCH + Duration::from_secs(at));
+    // Same zone version on both: the serial is the flip's time.
+    let origin = ORIGIN;
+    assert!(
+        wait_until(RELOAD, || {
+            dns::serial(one.dns, origin) == Some(at as u32)
+                && dns::serial(two.dns, origin) == Some(at as u32)
+        }),
+        "serials after the flip: {:?} and {:?}, want {at}",
+        dns::serial(one.dns, origin),
+        dns::serial(two.dns, origin)
+    );
 }
 
 #[test]

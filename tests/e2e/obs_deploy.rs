@@ -159,7 +159,9 @@ fn selectors() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
 #[test]
 fn obs_deploy_queries_only_what_the_server_exposes() {
     // A server that has seen a bit of everything, a probed cell included
-    // (its endpoint refuses: a loopback address nothing listens on).
+    // (its endpoint refuses: a loopback address nothing listens on), and a
+    // secondary to NOTIFY (nobody answers on that port, which only makes it
+    // retry).
     let closed = std::net::TcpListener::bind("127.31.9.1:0").expect("bind");
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
@@ -170,7 +172,8 @@ fn obs_deploy_queries_only_what_the_server_exposes() {
             crate::health_probe::health_table("tcp", port, 250, 200, 1, 1),
         );
     let map = MapDir::new(&map::small("deploy-1", 'a').cell("h", probed).toml(), false);
-    let s = TokenServer::start(&["--map", &map.arg()]);
+    let notify = format!("127.0.0.1:{}", crate::support::free_port());
+    let s = TokenServer::start(&["--map", &map.arg(), "--notify", &notify]);
     let http = s.http();
     assert!(
         crate::support::wait_until(crate::support::RELOAD, || {

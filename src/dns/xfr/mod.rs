@@ -39,10 +39,10 @@ use crate::map::{Placement, Snapshot};
 /// core while it encodes.
 const MAX_CONCURRENT: usize = 4;
 
-/// An address prefix of `--axfr-allow`: `10.0.0.0/8`, `::1/128`, or a
-/// bare address (a /32 or /128).
+/// An address prefix of `--axfr-allow` (and `--metrics-allow`):
+/// `10.0.0.0/8`, `::1/128`, or a bare address (a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Prefix {
+pub struct Prefix {
     net: IpAddr,
     len: u8,
 }
@@ -50,7 +50,7 @@ pub(super) struct Prefix {
 impl Prefix {
     /// Whether `ip` is inside the prefix (IPv4-mapped IPv6 addresses are
     /// taken as the IPv4 address).
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 mask(u128::from(u32::from(a)), 32, self.len) == u128::from(u32::from(n))

@@ -43,7 +43,7 @@ pub(in crate::dns) async fn respond<R: ResponseHandler>(
             (ResponseCode::FormErr, false, signer)
         }
         Decision::Deny { rcode, signer, why } => {
-            tracing::debug!(src = %request.src(), why, "zone transfer over UDP refused");
+            tracing::debug!(target: crate::telemetry::OUTSIDER, src = %request.src(), why, "zone transfer over UDP refused");
             (rcode, false, signer)
         }
         Decision::Allow(signer) => (ResponseCode::NoError, true, signer),

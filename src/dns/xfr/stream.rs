@@ -80,7 +80,7 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
     let mut w = Writer::new(request, snap);
     let signer = match decision {
         Decision::Deny { rcode, signer, why } => {
-            tracing::info!(%src, %qtype, %rcode, why, "zone transfer refused");
+            tracing::info!(target: crate::telemetry::OUTSIDER, %src, %qtype, %rcode, why, "zone transfer refused");
             w.signer = signer;
             w.begin(rcode);
             return w.flush(out).await;

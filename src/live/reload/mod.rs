@@ -2,9 +2,12 @@
 //! keeping the last good map when a new one is bad.
 //!
 //! - [`Reloader`] does one reload attempt (this file).
-//! - [`watch`] decides which filesystem events may mean the map changed.
-//! - [`thread`] runs the `cellns-reload` thread: watching, debouncing,
-//!   SIGHUP, and releasing replaced maps.
+//! - [`read`] reads the file, bounded (a regular file only, non-blocking,
+//!   at most `--map-max-bytes`, unchanged across the read).
+//! - [`watch`] decides which filesystem events may mean the map changed,
+//!   and keeps the kernel watches alive.
+//! - [`thread`] runs the `cellns-reload` thread: watching, the periodic
+//!   check, debouncing, retries, SIGHUP, and releasing replaced maps.
 //!
 //! # Reloading
 //!
@@ -13,26 +16,50 @@
 //!   pipelines rename a new file over it, and a Kubernetes ConfigMap volume
 //!   swaps a `..data` symlink (`map.toml -> ..data/map.toml`,
 //!   `..data -> ..2026_11_27_…`), so the events name `..data`, never the map
-//!   file. Any event in the directory (and, when the path is a symlink, in
-//!   its target's directory) therefore triggers a re-read, and the content's
-//!   SHA-256 decides whether anything changed.
-//! - **Debouncing.** A burst of events (a write in several syscalls, a
-//!   rename plus cleanup) is folded into one reload: the thread waits until
-//!   the directory has been quiet for `--reload-debounce-ms`, but never more
-//!   than ten times that (at least 1 s) after the first event, so a file
-//!   that is rewritten continuously is still picked up. SIGHUP reloads at
-//!   once, without debouncing, and retries a map that failed before.
+//!   file. A finished change in the directory (a close after writing, a
+//!   rename, a removal, a new symlink: not each data write, see
+//!   [`watch::is_change`]) triggers a re-read, and the content's SHA-256
+//!   decides whether anything changed. A directory that is deleted is
+//!   watched through its nearest existing parent until it is back, and a
+//!   watch whose directory was replaced is re-armed.
+//! - **The periodic check.** Every `--map-check-interval-ms` the thread
+//!   also looks at the map path as resolved (device, inode, size,
+//!   modification time); a change that no event reported, and that stayed
+//!   put for one interval, is reloaded and counted
+//!   (`cellns_map_check_changes_total`): whatever the watches miss (a
+//!   filesystem without inotify, a watch lost in a way we did not foresee)
+//!   is still picked up. The watch's health is in `/readyz` and
+//!   `cellns_map_watch_ok`.
+//! - **Complete files only.** The file is read whole only if it is the
+//!   same file with the same size and modification time before and after
+//!   the read; otherwise a writer is still at work and it is read again
+//!   shortly. A map can also carry `[guard] tenants = N`, which a truncated
+//!   copy cannot pass. The safe way to write a map remains: write a
+//!   temporary file in the same directory, then rename it over the map.
+//! - **Debouncing.** A burst of events (a rename plus cleanup, a
+//!   Kubernetes swap) is folded into one reload: the thread waits until the
+//!   directory has been quiet for `--reload-debounce-ms`, but never more
+//!   than ten times that (at least 1 s) after the first event. SIGHUP
+//!   reloads at once, without debouncing, and retries a map that failed
+//!   before.
 //! - **Building.** Parse, validate, compile and diff run on the reload
 //!   thread, at a lowered scheduling priority so that on a busy machine the
 //!   query threads win the CPU. The new map is published with one atomic
-//!   pointer swap ([`Store::publish_map`]); a query sees the old map or the
-//!   new one, never a mix.
+//!   pointer swap ([`Store::publish_map`]), under a serial that was saved
+//!   first when there is a state directory; a query sees the old map or
+//!   the new one, never a mix.
 //! - **Last known good.** A map that cannot be read, parsed or validated, or
 //!   that the safety gates reject (see [`crate::map::diff`]), is logged at
 //!   error level with its file and line, recorded in the store's reload
 //!   status, and the old map keeps serving. The same content is not retried
 //!   (it would fail the same way); the next change, or SIGHUP, is. A deleted
 //!   map file also keeps the old map (logged as a warning).
+//! - **Retrying.** A reload that failed for a reason that may pass by
+//!   itself (descriptors or memory exhausted, an I/O error, a serial that
+//!   could not be saved, a file still being written) is retried with a
+//!   backoff (0.25 s doubling to 30 s), without waiting for another event;
+//!   `/readyz` says so meanwhile (the server stays ready: the last good map
+//!   serves).
 //! - **Releasing.** The last reference to a replaced map is always dropped
 //!   on the reload thread ([`Store::reap`]), which then hands the freed
 //!   memory back to the OS.
@@ -41,6 +68,7 @@
 //!   gives large buffers their own mappings (see `main.rs`), so that each
 //!   phase's memory is returned before the next phase allocates.
 
+pub mod read;
 pub mod thread;
 pub mod watch;
 
@@ -53,8 +81,10 @@ use sha2::{Digest, Sha256};
 use super::store::Store;
 use super::system::release_free_memory;
 use crate::map::{self, MapError, Snapshot, diff::Verdict};
+use read::{ReadError, Signature};
 
-pub use thread::{ReloadHandle, ignore_sighup};
+pub use read::DEFAULT_MAX_BYTES;
+pub use thread::{ReloadError, ReloadHandle, ThreadConfig, ignore_sighup};
 
 /// How long a reload waits for readers of the replaced map before leaving
 /// its release to a later pass.
@@ -69,6 +99,9 @@ enum Seen {
     Content(Hash),
     /// The file did not exist.
     Missing,
+    /// The file was refused unread (not a regular file, too large, not
+    /// readable): looked at again only once it changes.
+    Refused,
 }
 
 /// What one reload attempt did.
@@ -87,15 +120,21 @@ pub enum Outcome {
     Failed(String),
     /// The file is gone; the old map serves.
     Missing,
+    /// It failed for a reason that may pass by itself: try again soon
+    /// (the old map serves meanwhile).
+    Retry(String),
 }
 
 /// Why a reload was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
-    /// The watcher saw changes in the map's directory.
+    /// The watcher saw changes in the map's directory, or the periodic
+    /// check saw the file change.
     Watch,
     /// SIGHUP, or an explicit request: re-read even content seen before.
     Forced,
+    /// The retry of an attempt that failed for a passing reason.
+    Retry,
 }
 
 impl Trigger {
@@ -103,7 +142,34 @@ impl Trigger {
         match self {
             Self::Watch => "watch",
             Self::Forced => "forced",
+            Self::Retry => "retry",
         }
+    }
+}
+
+/// Why the map could not be loaded (at start-up: nothing to fall back to).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read (see [`read`]).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// It is not a valid map.
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+impl LoadError {
+    /// One line for logs and start-up failures (see [`MapError::summary`]).
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Read(e) => e.to_string(),
+            Self::Map(e) => e.summary(),
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Read(e) if e.is_transient())
     }
 }
 
@@ -113,20 +179,34 @@ impl Trigger {
 #[derive(Debug)]
 pub struct Reloader {
     path: PathBuf,
+    /// Largest map file read (`--map-max-bytes`).
+    max_bytes: u64,
     /// Hash of the content in force.
     serving: Option<Hash>,
     /// What the last attempt saw (dedupes repeated events).
     last_seen: Option<Seen>,
+    /// The file's signature at the last attempt (`None`: missing), for the
+    /// periodic check.
+    signature: Option<Signature>,
 }
 
 impl Reloader {
-    /// A reloader for the map at `path`.
+    /// A reloader for the map at `path`, reading at most
+    /// [`DEFAULT_MAX_BYTES`].
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
+            max_bytes: DEFAULT_MAX_BYTES,
             serving: None,
             last_seen: None,
+            signature: None,
         }
+    }
+
+    /// Reads map files of at most `max` bytes (`--map-max-bytes`).
+    pub fn max_bytes(mut self, max: u64) -> Self {
+        self.max_bytes = max;
+        self
     }
 
     /// The map file.
@@ -134,15 +214,21 @@ impl Reloader {
         &self.path
     }
 
-    fn read(&self) -> Result<(String, Hash), MapError> {
-        let name = self.path.display().to_string();
-        let bytes = std::fs::read(&self.path).map_err(|source| MapError::Io {
-            file: name.clone(),
-            source,
-        })?;
+    /// The file's signature when it was last read (or looked at).
+    fn last_signature(&self) -> Option<Signature> {
+        self.signature
+    }
+
+    fn read(&mut self) -> Result<(String, Hash), LoadError> {
+        let result = read::read_bounded(&self.path, self.max_bytes);
+        self.signature = match &result {
+            Ok((_, sig)) => Some(*sig),
+            Err(_) => read::signature(&self.path),
+        };
+        let (bytes, _) = result?;
         let hash: Hash = Sha256::digest(&bytes).into();
         let text = String::from_utf8(bytes).map_err(|e| MapError::Parse {
-            file: name,
+            file: self.path.display().to_string(),
             line: None,
             message: format!("not UTF-8 text ({e})"),
         })?;
@@ -166,7 +252,7 @@ impl Reloader {
     /// resident memory and 2.5×. Validation errors need the text to find
     /// their lines, so that rare path reads the file again and reports what
     /// [`map::load_str`] says about it (a unit test keeps both paths equal).
-    fn build(&self, text: String) -> Result<Snapshot, MapError> {
+    fn build(&mut self, text: String) -> Result<Snapshot, LoadError> {
         let name = self.path.display().to_string();
         let format = map::Format::from_path(&self.path)?;
         let file = map::parse(map::Source {
@@ -188,23 +274,30 @@ impl Reloader {
                 drop(file);
                 let (again, _) = self.read()?;
                 match self.compile(&again) {
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                     // Replaced by a valid map meanwhile: its own event
                     // follows and reloads it.
-                    Ok(_) => Err(MapError::Parse {
-                        file: name,
-                        line: None,
-                        message: "the map file changed while it was being loaded".to_owned(),
-                    }),
+                    Ok(_) => Err(LoadError::Read(ReadError::Changing { file: name })),
                 }
             }
         }
     }
 
     /// Loads the map for start-up: there is nothing to fall back to, so
-    /// any problem is an error.
-    pub fn load_initial(&mut self) -> Result<Snapshot, MapError> {
-        let (text, hash) = self.read()?;
+    /// any problem is an error (a file still being written is read again,
+    /// for a few seconds).
+    pub fn load_initial(&mut self) -> Result<Snapshot, LoadError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_millis(50);
+        let (text, hash) = loop {
+            match self.read() {
+                Err(LoadError::Read(ReadError::Changing { .. })) if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                r => break r?,
+            }
+        };
         let snap = self.compile(&text)?;
         self.serving = Some(hash);
         self.last_seen = Some(Seen::Content(hash));
@@ -219,9 +312,20 @@ impl Reloader {
         trigger: Trigger,
     ) -> Outcome {
         let file = self.path.display().to_string();
+        // An event in the directory that did not touch the map (another
+        // file written there): nothing to read. A failure that may pass
+        // has no `last_seen` and is always read again.
+        if trigger == Trigger::Watch
+            && matches!(self.last_seen, Some(Seen::Content(_) | Seen::Refused))
+            && self.signature.is_some()
+            && read::signature(&self.path) == self.signature
+        {
+            tracing::debug!(%file, "map file unchanged (same inode, size and time)");
+            return Outcome::Unchanged;
+        }
         let (text, hash) = match self.read() {
             Ok(r) => r,
-            Err(MapError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(LoadError::Read(ReadError::Missing { .. })) => {
                 if self.last_seen != Some(Seen::Missing) || trigger == Trigger::Forced {
                     self.last_seen = Some(Seen::Missing);
                     let version = store.load().view.map().version.clone();
@@ -236,11 +340,23 @@ impl Reloader {
                 }
                 return Outcome::Missing;
             }
-            Err(e) => {
-                // Unreadable (permissions, a directory, not UTF-8, ...): not
-                // remembered, so the next event retries.
+            Err(LoadError::Read(e @ ReadError::Changing { .. })) => {
+                // Not a failure: a writer is at work. Read again shortly.
                 self.last_seen = None;
-                return self.fail(store, e.to_string());
+                tracing::info!(%file, "the map file is being written; reading it again shortly");
+                return Outcome::Retry(e.to_string());
+            }
+            Err(e) => {
+                // Unreadable (descriptors exhausted, permissions, a FIFO, too
+                // large, not UTF-8, ...): looked at again when the file
+                // changes; a passing cause is retried without a change.
+                let transient = e.is_transient();
+                self.last_seen = if transient { None } else { Some(Seen::Refused) };
+                let outcome = self.fail(store, e.to_string());
+                return match outcome {
+                    Outcome::Failed(m) if transient => Outcome::Retry(m),
+                    o => o,
+                };
             }
         };
         if trigger == Trigger::Watch && self.last_seen == Some(Seen::Content(hash)) {
@@ -259,7 +375,20 @@ impl Reloader {
         let current = store.load_full();
         let next = match self.build(text) {
             Ok(s) => s,
-            Err(e) => return self.fail(store, e.to_string()),
+            Err(LoadError::Read(e @ ReadError::Changing { .. })) => {
+                self.last_seen = None;
+                return Outcome::Retry(e.to_string());
+            }
+            Err(e) => {
+                let transient = e.is_transient();
+                if transient {
+                    self.last_seen = None;
+                }
+                return match self.fail(store, e.to_string()) {
+                    Outcome::Failed(m) if transient => Outcome::Retry(m),
+                    o => o,
+                };
+            }
         };
         let build = started.elapsed();
 
@@ -304,11 +433,26 @@ impl Reloader {
         let cells = next.cells.len();
         let current_version = current.view.map().version.clone();
         drop(current);
-        // The store persists the serial before anyone can see it, swaps,
-        // and keeps the replaced value until no reader holds it.
-        let serial = store.publish_map(Arc::new(next)).serial();
+        // The store saves the serial before anyone can see it (or refuses
+        // to publish), swaps, and keeps the replaced value until no reader
+        // holds it.
+        let serial = match store.publish_map(Arc::new(next)) {
+            Ok(view) => view.serial(),
+            Err(e) => {
+                // The disk may come back (space freed, permissions fixed):
+                // retried, and any event reads the file again too.
+                self.last_seen = None;
+                let msg = format!(
+                    "{file}: not published: the SOA serial cannot be saved ({e}); still serving \
+                     the last good map"
+                );
+                return match self.fail(store, msg) {
+                    Outcome::Failed(m) => Outcome::Retry(m),
+                    o => o,
+                };
+            }
+        };
         self.serving = Some(hash);
-        store.record_success();
         tracing::info!(
             %file,
             %version,
@@ -389,7 +533,8 @@ mod tests {
         let mut r = Reloader::new(path);
         let snap = r.load_initial().unwrap_or_else(|e| panic!("{e}"));
         let serials = Serials::open(Some(dir.path().join("state")));
-        let store = Store::new(Arc::new(snap), Conditions::default(), serials, |_| ());
+        let store = Store::new(Arc::new(snap), Conditions::default(), serials, |_| ())
+            .unwrap_or_else(|e| panic!("{e}"));
         (dir, r, store)
     }
 
@@ -459,7 +604,7 @@ mod tests {
         let dup = format!("{good}t000001 = \"c0002\"\n");
         let unversioned = good.replace("[zone]", "# no version\n[zone]");
         for text in [&good, &bad, &dup, &unversioned] {
-            let (dir, r, _) = setup(&good);
+            let (dir, mut r, _) = setup(&good);
             let path = dir.path().join("map.toml");
             write(&path, text);
             let via_load_str = r.compile(text);
@@ -542,5 +687,104 @@ mod tests {
             r.reload(&store, Trigger::Watch),
             Outcome::Failed(_)
         ));
+    }
+
+    #[test]
+    fn what_is_not_a_bounded_regular_file_is_refused_and_the_next_good_map_loads() {
+        let (dir, r, store) = setup(&spec(100, 0));
+        let mut r = r.max_bytes(64 * 1024);
+        let good = store.load().view.map().version.clone();
+        let path = dir.path().join("map.toml");
+        let refuse = |r: &mut Reloader, what: &str| {
+            let Outcome::Failed(msg) = r.reload(&store, Trigger::Watch) else {
+                panic!("{what} not refused: {:?}", store.status());
+            };
+            assert_eq!(store.load().view.map().version, good, "{what}");
+            msg
+        };
+        // A FIFO nobody writes into: refused at once, no blocking.
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let c =
+            std::ffi::CString::new(path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(refuse(&mut r, "a FIFO").contains("not a FIFO"));
+        // /dev/zero through a symlink.
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(refuse(&mut r, "/dev/zero").contains("not a character device"));
+        // Over the size limit.
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        write(
+            &path,
+            &format!("{}\n{}", spec(100, 0), "# pad\n".repeat(20_000)),
+        );
+        assert!(refuse(&mut r, "a big file").contains("over the limit of 65536 bytes"));
+        // None of these is retried by itself.
+        assert!(!store.status().retrying);
+        // The next good map loads.
+        write(&path, &spec(100, 10));
+        assert!(matches!(
+            r.reload(&store, Trigger::Watch),
+            Outcome::Reloaded { .. }
+        ));
+    }
+
+    #[test]
+    fn a_serial_that_cannot_be_saved_refuses_the_map_and_is_retried() {
+        let (dir, mut r, store) = setup(&spec(100, 0));
+        let before = store.load().view.serial();
+        let good = store.load().view.map().version.clone();
+        let state = dir.path().join("state");
+        // Every write of the serial fails (root included).
+        std::fs::create_dir(state.join(".serial.tmp")).unwrap_or_else(|e| panic!("{e}"));
+        write(&dir.path().join("map.toml"), &spec(100, 10));
+        let Outcome::Retry(msg) = r.reload(&store, Trigger::Watch) else {
+            panic!("published without a saved serial: {:?}", store.status());
+        };
+        assert!(msg.contains("SOA serial cannot be saved"), "{msg}");
+        assert_eq!(store.load().view.serial(), before);
+        assert_eq!(store.load().view.map().version, good);
+        assert_eq!(read_serial(&state).ok(), Some(Some(before)));
+        assert_eq!(store.status().failures, 1);
+        // Once the disk is writable again the retry publishes.
+        std::fs::remove_dir(state.join(".serial.tmp")).unwrap_or_else(|e| panic!("{e}"));
+        let Outcome::Reloaded { serial, .. } = r.reload(&store, Trigger::Retry) else {
+            panic!("not reloaded: {:?}", store.status());
+        };
+        assert!(serial > before);
+        assert_eq!(read_serial(&state).ok(), Some(Some(serial)));
+    }
+
+    #[test]
+    fn a_truncated_map_fails_its_guard() {
+        let full = spec(100, 0).replace("[zone]", "[guard]\ntenants = 100\n\n[zone]");
+        let (dir, mut r, store) = setup(&full);
+        let good = store.load().view.map().version.clone();
+        // Cut at a line boundary: 95 tenants, within every safety gate.
+        let cut: String = {
+            let lines: Vec<&str> = full.lines().collect();
+            lines[..lines.len() - 5].join("\n") + "\n"
+        };
+        write(&dir.path().join("map.toml"), &cut);
+        let Outcome::Failed(msg) = r.reload(&store, Trigger::Watch) else {
+            panic!("a truncated map was served");
+        };
+        assert!(msg.contains("guard.tenants"), "{msg}");
+        assert!(msg.contains("declares 100 tenant(s) but lists 95"), "{msg}");
+        assert_eq!(store.load().view.map().version, good);
+    }
+
+    #[test]
+    fn a_declared_serial_is_served() {
+        let text = spec(10, 0).replace("[zone]", "[zone]\nserial = 4000000000");
+        let (dir, mut r, store) = setup(&text);
+        assert_eq!(store.load().view.serial(), 4_000_000_000);
+        let next = spec(10, 0).replace("[zone]", "[zone]\nserial = 4000000007");
+        write(&dir.path().join("map.toml"), &next);
+        let Outcome::Reloaded { serial, .. } = r.reload(&store, Trigger::Watch) else {
+            panic!("not reloaded: {:?}", store.status());
+        };
+        assert_eq!(serial, 4_000_000_007);
     }
 }

@@ -1,36 +1,37 @@
 //! The `cellns-reload` thread: it owns every step of a reload, so queries
 //! never wait for one. Filesystem events and SIGHUP become messages; bursts
-//! of them are folded into one reload (see the parent module's docs).
+//! of them are folded into one reload; a periodic check looks at the file
+//! and the watches; a reload that failed for a passing reason is retried
+//! with a backoff (see the parent module's docs).
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use notify::{Event, RecursiveMode, Watcher as _};
+use notify::Event;
 
-use super::watch::{Watches, is_change, parent_dir};
-use super::{Reloader, Trigger};
-use crate::live::store::Store;
+use super::read::{self, Signature};
+use super::watch::{Watches, is_change};
+use super::{Outcome, Reloader, Trigger};
+use crate::live::store::{Store, WatchState};
 use crate::live::system::{lower_priority, release_free_memory};
 
 /// How often the reload thread retries releasing maps still held.
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// Nice value of the reload thread (Linux; higher is lower priority).
 const RELOAD_NICE: i32 = 10;
+/// First pause before retrying a reload that failed for a passing reason;
+/// it doubles with each failure, up to [`MAX_RETRY`].
+pub const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// Longest pause between retries.
+pub const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Default `--map-check-interval-ms`.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the reload thread cannot start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReloadError {
-    /// The map's directory cannot be watched.
-    #[error("cannot watch {dir} for map changes: {source}")]
-    Watch {
-        /// The directory.
-        dir: String,
-        /// The watcher's error.
-        #[source]
-        source: notify::Error,
-    },
     /// SIGHUP cannot be handled.
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(#[source] std::io::Error),
@@ -39,14 +40,35 @@ pub enum ReloadError {
     Thread(#[source] std::io::Error),
 }
 
+/// How the reload thread runs (built by the serve wiring from the flags).
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadConfig {
+    /// Quiet period after an event before reloading (`--reload-debounce-ms`).
+    pub debounce: Duration,
+    /// Interval of the periodic check of the file and the watches
+    /// (`--map-check-interval-ms`).
+    pub check_interval: Duration,
+}
+
+impl Default for ThreadConfig {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(100),
+            check_interval: DEFAULT_CHECK_INTERVAL,
+        }
+    }
+}
+
 impl Reloader {
     /// Starts watching the map's directory and SIGHUP, and reloading on the
     /// `cellns-reload` thread. Call from within the Tokio runtime (SIGHUP is
-    /// received there).
+    /// received there). A watcher the OS refuses (inotify limits) is not an
+    /// error: the periodic check still sees changes, and the watch state
+    /// says it is degraded.
     pub fn spawn<A: Send + Sync + 'static>(
         mut self,
         store: Arc<Store<A>>,
-        debounce: Duration,
+        cfg: ThreadConfig,
     ) -> Result<ReloadHandle, ReloadError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let events = tx.clone();
@@ -57,30 +79,14 @@ impl Reloader {
             Ok(_) => {}
             Err(e) => {
                 // Overflowed queues and the like: re-read to be safe.
-                tracing::warn!(error = %e, "map watcher error");
+                tracing::warn!(error = %e, "map watcher error; reading the map again");
                 let _ = events.send(Msg::Changed);
             }
         })
-        .map_err(|source| ReloadError::Watch {
-            dir: self.path.display().to_string(),
-            source,
-        })?;
-        let mut watches = Watches {
-            watcher,
-            dirs: Vec::new(),
-        };
-        // The map's own directory must be watchable; a symlink target's
-        // directory is best effort (it may be replaced at any time).
-        let primary = parent_dir(&self.path);
-        watches
-            .watcher
-            .watch(&primary, RecursiveMode::NonRecursive)
-            .map_err(|source| ReloadError::Watch {
-                dir: primary.display().to_string(),
-                source,
-            })?;
-        watches.dirs.push(primary);
-        watches.refresh(&self.path);
+        .map_err(|e| e.to_string());
+        let mut watches = Watches::new(watcher);
+        let mut watch_state = WatchState::None;
+        publish_watch(&store, &mut watch_state, watches.refresh(&self.path).health);
 
         #[cfg(unix)]
         let signal_task = {
@@ -99,23 +105,33 @@ impl Reloader {
         #[cfg(not(unix))]
         let signal_task: Option<tokio::task::JoinHandle<()>> = None;
 
-        let max_wait = (debounce * 10).max(Duration::from_secs(1));
         let file = self.path.display().to_string();
         let thread = std::thread::Builder::new()
             .name("cellns-reload".into())
             .spawn(move || {
                 lower_priority(RELOAD_NICE);
+                let mut run = Run {
+                    store: &store,
+                    watches,
+                    watch_state,
+                    cfg,
+                    max_wait: (cfg.debounce * 10).max(Duration::from_secs(1)),
+                    held: 0,
+                    retry: None,
+                    pending_check: None,
+                };
                 // A change between the initial load and the watch being in
                 // place raised no event: look once now.
-                self.reload(&store, Trigger::Watch);
+                run.attempt(&mut self, Trigger::Watch);
                 // What parsing the initial map left behind.
                 release_free_memory();
-                self.run(&store, &rx, &mut watches, debounce, max_wait);
+                run.run(&mut self, &rx);
             })
             .map_err(ReloadError::Thread)?;
         tracing::info!(
             %file,
-            debounce_ms = debounce.as_millis() as u64,
+            debounce_ms = cfg.debounce.as_millis() as u64,
+            check_interval_ms = cfg.check_interval.as_millis() as u64,
             "watching the map file"
         );
         Ok(ReloadHandle {
@@ -124,47 +140,161 @@ impl Reloader {
             signal_task,
         })
     }
+}
 
-    fn run<A: Send + Sync + 'static>(
-        &mut self,
-        store: &Store<A>,
-        rx: &Receiver<Msg>,
-        watches: &mut Watches,
-        debounce: Duration,
-        max_wait: Duration,
-    ) {
-        let mut held = 0;
+/// Records a new watch state (log line and metric when it changes).
+fn publish_watch<A: Send + Sync + 'static>(
+    store: &Store<A>,
+    current: &mut WatchState,
+    next: WatchState,
+) {
+    if *current == next {
+        return;
+    }
+    match &next {
+        WatchState::Degraded(why) => tracing::warn!(
+            reason = %why,
+            "the map file is not fully watched; the periodic check still sees its changes"
+        ),
+        WatchState::Ok if *current != WatchState::None => {
+            tracing::info!("the map file is watched again")
+        }
+        _ => {}
+    }
+    crate::metrics::map_watch(next == WatchState::Ok);
+    store.set_watch(next.clone());
+    *current = next;
+}
+
+/// The reload thread's state between messages.
+struct Run<'a, A: Send + Sync + 'static> {
+    store: &'a Store<A>,
+    watches: Watches,
+    watch_state: WatchState,
+    cfg: ThreadConfig,
+    max_wait: Duration,
+    /// Replaced values still held by readers.
+    held: usize,
+    /// When to retry, and the pause that led there.
+    retry: Option<(Instant, Duration)>,
+    /// A signature the periodic check saw differ from the last read, to be
+    /// reloaded if it is still there at the next check (so a file in the
+    /// middle of being written is not read).
+    pending_check: Option<Option<Signature>>,
+}
+
+impl<A: Send + Sync + 'static> Run<'_, A> {
+    fn run(&mut self, r: &mut Reloader, rx: &Receiver<Msg>) {
+        let mut next_check = Instant::now() + self.cfg.check_interval;
+        let mut next_reap = Instant::now() + REAP_INTERVAL;
         loop {
-            // While replaced maps are still held by readers, wake up now
-            // and then to release them.
-            let first = if held == 0 {
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return,
-                }
-            } else {
-                match rx.recv_timeout(REAP_INTERVAL) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        held = super::reap(store, Duration::ZERO);
-                        continue;
+            let now = Instant::now();
+            let mut until = next_check;
+            if let Some((at, _)) = self.retry {
+                until = until.min(at);
+            }
+            if self.held > 0 {
+                until = until.min(next_reap);
+            }
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(first) => {
+                    let burst = collect_burst(rx, first, self.cfg.debounce, self.max_wait);
+                    if burst.stop {
+                        return;
                     }
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    let trigger = if burst.forced {
+                        Trigger::Forced
+                    } else {
+                        Trigger::Watch
+                    };
+                    self.attempt(r, trigger);
                 }
-            };
-            let burst = collect_burst(rx, first, debounce, max_wait);
-            if burst.stop {
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if self.retry.is_some_and(|(at, _)| now >= at) {
+                self.attempt(r, Trigger::Retry);
+            }
+            if now >= next_check {
+                self.check(r);
+                next_check = Instant::now() + self.cfg.check_interval;
+            }
+            if self.held > 0 && now >= next_reap {
+                self.held = super::reap(self.store, Duration::ZERO);
+                next_reap = Instant::now() + REAP_INTERVAL;
+            }
+        }
+    }
+
+    /// One reload attempt, then the retry schedule and the watches.
+    fn attempt(&mut self, r: &mut Reloader, trigger: Trigger) {
+        let mut trigger = trigger;
+        // A watch armed anew may have missed changes: look again (bounded,
+        // in case a directory keeps being replaced).
+        for _ in 0..3 {
+            let outcome = r.reload(self.store, trigger);
+            self.schedule(&outcome);
+            self.held = super::reap(self.store, Duration::ZERO);
+            self.pending_check = None;
+            let refreshed = self.watches.refresh(r.path());
+            publish_watch(self.store, &mut self.watch_state, refreshed.health);
+            if !refreshed.rearmed {
                 return;
             }
-            let trigger = if burst.forced {
-                Trigger::Forced
-            } else {
-                Trigger::Watch
-            };
-            self.reload(store, trigger);
-            held = super::reap(store, Duration::ZERO);
-            watches.refresh(&self.path);
+            trigger = Trigger::Watch;
         }
+    }
+
+    /// Schedules (or cancels) the retry after `outcome`.
+    fn schedule(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Retry(why) => {
+                let pause = self
+                    .retry
+                    .map_or(FIRST_RETRY, |(_, p)| (p * 2).min(MAX_RETRY));
+                tracing::warn!(
+                    retry_in_ms = pause.as_millis() as u64,
+                    reason = %why,
+                    "the map reload will be retried"
+                );
+                self.retry = Some((Instant::now() + pause, pause));
+                self.store.set_retrying(true);
+            }
+            _ => {
+                if self.retry.take().is_some() {
+                    self.store.set_retrying(false);
+                }
+            }
+        }
+    }
+
+    /// The periodic check: the watches, then the file itself.
+    fn check(&mut self, r: &mut Reloader) {
+        let refreshed = self.watches.refresh(r.path());
+        publish_watch(self.store, &mut self.watch_state, refreshed.health);
+        if refreshed.rearmed {
+            self.attempt(r, Trigger::Watch);
+            return;
+        }
+        let now = read::signature(r.path());
+        if now == r.last_signature() {
+            self.pending_check = None;
+            return;
+        }
+        if self.pending_check != Some(now) {
+            // Changed since the last read: reload it if it stays put until
+            // the next check (a writer may be in the middle of it).
+            self.pending_check = Some(now);
+            return;
+        }
+        crate::metrics::map_check_change();
+        tracing::warn!(
+            file = %r.path().display(),
+            "the periodic check found a change of the map file that no watch event reported; \
+             reloading"
+        );
+        self.attempt(r, Trigger::Watch);
     }
 }
 

@@ -80,7 +80,7 @@ fn local_for(server: SocketAddr) -> SocketAddr {
 
 /// A fresh query ID (distinct across the test process, so a late reply to
 /// an earlier query is never taken for the current one).
-fn next_id() -> u16 {
+pub fn next_id() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0x1000);
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -95,7 +95,20 @@ pub struct Udp {
 impl Udp {
     /// A client of `server`, bound to loopback.
     pub fn new(server: SocketAddr) -> Self {
-        let sock = UdpSocket::bind(local_for(server)).expect("bind UDP");
+        Self::with(
+            UdpSocket::bind(local_for(server)).expect("bind UDP"),
+            server,
+        )
+    }
+
+    /// A client of `server` from the loopback address `src` (another
+    /// client network: 127.0.2.1 is not in 127.0.1.0/24).
+    pub fn new_from(src: &str, server: SocketAddr) -> Self {
+        let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind UDP on {src}: {e}"));
+        Self::with(sock, server)
+    }
+
+    fn with(sock: UdpSocket, server: SocketAddr) -> Self {
         sock.connect(server).expect("connect UDP");
         // Only paces the look at the deadline in `recv_id`.
         sock.set_read_timeout(Some(Duration::from_millis(100)))

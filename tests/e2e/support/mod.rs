@@ -1,7 +1,8 @@
 //! The one support module of the end-to-end tests: the server launcher and
 //! its log reader ([`server`]), one DNS client ([`dns`]), one map builder
 //! ([`map`]), the HTTP, token and metrics helpers ([`http`]), the answer
-//! table of DESIGN.md ([`table`]), real secondaries ([`secondary`]) and the
+//! table of DESIGN.md ([`table`]), real secondaries ([`secondary`]), a real
+//! resolver in front ([`resolver`]: unbound, validating or not) and the
 //! SDK demo set-up ([`sdk`]); here, what they all share: paths, tools, and
 //! the one "wait until a condition holds or a deadline passes" helper.
 //!
@@ -13,12 +14,13 @@
 pub mod dns;
 pub mod http;
 pub mod map;
+pub mod resolver;
 pub mod sdk;
 pub mod secondary;
 pub mod server;
 pub mod table;
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -182,6 +184,57 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port below {low}");
 }
 
+/// A TCP connection to `server` from the loopback address `src` (any of
+/// 127.0.0.0/8 is ours: tests use 127.0.0.2 and up as other clients).
+pub fn connect_from(src: &str, server: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let src: std::net::IpAddr = src.parse().expect("a source address");
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(server),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    sock.bind(&SocketAddr::new(src, 0).into())?;
+    sock.connect_timeout(&server.into(), EXCHANGE)?;
+    Ok(sock.into())
+}
+
+/// A UDP socket bound to the loopback address `src`, connected to `server`.
+pub fn udp_from(src: &str, server: SocketAddr) -> UdpSocket {
+    let sock = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind UDP on {src}: {e}"));
+    sock.connect(server).expect("connect UDP");
+    sock
+}
+
+/// The resident memory of process `pid`, in bytes (`VmRSS`).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS in /proc status")
+}
+
+/// Raises this process's soft descriptor limit to at least `n` (up to the
+/// hard limit); the limit in force after.
+pub fn raise_nofile(n: u64) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write one rlimit struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        if r.rlim_cur < n {
+            r.rlim_cur = n.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        }
+    }
+    r.rlim_cur
+}
+
 /// Writes `text` to `path` through a temporary file in the same directory
 /// and a rename, as a control plane replaces a map: a reader never sees
 /// half a file.
@@ -238,4 +291,28 @@ fn parse_utc_reads_the_log_timestamps() {
     assert_eq!(parse_utc("2000-03-01T00:00:01.5Z"), Some(951_868_801.5));
     assert_eq!(parse_utc("2026-12-03T07:27:06Z"), Some(1_796_282_826.0));
     assert_eq!(parse_utc("not a time"), None);
+}
+
+/// `cellns dnssec keygen --out DIR ARGS`: the new key's tag.
+pub fn dnssec_keygen(dir: &Path, args: &[&str]) -> u16 {
+    let out = dir.to_str().expect("utf-8 path");
+    let mut all = vec!["dnssec", "keygen", "--out", out];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_cli(&all);
+    assert_eq!(code, 0, "cellns {all:?}: {stdout}{stderr}");
+    stdout
+        .split("key tag ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no key tag in {stdout:?}"))
+}
+
+/// `cellns dnssec ds DIR ORIGIN`: the DS records, one a line, in zone-file
+/// format (what a parent publishes, or a resolver takes as trust anchor).
+pub fn dnssec_ds(dir: &Path, origin: &str) -> Vec<String> {
+    let (code, stdout, stderr) =
+        run_cli(&["dnssec", "ds", dir.to_str().expect("utf-8 path"), origin]);
+    assert_eq!(code, 0, "cellns dnssec ds: {stdout}{stderr}");
+    stdout.lines().map(str::to_owned).collect()
 }

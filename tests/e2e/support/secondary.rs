@@ -1,12 +1,15 @@
 //! Real secondaries of cellns: NSD and Knot started from the configuration
-//! examples in deploy/secondaries/, changed only to run on loopback, and
-//! the TSIG key they share with cellns.
+//! examples in deploy/secondaries/, changed only to run on loopback, the
+//! TSIG key they share with cellns, and a relay that can cut NOTIFY off
+//! from a secondary that keeps running.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
@@ -200,4 +203,132 @@ pub fn key_file(dir: &Path) -> PathBuf {
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
     path
+}
+
+/// A UDP relay for NOTIFY between cellns and a secondary: cellns's
+/// `--notify` points at it, it forwards each NOTIFY to the secondary and
+/// the answer back, records the serial of every NOTIFY it got, and can
+/// play an unreachable secondary (drop everything) while the secondary
+/// itself keeps running (a restarted secondary would look at its primary
+/// by itself, which would hide whether NOTIFY reached it).
+pub struct NotifyRelay {
+    /// Where cellns sends NOTIFY.
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Notified>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// One NOTIFY the relay got.
+#[derive(Debug, Clone, Copy)]
+pub struct Notified {
+    /// When.
+    pub at: Instant,
+    /// The SOA serial it carried.
+    pub serial: u32,
+    /// Passed on to the secondary (false: dropped while down).
+    pub forwarded: bool,
+}
+
+impl NotifyRelay {
+    /// A relay to the secondary at `to` (which need not be up yet).
+    pub fn start(to: SocketAddr) -> Self {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind the relay");
+        let back = UdpSocket::bind("127.0.0.1:0").expect("bind the relay's back");
+        back.connect(to).expect("connect to the secondary");
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+        }
+        let addr = front.local_addr().expect("addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let primary: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let front = Arc::new(front);
+        let back = Arc::new(back);
+        let forward = {
+            let (front, back, up, stop, seen, primary) = (
+                front.clone(),
+                back.clone(),
+                up.clone(),
+                stop.clone(),
+                seen.clone(),
+                primary.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65535];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = front.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let serial = dns::decode(&buf[..n])
+                        .answers
+                        .iter()
+                        .find_map(|r| match &r.data {
+                            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+                            _ => None,
+                        })
+                        .unwrap_or(0);
+                    let forwarded = up.load(Ordering::Relaxed);
+                    lock(&seen).push(Notified {
+                        at: Instant::now(),
+                        serial,
+                        forwarded,
+                    });
+                    if forwarded {
+                        *lock(&primary) = Some(from);
+                        let _ = back.send(&buf[..n]);
+                    }
+                }
+            })
+        };
+        let answer = {
+            let (front, back, up, stop, primary) =
+                (front.clone(), back, up.clone(), stop.clone(), primary);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65535];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = back.recv(&mut buf) else {
+                        continue;
+                    };
+                    let to = *lock(&primary);
+                    if let (true, Some(to)) = (up.load(Ordering::Relaxed), to) {
+                        let _ = front.send_to(&buf[..n], to);
+                    }
+                }
+            })
+        };
+        Self {
+            addr,
+            up,
+            stop,
+            seen,
+            threads: vec![forward, answer],
+        }
+    }
+
+    /// Reachable (true) or not: while down, NOTIFYs and answers are dropped.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+
+    /// Every NOTIFY so far.
+    pub fn notified(&self) -> Vec<Notified> {
+        lock(&self.seen).clone()
+    }
+}
+
+impl Drop for NotifyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -110,6 +110,7 @@ pub struct Launch {
     args: Vec<String>,
     env: Vec<(String, String)>,
     dns_listen: String,
+    nofile: Option<u64>,
 }
 
 impl Launch {
@@ -119,7 +120,14 @@ impl Launch {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: vec![("RUST_LOG".into(), "info,hickory_server=warn".into())],
             dns_listen: "127.0.0.1:0".into(),
+            nofile: None,
         }
+    }
+
+    /// Runs the server with `RLIMIT_NOFILE` (soft and hard) set to `n`.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
     }
 
     /// Listens for DNS on `addr` instead of 127.0.0.1:0.
@@ -140,6 +148,24 @@ impl Launch {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt as _;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: runs in the child between fork and exec, and only
+            // calls setrlimit (async-signal-safe) on a struct it owns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd
     }
 
@@ -274,6 +300,14 @@ impl Server {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
+    }
+
+    /// Waits up to `within` for the process to exit (after a signal the
+    /// test sent); its status.
+    pub fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = &mut self.proc.child;
+        wait_until(within, || child.try_wait().ok().flatten().is_some());
+        child.try_wait().ok().flatten()
     }
 
     /// Sends SIGTERM and waits (bounded) for exit; returns the exit status.

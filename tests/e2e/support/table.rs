@@ -110,13 +110,13 @@ fn row(
 
 /// The SOA in negative answers: TTL min(apex 3600, negative 30) = 30
 /// (RFC 2308 §3).
-pub const NEG_SOA: &str = "cells.example.com. 30 SOA ns1.cells.example.com. hostmaster.example.com. SERIAL 3600 600 1209600 30";
+pub const NEG_SOA: &str = "cells.example.com. 30 SOA ns1.cells.example.com. hostmaster.example.com. SERIAL 300 60 1209600 30";
 
 /// Every row of DESIGN.md's "What a query gets", on the test map.
 pub fn table() -> Vec<Row> {
     use RecordType::*;
     use ResponseCode::*;
-    let soa = "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. SERIAL 3600 600 1209600 30";
+    let soa = "cells.example.com. 3600 SOA ns1.cells.example.com. hostmaster.example.com. SERIAL 300 60 1209600 30";
     vec![
         row(
             "tenant A",
