@@ -16,6 +16,9 @@ use super::prepared::Live;
 use super::wire::{self, HEADER_LEN, MAX_UDP_PAYLOAD, NOERROR, NXDOMAIN, OPT_LEN, REFUSED};
 use crate::route;
 
+/// The longest name in wire form (RFC 1035 §3.1), root label included.
+pub(crate) const MAX_NAME_WIRE: usize = 255;
+
 /// Size of response buffers the fast path writes into.
 pub const RESPONSE_BUF: usize = MAX_UDP_PAYLOAD as usize;
 
@@ -87,12 +90,14 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
         starts[labels] = i as u16;
         labels += 1;
         i += 1 + usize::from(len);
-        if i - 12 > 255 {
+        if i - 12 > MAX_NAME_WIRE {
             return Fast::General;
         }
     }
     let name_end = i;
-    if name_end + 4 > q.len() {
+    // RFC 1035 §3.1: at most 255 octets, the root label included; the
+    // general path answers a longer one (FORMERR).
+    if name_end + 4 > q.len() || name_end - 12 > MAX_NAME_WIRE {
         return Fast::General;
     }
     let qtype = u16::from_be_bytes([q[name_end], q[name_end + 1]]);
@@ -337,6 +342,43 @@ mod tests {
             name: "h.toml",
         })
         .unwrap()
+    }
+
+    /// A query for a name of `octets` octets in wire form (root included)
+    /// ending in the zone, as the fuzzer found: 256 octets once got FORMERR
+    /// from the fast path and REFUSED from the general path.
+    fn query_of_name_length(octets: usize) -> Vec<u8> {
+        let zone = b"\x05cells\x07example\x03com\x00";
+        let mut name = Vec::new();
+        let mut left = octets - zone.len();
+        while left > 0 {
+            let label = (left - 1).min(63);
+            name.push(label as u8);
+            name.extend(std::iter::repeat_n(b'x', label));
+            left -= 1 + label;
+        }
+        name.extend_from_slice(zone);
+        assert_eq!(name.len(), octets);
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&name);
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn a_name_over_255_octets_is_formerr_on_both_paths() {
+        let store = Arc::new(store_of(crate::map::load_example().unwrap()));
+        let (f, _, g) = both(&store, &query_of_name_length(256));
+        assert!(matches!(f, Fast::General), "the fast path answered it");
+        let g = g.expect("an answer");
+        assert_eq!(g.len(), HEADER_LEN, "{g:02x?}");
+        assert_eq!(g[3] & 0x0F, wire::FORMERR, "{g:02x?}");
+        // 255 octets is a name: the same bytes from both paths.
+        let (f, fast_bytes, g) = both(&store, &query_of_name_length(255));
+        if let Fast::Answered(..) = f {
+            assert_eq!(Some(fast_bytes), g);
+        }
+        assert_ne!(g.expect("an answer")[3] & 0x0F, wire::FORMERR);
     }
 
     #[test]

@@ -196,6 +196,9 @@ impl DnsServer {
         }
         let task = tokio::spawn(async move {
             let failure = tokio::select! {
+                // A listener that ends because of the shutdown is not a
+                // failure: the shutdown is looked at first.
+                biased;
                 _ = cancel.cancelled() => None,
                 exit = workers.failed() => Some(DnsError::Server(format!(
                     "UDP worker {} stopped: {}",
