@@ -285,6 +285,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     // Probers of the cells with a health table, following reloads.
     let (monitor, health_task) = Monitor::start(store.clone(), cancel.clone());
     let expiry_task = tokio::spawn(overrides.clone().run_expiry(store.clone(), cancel.clone()));
+    // Planned moves: a new zone version at each boundary, on the wall clock.
+    let moves_task = tokio::spawn(crate::live::moves::run_timer(store.clone(), cancel.clone()));
     gate.attach(Attach {
         store: store.clone(),
         overrides: Arc::new(Bound {
@@ -379,6 +381,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = upkeep_task.await;
     let _ = health_task.await;
     let _ = expiry_task.await;
+    let _ = moves_task.await;
     if let Some(t) = dnssec_task {
         let _ = t.await;
     }
