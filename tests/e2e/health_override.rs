@@ -134,14 +134,6 @@ fn health_override_takes_effect_at_once_survives_reload_and_restart_and_expires(
         "the reload was not audited"
     );
     assert_eq!(acme(dns), ips(&["192.0.2.2"]));
-    // The reload's audit line is written just after the map shows: wait
-    // for it before the process is killed.
-    assert!(
-        wait_until(RELOAD, || audit(state.path())
-            .iter()
-            .any(|l| l["what"] == "reload_accepted" && l["after"] == "o2")),
-        "no reload_accepted line for o2"
-    );
 
     // A restart keeps it, from the first answer on.
     drop(s);
