@@ -131,6 +131,14 @@ pub const AUDIT_WRITE_ERRORS: &str = "cellns_audit_write_errors_total";
 /// before keep their rights), 1 otherwise.
 pub const API_KEYS_LAST_RELOAD_SUCCESS: &str = "cellns_api_keys_last_reload_success";
 
+/// Planned tenant moves in the map in force, by `phase` (`scheduled`,
+/// `short-ttl`, `moved`).
+pub const MOVES: &str = "cellns_moves";
+/// Unix time from which no tenant answer cached by a resolver and no live
+/// token issued by this instance can point at the cell, by `cell`; 0 while
+/// tenant answers still point at it.
+pub const CELL_QUIET: &str = "cellns_cell_quiet_timestamp_seconds";
+
 /// RRSIGs made (not served from the signature cache), by `result` (ok,
 /// error).
 pub const DNSSEC_SIGNATURES: &str = "cellns_dnssec_signatures_total";
@@ -150,7 +158,7 @@ pub const DNSSEC_KEYS: &str = "cellns_dnssec_keys";
 pub const DNSSEC_NEXT_KEY_EVENT: &str = "cellns_dnssec_next_key_event_timestamp_seconds";
 
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 49] = [
+pub const ALL: [&str; 51] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
@@ -192,6 +200,8 @@ pub const ALL: [&str; 49] = [
     OVERRIDES,
     AUDIT_WRITE_ERRORS,
     API_KEYS_LAST_RELOAD_SUCCESS,
+    MOVES,
+    CELL_QUIET,
     DNSSEC_SIGNATURES,
     DNSSEC_CACHE_HITS,
     DNSSEC_CACHE_MISSES,
@@ -662,6 +672,19 @@ pub fn cell_status(cell: &str, state: Option<(Status, &str)>) {
             0.0
         });
     }
+}
+
+/// Sets the number of planned moves in `phase`.
+pub fn moves(phase: &'static str, n: usize) {
+    gauge!(MOVES, "phase" => phase).set(n as f64);
+}
+
+/// Sets when `cell` is quiet (`None`: tenant answers still point at it).
+pub fn cell_quiet(cell: &str, at: Option<SystemTime>) {
+    let v = at
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!(CELL_QUIET, "cell" => cell.to_owned()).set(v);
 }
 
 /// Sets the fail-static gauge.

@@ -301,6 +301,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         ))
     });
     let fleet_task = fleet.clone().map(|f| tokio::spawn(f.run(cancel.clone())));
+    // Planned moves: a new zone version at each boundary, on the wall clock.
+    let moves_task = tokio::spawn(crate::live::moves::run_timer(store.clone(), cancel.clone()));
     gate.attach(Attach {
         fleet,
         store: store.clone(),
@@ -399,6 +401,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     if let Some(t) = fleet_task {
         let _ = t.await;
     }
+    let _ = moves_task.await;
     if let Some(t) = dnssec_task {
         let _ = t.await;
     }

@@ -126,6 +126,13 @@ fn health_override_takes_effect_at_once_survives_reload_and_restart_and_expires(
         }),
         "o2 not loaded"
     );
+    // Its audit line follows the publish; the restart below must not cut it.
+    assert!(
+        wait_until(RELOAD, || audit(state.path())
+            .iter()
+            .any(|l| l["what"] == "reload_accepted" && l["after"] == "o2")),
+        "the reload was not audited"
+    );
     assert_eq!(acme(dns), ips(&["192.0.2.2"]));
 
     // A restart keeps it, from the first answer on.

@@ -19,6 +19,7 @@ mod health_probe;
 mod limits_dns;
 mod limits_http;
 mod map_check;
+mod moves;
 mod obs_admin;
 mod obs_deploy;
 mod obs_k8s;

@@ -414,6 +414,12 @@ impl<'a> Writer<'a> {
             self.room(out, MESSAGE_TARGET).await?;
             // As `route::lookup` answers a listed tenant: its cell's
             // serving cell (the failover when its own is down).
+            // A planned move near: the cell assigned now, the short TTL.
+            let (assigned, ttl) = match view.moving(tenant.as_bytes()) {
+                Some((now, true)) => (now, zone.move_ttl),
+                Some((now, false)) => (now, zone.ttl),
+                None => (assigned, zone.ttl),
+            };
             let records = answers.cell(view.serving(assigned));
             let (first, then): (&[RData], &[RData]) = match &records.cname {
                 Some(cname) => (std::slice::from_ref(cname), &[]),
@@ -424,7 +430,7 @@ impl<'a> Writer<'a> {
                 if self.len() >= MESSAGE_HARD {
                     self.room(out, MESSAGE_HARD).await?;
                 }
-                self.tenant_record(tenant.as_bytes(), zone.ttl, rd);
+                self.tenant_record(tenant.as_bytes(), ttl, rd);
             }
         }
         self.room(out, MESSAGE_TARGET).await?;
