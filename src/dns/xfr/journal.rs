@@ -41,7 +41,7 @@
 //! (or added then removed) cancels out, so the secondary applies what
 //! changed overall, once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -292,10 +292,9 @@ fn fixed_records(live: &Live) -> Vec<Vec<u8>> {
 }
 
 /// Per cell, what follows a tenant's owner name for each of its records
-/// when that cell serves it, as the transfer writes them (the CNAME alone,
-/// else A then AAAA).
-fn tails(live: &Live) -> Vec<Vec<Vec<u8>>> {
-    let ttl = live.view.map().zone.ttl;
+/// when that cell serves it, with `ttl`, as the transfer writes them (the
+/// CNAME alone, else A then AAAA).
+fn tails(live: &Live, ttl: u32) -> Vec<Vec<Vec<u8>>> {
     live.answers
         .cells
         .iter()
@@ -332,6 +331,25 @@ fn number_tails<'a>(
                 .or_insert(next)
         })
         .collect()
+}
+
+/// The records `live` serves the listed tenant `label` (lowercased), as a
+/// transfer writes them: from `tails`, or from `short` (the same with
+/// `zone.move_ttl`) while a planned move shortens its TTL. `None` when the
+/// map does not list it.
+fn served<'t>(
+    live: &Live,
+    tails: &'t [Vec<Vec<u8>>],
+    short: &'t [Vec<Vec<u8>>],
+    label: &str,
+) -> Option<&'t [Vec<u8>]> {
+    let assigned = live.view.map().tenants.get(label.as_bytes())?;
+    let (cell, is_short) = live
+        .view
+        .moving(label.as_bytes())
+        .unwrap_or((assigned, false));
+    let i = usize::from(live.view.serving(cell).0);
+    Some(if is_short { &short[i] } else { &tails[i] })
 }
 
 /// Collects records against a byte budget.
@@ -429,7 +447,17 @@ pub(super) fn diff(old: &Live, new: &Live, budget: usize) -> Option<Delta> {
     // Tenants. Each cell's tenant records are numbered by content, across
     // both versions, so comparing what a tenant had with what it has is
     // comparing two numbers.
-    let (ot, nt) = (tails(old), tails(new));
+    let (ot, nt) = (tails(old, om.zone.ttl), tails(new, nm.zone.ttl));
+    // Tenants a planned move affects in either version (few) are compared
+    // apart, by what each version serves them (the cell assigned now, the
+    // short TTL): the per-cell numbering below does not see them.
+    let moved: HashSet<&str> = old
+        .view
+        .moves()
+        .affected()
+        .chain(new.view.moves().affected())
+        .map(|(t, _, _)| t)
+        .collect();
     let mut ids: HashMap<&[Vec<u8>], u32> = HashMap::new();
     let old_id = number_tails(&mut ids, old, &ot);
     let new_id = number_tails(&mut ids, new, &nt);
@@ -445,6 +473,7 @@ pub(super) fn diff(old: &Live, new: &Live, budget: usize) -> Option<Delta> {
         if changed.iter().any(|&c| c) {
             for (tenant, cell) in nm.tenants.iter() {
                 if changed[usize::from(cell.0)]
+                    && !moved.contains(tenant)
                     && !b.tenant_change(tenant, old_tails(cell), new_tails(cell))
                 {
                     return None;
@@ -462,6 +491,10 @@ pub(super) fn diff(old: &Live, new: &Live, budget: usize) -> Option<Delta> {
                 Some((name, cell)) if name == tenant => Some(cell),
                 _ => om.tenants.get(tenant.as_bytes()),
             };
+            if moved.contains(tenant) {
+                matched += usize::from(was.is_some());
+                continue;
+            }
             match was {
                 None => {
                     if !b.tenant(true, tenant, new_tails(now)) {
@@ -481,10 +514,21 @@ pub(super) fn diff(old: &Live, new: &Live, budget: usize) -> Option<Delta> {
         if matched < om.tenants.len() {
             for (tenant, cell) in om.tenants.iter() {
                 if nm.tenants.get(tenant.as_bytes()).is_none()
+                    && !moved.contains(tenant)
                     && !b.tenant(false, tenant, old_tails(cell))
                 {
                     return None;
                 }
+            }
+        }
+    }
+    if !moved.is_empty() {
+        let (os, ns) = (tails(old, om.zone.move_ttl), tails(new, nm.zone.move_ttl));
+        for tenant in &moved {
+            let was = served(old, &ot, &os, tenant).unwrap_or(&[]);
+            let is = served(new, &nt, &ns, tenant).unwrap_or(&[]);
+            if was != is && !b.tenant_change(tenant, was, is) {
+                return None;
             }
         }
     }
@@ -572,6 +616,82 @@ mod tests {
         // Nothing changed: an empty delta.
         let same = diff(&live(&a, &[], 1), &live(&a, &[], 2), usize::MAX).expect("delta");
         assert!(same.removed.is_empty() && same.added.is_empty());
+    }
+
+    #[test]
+    fn a_planned_move_is_its_short_ttl_then_its_flip_then_the_normal_ttl() {
+        use std::time::{Duration, SystemTime};
+        let mut spec = Spec::new(40, 4, Format::Toml);
+        spec.move_every = 0;
+        let text = generate_spec(&spec);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("t000010 = "))
+            .expect("t000010 listed");
+        let to = if line.contains("c0002") {
+            "c0003"
+        } else {
+            "c0002"
+        };
+        // 2030-01-01T00:00:00Z; zone ttl 30, move_ttl 5 (the default).
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000);
+        let text =
+            format!("{text}\n[moves.t000010]\nto = \"{to}\"\nat = \"2030-01-01T00:00:00Z\"\n");
+        let m = Arc::new(
+            load_str(Source {
+                text: &text,
+                format: Format::Toml,
+                name: "gen.toml",
+            })
+            .expect("map with a move"),
+        );
+        let at_time = |secs: i64, serial| {
+            let now = if secs < 0 {
+                at - Duration::from_secs(secs.unsigned_abs())
+            } else {
+                at + Duration::from_secs(secs.unsigned_abs())
+            };
+            let view = View::new_at(m.clone(), &Conditions::default(), serial, now);
+            let answers = Answers::prepare(&view, None);
+            Live {
+                view: Arc::new(view),
+                answers,
+            }
+        };
+        // Scheduled, the short-TTL window, moved (still short), done.
+        let versions = [
+            at_time(-100, 1),
+            at_time(-10, 2),
+            at_time(10, 3),
+            at_time(100, 4),
+        ];
+        let owner = "t000010.cells.example.test.";
+        let expect = [(30, 5, false), (5, 5, true), (5, 30, false)];
+        for (pair, (ttl_was, ttl_is, flips)) in versions.windows(2).zip(expect) {
+            let d = diff(&pair[0], &pair[1], usize::MAX).expect("delta");
+            let removed = texts(&d.removed.iter().map(|r| &r[..]).collect::<Vec<_>>());
+            let added = texts(&d.added.iter().map(|r| &r[..]).collect::<Vec<_>>());
+            // The tenant's 2 A + 1 AAAA out and in, nothing else.
+            assert_eq!(
+                (removed.len(), added.len()),
+                (3, 3),
+                "{removed:?} {added:?}"
+            );
+            for r in &removed {
+                assert!(r.starts_with(&format!("{owner} {ttl_was} ")), "{r}");
+            }
+            for r in &added {
+                assert!(r.starts_with(&format!("{owner} {ttl_is} ")), "{r}");
+            }
+            let same_addresses = removed.iter().all(|r| {
+                let rdata = r.rsplit(' ').next().unwrap_or_default();
+                added.iter().any(|a| a.ends_with(&format!(" {rdata}")))
+            });
+            assert_eq!(same_addresses, !flips, "{removed:?} {added:?}");
+        }
+        // Condensed from before the window to after it: the flip alone.
+        let d = diff(&versions[0], &versions[3], usize::MAX).expect("delta");
+        assert_eq!((d.removed.len(), d.added.len()), (3, 3));
     }
 
     #[test]
