@@ -1,6 +1,7 @@
 //! The command line: its arguments ([`args`], a contract: README,
 //! "Commands"), the one-shot commands (`check`, `explain`, `diff`,
-//! `keygen`, `verify-token`, `gen-map`, `dnssec`), and the `serve` wiring
+//! `keygen`, `verify-token`, `fleet wait`, `gen-map`, `dnssec`), and the
+//! `serve` wiring
 //! ([`serve`]), which is the only reader of the serve flags: it builds each
 //! part's own configuration from them. Output goes to stdout; the exit code
 //! is the verdict.
@@ -9,6 +10,7 @@ pub mod args;
 pub mod budget;
 mod diff;
 mod dnssec;
+mod fleet;
 pub mod serve;
 
 use std::fmt::Write as _;
@@ -42,6 +44,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::GenMap(args) => gen_map(&args),
         Command::Keygen(args) => keygen(&args),
         Command::VerifyToken(args) => verify_token(&args),
+        Command::Fleet(args::FleetCommand::Wait(args)) => fleet::wait(&args),
         Command::Dnssec(args) => dnssec::run(&args.command),
     }
 }

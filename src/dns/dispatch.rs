@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use hickory_proto::op::{Header, Metadata, ResponseCode};
+use hickory_proto::rr::RecordType;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseInfo};
@@ -194,6 +195,15 @@ impl Dispatch {
             if transport == Transport::Tcp {
                 // Streamed, and not counted (see the module docs).
                 return Reply::Transfer(Box::new(request));
+            }
+            if let Some(bytes) = xfr::stream::ixfr_datagram(&self.transfers, &self.store, &request)
+            {
+                count(
+                    transport,
+                    u16::from(RecordType::IXFR),
+                    ResponseCode::NoError,
+                );
+                return Reply::Message(bytes);
             }
             let edns = handler::response_edns(&request);
             let mut sink = capture.clone();

@@ -1,7 +1,8 @@
 //! The operating side of the HTTP API: liveness (`GET /healthz`),
 //! readiness (`GET /readyz`), Prometheus metrics (`GET /metrics`), the
 //! views of the effective view in force (`GET /v1/map`, `/v1/cells`,
-//! `/v1/tenants/{tenant}`), operator overrides (`PUT`/`DELETE
+//! `/v1/tenants/{tenant}`), the serials the secondaries serve (`GET
+//! /v1/fleet`), operator overrides (`PUT`/`DELETE
 //! /v1/cells/{id}/status`), and the middleware that times every request.
 //!
 //! Owns: the JSON documents of these routes, and what the API answers while
@@ -891,4 +892,75 @@ mod tests {
         assert!(v.dns.name.starts_with("acme."), "{}", v.dns.name);
         assert!(v.dns.name.ends_with('.'), "{}", v.dns.name);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The fleet.
+
+/// `GET /v1/fleet`: the body.
+#[derive(Debug, Serialize)]
+struct FleetView {
+    zone: String,
+    serial: u32,
+    serial_since: String,
+    serial_since_unix: u64,
+    in_sync: bool,
+    secondaries: Vec<SecondaryView>,
+}
+
+#[derive(Debug, Serialize)]
+struct SecondaryView {
+    address: String,
+    serial: Option<u32>,
+    in_sync: bool,
+    checked_at: Option<String>,
+    last_in_sync: Option<String>,
+    lag_seconds: Option<u64>,
+    serials_behind: Option<u32>,
+    error: Option<String>,
+}
+
+/// `GET /v1/fleet` (read scope): our serial, and for every `--notify`
+/// secondary the serial it served at the last check (every
+/// [`crate::dns::fleet::INTERVAL`]), whether that is ours, when it last
+/// was, and how far behind it is.
+pub(super) async fn fleet(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    app.authorize(req.headers(), req.extensions(), Scope::Read)?;
+    let view = app.store.view();
+    let zone = view.map().zone.origin.to_ascii();
+    let body = match &app.fleet {
+        Some(f) => {
+            let r = f.report();
+            FleetView {
+                zone,
+                serial: r.serial,
+                serial_since: rfc3339(r.serial_since),
+                serial_since_unix: unix(r.serial_since),
+                in_sync: r.secondaries.iter().all(|s| s.in_sync),
+                secondaries: r
+                    .secondaries
+                    .into_iter()
+                    .map(|s| SecondaryView {
+                        address: s.address.to_string(),
+                        serial: s.serial,
+                        in_sync: s.in_sync,
+                        checked_at: s.checked_at.map(rfc3339),
+                        last_in_sync: s.last_in_sync.map(rfc3339),
+                        lag_seconds: s.lag_seconds,
+                        serials_behind: s.serials_behind,
+                        error: s.error,
+                    })
+                    .collect(),
+            }
+        }
+        None => FleetView {
+            zone,
+            serial: view.serial(),
+            serial_since: rfc3339(view.map().loaded_at),
+            serial_since_unix: unix(view.map().loaded_at),
+            in_sync: true,
+            secondaries: Vec::new(),
+        },
+    };
+    Ok(json(StatusCode::OK, &body))
 }

@@ -102,6 +102,10 @@ pub trait Current: Send + Sync + std::fmt::Debug {
 /// Builds the answers of a view.
 type Prepare<A> = Box<dyn Fn(&View) -> A + Send + Sync>;
 
+/// Sees each publish (the value in force, then the one replacing it)
+/// before it is served: the IXFR journal.
+type OnPublish<A> = Box<dyn Fn(&Live<A>, &Live<A>) + Send + Sync>;
+
 /// What publishers share, behind the write lock.
 struct Writer {
     conditions: Conditions,
@@ -119,6 +123,8 @@ pub struct Store<A> {
     retired: Mutex<Vec<Arc<Live<A>>>>,
     /// Where publishes are audited; the log only until one is set.
     audit: OnceLock<Arc<Audit>>,
+    /// Called on every publish, before the new value is served.
+    on_publish: OnceLock<OnPublish<A>>,
     /// When cells stop being pointed at (fed by every publish and token).
     quiet: Quiet,
 }
@@ -174,6 +180,7 @@ impl<A: Send + Sync + 'static> Store<A> {
             serial,
             retired: Mutex::new(Vec::new()),
             audit: OnceLock::new(),
+            on_publish: OnceLock::new(),
             quiet,
         })
     }
@@ -188,6 +195,15 @@ impl<A: Send + Sync + 'static> Store<A> {
     /// log.
     pub fn set_audit(&self, audit: Arc<Audit>) -> bool {
         self.audit.set(audit).is_ok()
+    }
+
+    /// Calls `f` with the value in force and the value replacing it on
+    /// every publish from now on, on the publisher's thread and with its
+    /// lock held, before the new value is served (once; later calls change
+    /// nothing and return false). The IXFR journal records its differences
+    /// here: off the query path, and ready before anyone sees the serial.
+    pub fn set_on_publish(&self, f: impl Fn(&Live<A>, &Live<A>) + Send + Sync + 'static) -> bool {
+        self.on_publish.set(Box::new(f)).is_ok()
     }
 
     /// The audit log publishes are recorded in.
@@ -313,10 +329,14 @@ impl<A: Send + Sync + 'static> Store<A> {
     fn swap(&self, view: View, actor: &str) -> Arc<View> {
         let answers = (self.prepare)(&view);
         let view = Arc::new(view);
-        let old = self.current.swap(Arc::new(Live {
+        let new = Arc::new(Live {
             view: view.clone(),
             answers,
-        }));
+        });
+        if let Some(f) = self.on_publish.get() {
+            f(&self.current.load(), &new);
+        }
+        let old = self.current.swap(new);
         publish_metrics(&view, Some(&old.view));
         // In force from the swap on: what the old view served ends now.
         self.quiet.observe(&view, SystemTime::now());

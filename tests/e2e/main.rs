@@ -42,6 +42,7 @@ mod token_jwks;
 mod token_keygen;
 mod token_tls;
 mod xfr_config;
+mod xfr_ixfr;
 mod xfr_notify;
 mod xfr_refused;
 mod xfr_secondary;
