@@ -8,10 +8,16 @@
 # would, and shows the client being refused by its old cell (wrong_cell),
 # fetching one new token and reaching the new cell.
 #
-# Usage: examples/demo.sh [--non-interactive]
+# With --scheduled, the map keeps acme's tenant line and schedules the move
+# instead ([moves.acme] a few seconds ahead): cellns flips DNS and tokens by
+# itself at that time, without a reload (docs/moves.md).
+#
+# Usage: examples/demo.sh [--non-interactive] [--scheduled]
 #   --non-interactive   do not wait for Enter; exit 0 as soon as the client
 #                       has followed the move (the default when stdin is not
 #                       a terminal). Exits 1 if any step takes too long.
+#   --scheduled         schedule the move in the map instead of rewriting
+#                       the tenant line.
 # Environment:
 #   DEMO_PROFILE   cargo profile to build with: release (default) or dev
 #   DEMO_TIMEOUT   seconds to wait for each step (default 60)
@@ -22,11 +28,14 @@
 set -euo pipefail
 
 interactive=1
-case "${1:-}" in
-  --non-interactive) interactive=0 ;;
-  "") ;;
-  *) echo "usage: $0 [--non-interactive]" >&2; exit 2 ;;
-esac
+scheduled=0
+for arg in "$@"; do
+  case "$arg" in
+    --non-interactive) interactive=0 ;;
+    --scheduled) scheduled=1 ;;
+    *) echo "usage: $0 [--non-interactive] [--scheduled]" >&2; exit 2 ;;
+  esac
+done
 [[ -t 0 ]] || interactive=0
 profile=${DEMO_PROFILE:-release}
 timeout=${DEMO_TIMEOUT:-60}
@@ -105,7 +114,8 @@ logged_addr() {
   grep -m1 -F "\"message\":\"$1" "$tmp/cellns.log" | sed -E 's/.*"addr":"([^"]+)".*/\1/'
 }
 
-# Writes the map with acme in cell $1, version demo-$2. The file is written
+# Writes the map with acme in cell $1, version demo-$2, and, when $3 is
+# given, acme's move to cell b at that time (RFC 3339). The file is written
 # next to the map and renamed over it, so cellns never reads half a file.
 write_map() {
   cat >"$tmp/map.toml.tmp" <<EOF
@@ -140,7 +150,23 @@ acme = "$1"
 # moving it is a 100% move: allow it.
 max_moved_fraction = 1.0
 EOF
+  if [[ -n ${3:-} ]]; then
+    cat >>"$tmp/map.toml.tmp" <<EOF
+
+# acme stays in cell a until 'at', then every cellns instance serves it
+# from cell b, without a reload; its answers carry zone.move_ttl around it.
+[moves.acme]
+to = "b"
+at = "$3"
+EOF
+  fi
   mv "$tmp/map.toml.tmp" "$tmp/map.toml"
+}
+
+# RFC 3339 UTC of now + $1 seconds (GNU date, or BSD date on macOS).
+rfc3339_in() {
+  local t=$(($(date +%s) + $1))
+  date -u -d "@$t" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$t" +%Y-%m-%dT%H:%M:%SZ
 }
 
 # What DNS says about the tenant (the same cell as the token's claim).
@@ -191,10 +217,31 @@ if ((interactive)); then
 fi
 
 show_client || true
-say "moving acme from cell a to cell b (map demo-2)"
 # The lines shown so far came before the move; the rest come after it.
 lines=$shown
-write_map b 2
+if ((scheduled)); then
+  at=$(rfc3339_in 6)
+  say "moving acme from cell a to cell b: scheduled at $at (map demo-2, tenant line unchanged)"
+  write_map a 2 "$at"
+  # What cellns says about the move (the demo's key may read /v1/).
+  if command -v curl >/dev/null; then
+    deadline=$((SECONDS + timeout))
+    until curl -fsS -H "Authorization: Bearer $api_key" "http://$http/v1/tenants/acme" 2>/dev/null |
+      grep -qF '"move":{'; do
+      if ((SECONDS >= deadline)); then
+        echo "timed out after ${timeout}s waiting for cellns to load the move" >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
+    phase=$(curl -fsS -H "Authorization: Bearer $api_key" "http://$http/v1/tenants/acme" |
+      sed -E 's/.*"phase":"([^"]+)".*/\1/')
+    echo "cellns: acme's move is loaded, phase $phase; DNS and tokens flip at $at"
+  fi
+else
+  say "moving acme from cell a to cell b (map demo-2)"
+  write_map b 2
+fi
 follow_client "served   by b.cells.demo.test"
 show_dns
 

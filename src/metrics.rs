@@ -78,6 +78,23 @@ pub const NOTIFY_ACKNOWLEDGED: &str = "cellns_notify_acknowledged_total";
 /// NOTIFYs that failed, by `secondary`: answered with an error, or never
 /// acknowledged before the retries ended.
 pub const NOTIFY_FAILED: &str = "cellns_notify_failed_total";
+/// Zone transfers served, by `kind`: `axfr`, `ixfr` (differences, or the
+/// SOA alone for a client already up to date), `ixfr_full` (an IXFR
+/// answered with the whole zone: the journal does not reach back to the
+/// client's serial), `refused` (not allowed, or no free transfer slot),
+/// `failed` (cut off while streaming).
+pub const XFR_TRANSFERS: &str = "cellns_xfr_transfers_total";
+/// Bytes of zone transfer responses sent, by `kind` (axfr, ixfr, ixfr_full).
+pub const XFR_BYTES: &str = "cellns_xfr_bytes_total";
+/// Time to send a zone transfer, by `kind` (axfr, ixfr, ixfr_full).
+pub const XFR_DURATION: &str = "cellns_xfr_duration_seconds";
+/// Zone versions the IXFR journal holds differences for.
+pub const IXFR_JOURNAL_VERSIONS: &str = "cellns_ixfr_journal_versions";
+/// Bytes the IXFR journal holds.
+pub const IXFR_JOURNAL_BYTES: &str = "cellns_ixfr_journal_bytes";
+/// 1 while a `--notify` secondary serves our serial (its SOA, asked
+/// periodically), else 0, by `secondary`.
+pub const SECONDARY_IN_SYNC: &str = "cellns_secondary_in_sync";
 /// Listed tenants, by assigned `cell`.
 pub const TENANTS: &str = "cellns_tenants";
 /// Cells, by effective `status`.
@@ -114,6 +131,14 @@ pub const AUDIT_WRITE_ERRORS: &str = "cellns_audit_write_errors_total";
 /// before keep their rights), 1 otherwise.
 pub const API_KEYS_LAST_RELOAD_SUCCESS: &str = "cellns_api_keys_last_reload_success";
 
+/// Planned tenant moves in the map in force, by `phase` (`scheduled`,
+/// `short-ttl`, `moved`).
+pub const MOVES: &str = "cellns_moves";
+/// Unix time from which no tenant answer cached by a resolver and no live
+/// token issued by this instance can point at the cell, by `cell`; 0 while
+/// tenant answers still point at it.
+pub const CELL_QUIET: &str = "cellns_cell_quiet_timestamp_seconds";
+
 /// RRSIGs made (not served from the signature cache), by `result` (ok,
 /// error).
 pub const DNSSEC_SIGNATURES: &str = "cellns_dnssec_signatures_total";
@@ -133,7 +158,7 @@ pub const DNSSEC_KEYS: &str = "cellns_dnssec_keys";
 pub const DNSSEC_NEXT_KEY_EVENT: &str = "cellns_dnssec_next_key_event_timestamp_seconds";
 
 /// Every metric name, for documentation checks.
-pub const ALL: [&str; 43] = [
+pub const ALL: [&str; 51] = [
     DNS_QUERIES,
     DNS_ANSWERS,
     DNS_UNKNOWN_TENANT,
@@ -154,6 +179,12 @@ pub const ALL: [&str; 43] = [
     NOTIFY_SENT,
     NOTIFY_ACKNOWLEDGED,
     NOTIFY_FAILED,
+    XFR_TRANSFERS,
+    XFR_BYTES,
+    XFR_DURATION,
+    IXFR_JOURNAL_VERSIONS,
+    IXFR_JOURNAL_BYTES,
+    SECONDARY_IN_SYNC,
     TENANTS,
     CELLS,
     TOKENS_ISSUED,
@@ -169,6 +200,8 @@ pub const ALL: [&str; 43] = [
     OVERRIDES,
     AUDIT_WRITE_ERRORS,
     API_KEYS_LAST_RELOAD_SUCCESS,
+    MOVES,
+    CELL_QUIET,
     DNSSEC_SIGNATURES,
     DNSSEC_CACHE_HITS,
     DNSSEC_CACHE_MISSES,
@@ -207,6 +240,13 @@ pub fn install() -> PrometheusHandle {
                 )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(
+                    Matcher::Full(XFR_DURATION.to_owned()),
+                    &[
+                        0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
                     Matcher::Full(HEALTH_PROBE_DURATION.to_owned()),
                     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
                 )
@@ -227,6 +267,11 @@ pub fn install() -> PrometheusHandle {
     gauge!(OVERRIDES).set(0.0);
     counter!(AUDIT_WRITE_ERRORS).increment(0);
     gauge!(API_KEYS_LAST_RELOAD_SUCCESS).set(1.0);
+    for kind in XfrKind::ALL {
+        counter!(XFR_TRANSFERS, "kind" => kind.as_str()).increment(0);
+    }
+    gauge!(IXFR_JOURNAL_VERSIONS).set(0.0);
+    gauge!(IXFR_JOURNAL_BYTES).set(0.0);
     handle
 }
 
@@ -285,6 +330,33 @@ fn describe() {
     describe_counter!(
         MAP_CHECK_CHANGES,
         "Map file changes found by the periodic check that no watch event reported"
+    );
+    describe_counter!(
+        XFR_TRANSFERS,
+        "Zone transfers, by kind (axfr, ixfr, ixfr_full, refused, failed)"
+    );
+    describe_counter!(
+        XFR_BYTES,
+        Unit::Bytes,
+        "Bytes of zone transfer responses sent, by kind"
+    );
+    describe_histogram!(
+        XFR_DURATION,
+        Unit::Seconds,
+        "Time to send a zone transfer, by kind"
+    );
+    describe_gauge!(
+        IXFR_JOURNAL_VERSIONS,
+        "Zone versions the IXFR journal holds differences for"
+    );
+    describe_gauge!(
+        IXFR_JOURNAL_BYTES,
+        Unit::Bytes,
+        "Bytes held by the IXFR journal"
+    );
+    describe_gauge!(
+        SECONDARY_IN_SYNC,
+        "1 while a --notify secondary serves our serial, by secondary"
     );
     describe_counter!(NOTIFY_SENT, "NOTIFY messages sent, by secondary");
     describe_counter!(NOTIFY_ACKNOWLEDGED, "NOTIFYs acknowledged, by secondary");
@@ -602,6 +674,19 @@ pub fn cell_status(cell: &str, state: Option<(Status, &str)>) {
     }
 }
 
+/// Sets the number of planned moves in `phase`.
+pub fn moves(phase: &'static str, n: usize) {
+    gauge!(MOVES, "phase" => phase).set(n as f64);
+}
+
+/// Sets when `cell` is quiet (`None`: tenant answers still point at it).
+pub fn cell_quiet(cell: &str, at: Option<SystemTime>) {
+    let v = at
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!(CELL_QUIET, "cell" => cell.to_owned()).set(v);
+}
+
 /// Sets the fail-static gauge.
 pub fn fail_static(on: bool) {
     gauge!(HEALTH_FAIL_STATIC).set(if on { 1.0 } else { 0.0 });
@@ -719,6 +804,73 @@ pub fn notify(secondary: &str, event: NotifyEvent) {
         NotifyEvent::Failed => NOTIFY_FAILED,
     };
     counter!(name, "secondary" => secondary.to_owned()).increment(1);
+}
+
+/// What kind of zone transfer ([`XFR_TRANSFERS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XfrKind {
+    /// The whole zone, asked as AXFR.
+    Axfr,
+    /// Differences (or the SOA alone for a client up to date).
+    Ixfr,
+    /// An IXFR answered with the whole zone.
+    IxfrFull,
+    /// Refused (not allowed, or no free slot).
+    Refused,
+    /// Cut off while being sent.
+    Failed,
+}
+
+impl XfrKind {
+    /// Every kind.
+    pub const ALL: [Self; 5] = [
+        Self::Axfr,
+        Self::Ixfr,
+        Self::IxfrFull,
+        Self::Refused,
+        Self::Failed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Axfr => "axfr",
+            Self::Ixfr => "ixfr",
+            Self::IxfrFull => "ixfr_full",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Records a zone transfer of `kind` that sent `bytes` in `elapsed`;
+/// `ok` false counts it as failed (its bytes and time still count under
+/// its kind).
+pub fn xfr(kind: XfrKind, bytes: usize, elapsed: Duration, ok: bool) {
+    let counted = if ok { kind } else { XfrKind::Failed };
+    counter!(XFR_TRANSFERS, "kind" => counted.as_str()).increment(1);
+    counter!(XFR_BYTES, "kind" => kind.as_str()).increment(bytes as u64);
+    histogram!(XFR_DURATION, "kind" => kind.as_str()).record(elapsed.as_secs_f64());
+}
+
+/// Counts a refused zone transfer.
+pub fn xfr_refused() {
+    counter!(XFR_TRANSFERS, "kind" => XfrKind::Refused.as_str()).increment(1);
+}
+
+/// The IXFR journal's size.
+pub fn ixfr_journal(versions: usize, bytes: usize) {
+    gauge!(IXFR_JOURNAL_VERSIONS).set(versions as f64);
+    gauge!(IXFR_JOURNAL_BYTES).set(bytes as f64);
+}
+
+/// Whether `secondary` serves our serial.
+pub fn secondary_in_sync(secondary: &str, in_sync: bool) {
+    gauge!(SECONDARY_IN_SYNC, "secondary" => secondary.to_owned()).set(if in_sync {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Records a reload attempt.

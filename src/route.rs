@@ -5,6 +5,7 @@
 //! decision with the reasons, for `cellns explain`, `/v1/tenants` and tokens.
 
 use crate::live::View;
+use crate::live::moves::{MoveState, Phase};
 use crate::map::index::{label_hash, mix64};
 use crate::map::{CellId, Placement};
 
@@ -29,6 +30,9 @@ pub struct Route {
     /// Down cells passed through on the way to `serving`, starting with
     /// `assigned` (empty when `assigned` serves).
     pub failed_over: Vec<CellId>,
+    /// The tenant's planned move (`[moves.<tenant>]`): its position in the
+    /// map's `moves` and its state in the view.
+    pub planned: Option<(usize, MoveState)>,
 }
 
 impl Route {
@@ -36,9 +40,24 @@ impl Route {
     /// and `/v1/tenants`).
     pub fn reason(&self, view: &View) -> String {
         let assigned = &view.cell(self.assigned).id;
-        match self.via {
-            Via::Listed => format!("listed in [tenants] as `{assigned}`"),
-            Via::Hashed => format!(
+        let map = view.map();
+        match (
+            self.via,
+            self.planned.and_then(|(i, s)| Some((map.moves.get(i)?, s))),
+        ) {
+            (Via::Listed, Some((m, s))) if s.phase == Phase::Moved => format!(
+                "listed in [tenants] as `{}`; moved to `{assigned}` at {} by [moves]",
+                view.cell(m.from).id,
+                crate::live::audit::rfc3339(m.at),
+            ),
+            (Via::Listed, Some((m, s))) => format!(
+                "listed in [tenants] as `{assigned}`; moves to `{}` at {} ([moves], {})",
+                view.cell(m.to).id,
+                crate::live::audit::rfc3339(m.at),
+                s.phase.as_str(),
+            ),
+            (Via::Listed, None) => format!("listed in [tenants] as `{assigned}`"),
+            (Via::Hashed, _) => format!(
                 "not listed; placed on `{assigned}` by weighted rendezvous hashing over {} active cell(s)",
                 view.hash_pool().len()
             ),
@@ -61,17 +80,45 @@ pub enum NoRoute {
 /// case-insensitively), or `None` for NXDOMAIN. Allocation-free.
 #[inline]
 pub fn lookup(view: &View, label: &[u8]) -> Option<CellId> {
+    lookup_target(view, label).map(|t| t.cell)
+}
+
+/// What a tenant's DNS answer is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The serving cell.
+    pub cell: CellId,
+    /// The answer carries `zone.move_ttl` instead of `zone.ttl` (a planned
+    /// move is near).
+    pub short_ttl: bool,
+}
+
+/// As [`lookup`], with the TTL the answer carries. Planned moves are
+/// consulted only when the view has some in effect (one length check
+/// otherwise). Allocation-free.
+#[inline]
+pub fn lookup_target(view: &View, label: &[u8]) -> Option<Target> {
+    if let Some((assigned, short_ttl)) = view.moving(label) {
+        return Some(Target {
+            cell: view.serving(assigned),
+            short_ttl,
+        });
+    }
     let map = view.map();
-    if let Some(cell) = map.tenants.get(label) {
-        return Some(view.serving(cell));
-    }
-    match map.placement {
-        Placement::Nxdomain => None,
-        // Only what could be a tenant id is hashed: `_dmarc` or `*` are not
-        // tenants, and tokens (through `explain`) refuse them too.
-        Placement::Hash if is_tenant_label(label) => rendezvous(view, label),
-        Placement::Hash => None,
-    }
+    let cell = match map.tenants.get(label) {
+        Some(cell) => view.serving(cell),
+        None => match map.placement {
+            Placement::Nxdomain => return None,
+            // Only what could be a tenant id is hashed: `_dmarc` or `*` are
+            // not tenants, and tokens (through `explain`) refuse them too.
+            Placement::Hash if is_tenant_label(label) => rendezvous(view, label)?,
+            Placement::Hash => return None,
+        },
+    };
+    Some(Target {
+        cell,
+        short_ttl: false,
+    })
 }
 
 /// Whether `label` is a valid tenant id: 1..=63 letters, digits and
@@ -94,7 +141,15 @@ pub fn explain(view: &View, tenant: &str) -> Result<Route, NoRoute> {
         return Err(NoRoute::InvalidTenant(tenant.to_owned(), problem));
     }
     let map = view.map();
-    let (assigned, via) = match map.tenants.get(tenant.as_bytes()) {
+    let listed = match view.moving(tenant.as_bytes()) {
+        Some((now, _)) => Some(now),
+        None => map.tenants.get(tenant.as_bytes()),
+    };
+    let planned = map
+        .moves_index
+        .find(tenant.as_bytes())
+        .and_then(|(i, _)| Some((i, view.moves().state(i)?)));
+    let (assigned, via) = match listed {
         Some(c) => (c, Via::Listed),
         None => match map.placement {
             Placement::Hash => (
@@ -111,6 +166,7 @@ pub fn explain(view: &View, tenant: &str) -> Result<Route, NoRoute> {
         serving: state.serving,
         via,
         failed_over: state.failover_path.clone(),
+        planned,
     })
 }
 

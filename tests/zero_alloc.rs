@@ -121,9 +121,12 @@ fn nothing_on_the_fast_path_allocates() {
 fn fast_path_alone() {
     // use1-a is probed, and health found one of its endpoints down: the
     // answers for acme leave it out (the view's filtered endpoints).
+    // And globex has a move to euw1-a 20 s ahead: its answers carry the
+    // short TTL (the per-tenant overlay and the short bodies).
     let text = format!(
-        "{}\n[cells.use1-a.health]\nprobe = \"tcp\"\nport = 443\n",
-        cellns::map::EXAMPLE_MAP
+        "{}\n[cells.use1-a.health]\nprobe = \"tcp\"\nport = 443\n{}",
+        cellns::map::EXAMPLE_MAP,
+        move_in(20)
     );
     let map = cellns::map::load_str(cellns::map::Source {
         text: &text,
@@ -155,6 +158,19 @@ fn fast_path_alone() {
     let answer = Message::from_vec(&buf[..n]).expect("decodable answer");
     let got: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
     assert_eq!(got, ["192.0.2.10"], "the down endpoint is left out");
+    let Fast::Answered(n, ..) = respond(
+        &snap,
+        &query(7, "globex.cells.example.com.", RecordType::A, None),
+        &mut buf,
+    ) else {
+        panic!("globex A not answered on the fast path")
+    };
+    let answer = Message::from_vec(&buf[..n]).expect("decodable answer");
+    assert_eq!(
+        answer.answers[0].ttl, 5,
+        "globex is in its short-TTL window"
+    );
+    assert_eq!(answer.answers[0].data.to_string(), "192.0.2.20");
     let mut queries = Vec::new();
     for name in [
         "acme.cells.example.com.",
@@ -189,6 +205,20 @@ fn fast_path_alone() {
         "the fast path allocated {allocated} times in {} queries",
         1000 * queries.len()
     );
+}
+
+/// A `[moves.globex]` table moving globex to euw1-a `ahead` seconds from
+/// now (negative: in the past).
+fn move_in(ahead: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let at = time::OffsetDateTime::from_unix_timestamp(now + ahead)
+        .expect("time")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    format!("\n[moves.globex]\nto = \"euw1-a\"\nat = \"{at}\"\n")
 }
 
 /// What a query must get.
@@ -436,6 +466,45 @@ fn through_the_udp_worker() {
         ("www.example.org.".to_owned(), RecordType::A, Want::Refused),
     ];
     measure("example map", store, &cases(&rows));
+
+    // A move in its short-TTL window (globex, to euw1-a) and one done
+    // (initech, to use1-a): the overlay answers both.
+    let text = format!(
+        "{}{}\n[moves.initech]\nto = \"use1-a\"\nat = \"2000-01-01T00:00:00Z\"\n",
+        cellns::map::EXAMPLE_MAP,
+        move_in(20)
+    );
+    let snap = load_str(Source {
+        text: &text,
+        format: Format::Toml,
+        name: "moves.toml",
+    })
+    .expect("moves map");
+    let store = Arc::new(cellns::dns::prepared::store_of(snap));
+    let rows = vec![
+        (
+            format!("globex.{z}"),
+            RecordType::A,
+            Want::Addrs([v4("192.0.2.20")].into()),
+        ),
+        (
+            format!("GLOBEX.{z}"),
+            RecordType::AAAA,
+            Want::Addrs([v4("2001:db8::20")].into()),
+        ),
+        (
+            format!("initech.{z}"),
+            RecordType::A,
+            Want::Addrs([v4("192.0.2.10"), v4("192.0.2.11")].into()),
+        ),
+        (
+            format!("acme.{z}"),
+            RecordType::A,
+            Want::Addrs([v4("192.0.2.10"), v4("192.0.2.11")].into()),
+        ),
+        (format!("nobody.{z}"), RecordType::A, Want::NxDomain),
+    ];
+    measure("moves map", store, &cases(&rows));
 
     // The same map placing unlisted tenants by hashing: names that are in
     // no list get a cell's addresses. Which cell is the placement's

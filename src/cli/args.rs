@@ -60,12 +60,41 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a token as a cell would, and print its claims.
     VerifyToken(VerifyTokenArgs),
+    /// The secondaries' serials: `fleet wait --serial N` exits 0 once every
+    /// `--notify` secondary of a server serves serial N or newer.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// DNSSEC keys: make them, schedule them, print their DS records.
     Dnssec(DnssecArgs),
     /// Write a synthetic map (benchmarks, load tests): zone
     /// cells.example.test., tenants t000001..tN round-robin over C cells.
     #[command(hide = true)]
     GenMap(GenMapArgs),
+}
+
+/// `cellns fleet ...`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Wait until every `--notify` secondary serves at least `--serial`
+    /// (polling `GET /v1/fleet`); exit 0 then, 1 on timeout with who lags.
+    Wait(FleetWaitArgs),
+}
+
+/// `cellns fleet wait`.
+#[derive(Debug, Args)]
+pub struct FleetWaitArgs {
+    /// The serial every secondary must serve (or a newer one, RFC 1982).
+    #[arg(long)]
+    pub serial: u32,
+    /// Seconds to wait before giving up (exit 1).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Base URL of the server's HTTP API.
+    #[arg(long, env = "CELLNS_URL", default_value = "http://127.0.0.1:8053")]
+    pub url: String,
+    /// API key with the read scope (sent as `Authorization: Bearer`).
+    #[arg(long = "api-key", env = "CELLNS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// `cellns gen-map` (hidden).
@@ -134,6 +163,27 @@ pub struct ServeArgs {
     /// Secondary to send NOTIFY to after each reload; repeatable.
     #[arg(long = "notify", env = "CELLNS_NOTIFY", value_delimiter = ',')]
     pub notify: Vec<SocketAddr>,
+
+    /// Zone versions whose differences are kept for IXFR (RFC 1995); a
+    /// secondary further behind gets the whole zone. 0 turns IXFR
+    /// differences off (every IXFR gets the whole zone).
+    #[arg(
+        long = "ixfr-journal-versions",
+        env = "CELLNS_IXFR_JOURNAL_VERSIONS",
+        default_value_t = crate::dns::xfr::journal::DEFAULT_VERSIONS
+    )]
+    pub ixfr_journal_versions: usize,
+
+    /// Bytes the IXFR journal may hold, all versions together; a single
+    /// change larger than this is not journaled (secondaries then transfer
+    /// the whole zone once). Default 64 MiB.
+    #[arg(
+        long = "ixfr-journal-bytes",
+        env = "CELLNS_IXFR_JOURNAL_BYTES",
+        default_value_t = crate::dns::xfr::journal::DEFAULT_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub ixfr_journal_bytes: usize,
 
     /// `iss` claim of issued tokens.
     #[arg(long, env = "CELLNS_TOKEN_ISSUER", default_value = "cellns")]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::map::diff::{MapDiff, MoveReason, Placed, Verdict, diff, pct};
+use crate::map::diff::{MapDiff, MoveReason, Placed, Scheduled, Verdict, diff, pct};
 use crate::map::{self, Snapshot};
 
 /// Tenant lines shown per list in the human output.
@@ -57,9 +57,14 @@ fn render(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot, limit: usize) -> Stri
         );
     }
     let _ = writeln!(o);
+    let scheduled = if d.scheduled.is_empty() {
+        String::new()
+    } else {
+        format!(" + {} scheduled", d.scheduled.len())
+    };
     let _ = writeln!(
         o,
-        "tenants moved:   {} ({} of listed; limit {})",
+        "tenants moved:   {}{scheduled} ({} of listed; limit {})",
         d.moved.len(),
         pct(d.moved_fraction),
         pct(d.gates.max_moved_fraction)
@@ -83,10 +88,39 @@ fn render(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot, limit: usize) -> Stri
             let why = match m.reason {
                 MoveReason::Reassigned => "",
                 MoveReason::Failover => "  (failover)",
+                MoveReason::Planned => "  (planned move in force)",
             };
             let _ = writeln!(o, "  {:<24} {} → {}{why}", m.tenant, m.from, m.to);
         }
         more(&mut o, d.moved.len());
+    }
+    if !d.scheduled.is_empty() {
+        let _ = writeln!(o, "\nscheduled moves (counted now; from → to at):");
+        for m in d.scheduled.iter().take(limit) {
+            let _ = writeln!(
+                o,
+                "  {:<24} {} → {} at {}",
+                m.tenant,
+                m.from,
+                m.to,
+                crate::live::audit::rfc3339(m.at)
+            );
+        }
+        more(&mut o, d.scheduled.len());
+    }
+    if !d.cancelled.is_empty() {
+        let _ = writeln!(o, "\ncancelled moves (still ahead in the old map):");
+        for m in d.cancelled.iter().take(limit) {
+            let _ = writeln!(
+                o,
+                "  {:<24} {} → {} at {}",
+                m.tenant,
+                m.from,
+                m.to,
+                crate::live::audit::rfc3339(m.at)
+            );
+        }
+        more(&mut o, d.cancelled.len());
     }
     if !d.added.is_empty() {
         let _ = writeln!(o, "\nadded:");
@@ -175,11 +209,26 @@ fn to_json(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot) -> Value {
             .map(|p| json!({"tenant": p.tenant, "cell": p.cell}))
             .collect()
     };
+    let scheduled = |v: &[Scheduled<'_>]| -> Vec<Value> {
+        v.iter()
+            .map(|m| {
+                json!({
+                    "tenant": m.tenant,
+                    "from": m.from,
+                    "to": m.to,
+                    "at": crate::live::audit::rfc3339(m.at),
+                    "at_unix": m.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                })
+            })
+            .collect()
+    };
     json!({
         "old": side(old),
         "new": side(new),
         "counts": {
             "moved": d.moved.len(),
+            "scheduled": d.scheduled.len(),
+            "cancelled": d.cancelled.len(),
             "added": d.added.len(),
             "removed": d.removed.len(),
         },
@@ -188,6 +237,8 @@ fn to_json(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot) -> Value {
         "moved": d.moved.iter().map(|m| json!({
             "tenant": m.tenant, "from": m.from, "to": m.to, "reason": m.reason.as_str(),
         })).collect::<Vec<_>>(),
+        "scheduled": scheduled(&d.scheduled),
+        "cancelled": scheduled(&d.cancelled),
         "added": placed(&d.added),
         "removed": placed(&d.removed),
         "cells": {
@@ -221,13 +272,29 @@ mod tests {
 
     /// Cells a and b, tenants t0..t(n-1): the first `on_b` on b, the rest on a.
     fn map(n: usize, on_b: usize) -> Snapshot {
+        map_moves(n, on_b, &[])
+    }
+
+    /// As [`map`], with tenants `t<i>` moved to b at the given Unix times.
+    fn map_moves(n: usize, on_b: usize, moves: &[(usize, u64)]) -> Snapshot {
+        map_where(n, |i| i < on_b, moves)
+    }
+
+    /// Tenants t0..t(n-1), on b where `on_b(i)`.
+    fn map_where(n: usize, on_b: impl Fn(usize) -> bool, moves: &[(usize, u64)]) -> Snapshot {
         let mut t = String::from(
             "[zone]\norigin = \"z.test.\"\nnameservers = [\"ns.example.\"]\nhostmaster = \"h.example.\"\n\
              [cells.a]\nhostname = \"a.z.test.\"\nipv4 = [\"192.0.2.1\"]\n\
              [cells.b]\nhostname = \"b.z.test.\"\nipv4 = [\"192.0.2.2\"]\n[tenants]\n",
         );
         for i in 0..n {
-            let _ = writeln!(t, "t{i} = \"{}\"", if i < on_b { "b" } else { "a" });
+            let _ = writeln!(t, "t{i} = \"{}\"", if on_b(i) { "b" } else { "a" });
+        }
+        for &(i, at) in moves {
+            let at = crate::live::audit::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+            );
+            let _ = writeln!(t, "[moves.t{i}]\nto = \"b\"\nat = \"{at}\"");
         }
         load_str(Source {
             text: &t,
@@ -235,6 +302,57 @@ mod tests {
             name: "test.toml",
         })
         .unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    #[test]
+    fn scheduled_moves_count_in_the_gate_when_loaded_not_when_done() {
+        use crate::map::diff::diff_at;
+        let t = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let old = map(100, 0);
+        // 5 reassigned now + 6 scheduled at 2000: 11% > 10%: rejected now.
+        let ahead: Vec<(usize, u64)> = (10..16).map(|i| (i, 2000)).collect();
+        let new = map_moves(100, 5, &ahead);
+        let d = diff_at(&old, &new, t(1000));
+        assert_eq!((d.moved.len(), d.scheduled.len()), (5, 6));
+        assert!(d.rejected());
+        assert!(
+            d.limits_exceeded().contains("6 by scheduled moves"),
+            "{}",
+            d.limits_exceeded()
+        );
+        let text = render(&d, &old, &new, 50);
+        assert!(
+            text.contains("tenants moved:   5 + 6 scheduled (11.0%"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t10                      a → b at 1970-01-01T00:33:20Z"),
+            "{text}"
+        );
+        let j = to_json(&d, &old, &new);
+        assert_eq!(j["counts"]["scheduled"], 6);
+        assert_eq!(j["scheduled"][0]["tenant"], "t10");
+        assert_eq!(j["scheduled"][0]["at"], "1970-01-01T00:33:20Z");
+        assert_eq!(j["scheduled"][0]["at_unix"], 2000);
+        // The same moves, already in the old map: nothing new counts.
+        let before = map_moves(100, 0, &ahead);
+        let d = diff_at(&before, &new, t(1000));
+        assert_eq!((d.moved.len(), d.scheduled.len()), (5, 0));
+        assert!(!d.rejected());
+        // At the flip nothing is checked; cleaning the map up afterwards
+        // ([tenants] names b, the moves are gone) moves nobody.
+        let cleaned = map_where(100, |i| i < 5 || (10..16).contains(&i), &[]);
+        let d = diff_at(&new, &cleaned, t(3000));
+        assert_eq!((d.moved.len(), d.scheduled.len()), (0, 0), "{:?}", d.moved);
+        // Dropping a move still ahead is a cancellation, not a move.
+        let unmoved = map(100, 5);
+        let d = diff_at(&new, &unmoved, t(1000));
+        assert_eq!((d.moved.len(), d.cancelled.len()), (0, 6));
+        // A move loaded after its time moves the tenant at once.
+        let late = map_moves(100, 0, &[(3, 500)]);
+        let d = diff_at(&old, &late, t(1000));
+        assert_eq!(d.moved.len(), 1);
+        assert_eq!(d.moved[0].reason, MoveReason::Planned);
     }
 
     #[test]

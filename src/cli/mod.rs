@@ -1,6 +1,7 @@
 //! The command line: its arguments ([`args`], a contract: README,
 //! "Commands"), the one-shot commands (`check`, `explain`, `diff`,
-//! `keygen`, `verify-token`, `gen-map`, `dnssec`), and the `serve` wiring
+//! `keygen`, `verify-token`, `fleet wait`, `gen-map`, `dnssec`), and the
+//! `serve` wiring
 //! ([`serve`]), which is the only reader of the serve flags: it builds each
 //! part's own configuration from them. Output goes to stdout; the exit code
 //! is the verdict.
@@ -9,6 +10,7 @@ pub mod args;
 pub mod budget;
 mod diff;
 mod dnssec;
+mod fleet;
 pub mod serve;
 
 use std::fmt::Write as _;
@@ -42,6 +44,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::GenMap(args) => gen_map(&args),
         Command::Keygen(args) => keygen(&args),
         Command::VerifyToken(args) => verify_token(&args),
+        Command::Fleet(args::FleetCommand::Wait(args)) => fleet::wait(&args),
         Command::Dnssec(args) => dnssec::run(&args.command),
     }
 }
@@ -162,6 +165,24 @@ fn explain(path: &Path, tenant: &str) -> anyhow::Result<ExitCode> {
                     chain.join(" → ")
                 );
             }
+            let short = r.planned.is_some_and(|(_, s)| s.short_ttl);
+            if let Some((i, state)) = r.planned
+                && let Some(m) = snap.moves.get(i)
+            {
+                let ttl = std::time::Duration::from_secs(u64::from(snap.zone.ttl));
+                println!(
+                    "move:     {} → {} at {} (now {}; TTL {} s from {} until {})",
+                    snap.cell(m.from).id,
+                    snap.cell(m.to).id,
+                    crate::live::audit::rfc3339(m.at),
+                    state.phase.as_str(),
+                    snap.zone.move_ttl,
+                    crate::live::audit::rfc3339(
+                        m.at.checked_sub(ttl).unwrap_or(std::time::UNIX_EPOCH)
+                    ),
+                    crate::live::audit::rfc3339(m.at + ttl),
+                );
+            }
             let v4: Vec<String> = serving.ipv4.iter().map(ToString::to_string).collect();
             let v6: Vec<String> = serving.ipv6.iter().map(ToString::to_string).collect();
             if v4.is_empty() && v6.is_empty() {
@@ -171,7 +192,11 @@ fn explain(path: &Path, tenant: &str) -> anyhow::Result<ExitCode> {
                     "dns:      A [{}] AAAA [{}] TTL {}",
                     v4.join(", "),
                     v6.join(", "),
-                    snap.zone.ttl
+                    if short {
+                        snap.zone.move_ttl
+                    } else {
+                        snap.zone.ttl
+                    }
                 );
             }
             println!("status:   {}, region {}", serving.status, serving.region);

@@ -139,6 +139,10 @@ impl Configs {
                 allow: args.axfr_allow.clone(),
                 tsig_key: args.tsig_key.clone(),
                 secondaries: args.notify.clone(),
+                journal: crate::dns::xfr::journal::Limits {
+                    versions: args.ixfr_journal_versions,
+                    bytes: args.ixfr_journal_bytes,
+                },
             },
             dnssec: args.dnssec_keys.as_ref().map(|keys| DnssecConfig {
                 keys: keys.clone(),
@@ -229,6 +233,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let audit = Arc::new(Audit::open(args.state_dir.as_deref()));
     let store = {
         let overrides = overrides.clone();
+        let transfers_j = transfers.clone();
         let dnssec = dnssec.clone();
         tokio::task::spawn_blocking(move || {
             let store = Arc::new(crate::dns::prepared::new_store(
@@ -238,6 +243,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                 dnssec,
             )?);
             store.set_audit(audit);
+            // Every publish from now on records its IXFR differences.
+            store.set_on_publish(move |old, new| transfers_j.journal().record(old, new));
             // Overrides that expired while the process was down: audited,
             // dropped.
             overrides.expire(&store, overrides::now_ms());
@@ -259,6 +266,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             "map loaded"
         );
         crate::dns::xfr::warn_unexpressible(&cfg.transfers, snapshot);
+        crate::dns::xfr::warn_clock_serials(&cfg.transfers, snapshot);
     }
     if let Some(d) = &dnssec {
         gate.set_dnssec(d.clone());
@@ -285,7 +293,18 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     // Probers of the cells with a health table, following reloads.
     let (monitor, health_task) = Monitor::start(store.clone(), cancel.clone());
     let expiry_task = tokio::spawn(overrides.clone().run_expiry(store.clone(), cancel.clone()));
+    // The secondaries' serials, for GET /v1/fleet.
+    let fleet = (!cfg.transfers.secondaries.is_empty()).then(|| {
+        Arc::new(crate::dns::fleet::Fleet::new(
+            &cfg.transfers.secondaries,
+            store.clone(),
+        ))
+    });
+    let fleet_task = fleet.clone().map(|f| tokio::spawn(f.run(cancel.clone())));
+    // Planned moves: a new zone version at each boundary, on the wall clock.
+    let moves_task = tokio::spawn(crate::live::moves::run_timer(store.clone(), cancel.clone()));
     gate.attach(Attach {
+        fleet,
         store: store.clone(),
         overrides: Arc::new(Bound {
             overrides,
@@ -379,6 +398,10 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = upkeep_task.await;
     let _ = health_task.await;
     let _ = expiry_task.await;
+    if let Some(t) = fleet_task {
+        let _ = t.await;
+    }
+    let _ = moves_task.await;
     if let Some(t) = dnssec_task {
         let _ = t.await;
     }

@@ -180,8 +180,15 @@ pub(super) fn answer<'s>(
     let Some(label) = qname.iter().next() else {
         return Answer::negative(prepared, ResponseCode::NXDomain, Outcome::NxDomain);
     };
-    let Some(cell_id) = route::lookup(view, label) else {
+    let Some(target) = route::lookup_target(view, label) else {
         return Answer::negative(prepared, ResponseCode::NXDomain, Outcome::NxDomain);
+    };
+    let cell_id = target.cell;
+    // A tenant with a planned move near carries the short TTL.
+    let ttl = if target.short_ttl {
+        zone.move_ttl
+    } else {
+        zone.ttl
     };
     let records = prepared.cell(cell_id);
     let rdata: &[RData] = if let Some(cname) = &records.cname {
@@ -204,7 +211,7 @@ pub(super) fn answer<'s>(
     }
     let answers = rdata
         .iter()
-        .map(|rd| Record::from_rdata(qname.clone(), zone.ttl, rd.clone()))
+        .map(|rd| Record::from_rdata(qname.clone(), ttl, rd.clone()))
         .collect();
     Answer::positive(Cow::Owned(answers), Outcome::Tenant(cell_id))
 }

@@ -52,6 +52,10 @@ pub(super) struct CellBodies {
     pub(super) aaaa: Body,
     /// The cell answers with a CNAME (left to the general path).
     pub(super) cname: bool,
+    /// A and AAAA bodies with `zone.move_ttl`, for the tenants a planned
+    /// move has in its short-TTL window; prepared only for the cells that
+    /// serve such a tenant (`None` elsewhere: the general path answers).
+    pub(super) short: Option<Box<(Body, Body)>>,
 }
 
 /// What the bodies of one cell are made from: its tenant RDATA.
@@ -235,10 +239,16 @@ impl Bodies {
                 .map(|(i, l)| (i, l.as_str(), CellId(0))),
         );
 
-        let ttl = snap.zone.ttl;
+        // Cells serving a tenant whose answers carry the short TTL now.
+        let mut short_cells = vec![false; snap.cells.len()];
+        for (_, assigned, short) in view.moves().affected() {
+            if short && let Some(s) = short_cells.get_mut(usize::from(view.serving(assigned).0)) {
+                *s = true;
+            }
+        }
         let mut bodies = Vec::with_capacity(cells.len());
-        for r in cells {
-            let prepared = |rd: &[RData]| -> Option<Body> {
+        for (i, r) in cells.enumerate() {
+            let prepared = |rd: &[RData], ttl: u32| -> Option<Body> {
                 if rd.is_empty() {
                     return Some(Body::default());
                 }
@@ -250,10 +260,17 @@ impl Bodies {
                 };
                 body(origin, make, false)
             };
+            let short = if short_cells.get(i).copied().unwrap_or(false) {
+                let ttl = snap.zone.move_ttl;
+                Some(Box::new((prepared(r.a, ttl)?, prepared(r.aaaa, ttl)?)))
+            } else {
+                None
+            };
             bodies.push(CellBodies {
-                a: prepared(r.a)?,
-                aaaa: prepared(r.aaaa)?,
+                a: prepared(r.a, snap.zone.ttl)?,
+                aaaa: prepared(r.aaaa, snap.zone.ttl)?,
                 cname: r.cname,
+                short,
             });
         }
         let negative = body(origin, |_: &Name| vec![negative_soa.clone()], true)?;

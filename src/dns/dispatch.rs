@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use hickory_proto::op::{Header, Metadata, ResponseCode};
+use hickory_proto::rr::RecordType;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseInfo};
@@ -171,6 +172,12 @@ impl Dispatch {
         let Some(head) = formerr_bytes(&msg) else {
             return Reply::Drop;
         };
+        // hickory's decoder takes a question name of 256 octets; RFC 1035
+        // allows 255 (the fast path refuses it as malformed too).
+        if question_name_too_long(&msg) {
+            count(transport, 0, ResponseCode::FormErr);
+            return Reply::Message(head.to_vec());
+        }
         let protocol = match transport {
             Transport::Udp => Protocol::Udp,
             Transport::Tcp => Protocol::Tcp,
@@ -188,6 +195,15 @@ impl Dispatch {
             if transport == Transport::Tcp {
                 // Streamed, and not counted (see the module docs).
                 return Reply::Transfer(Box::new(request));
+            }
+            if let Some(bytes) = xfr::stream::ixfr_datagram(&self.transfers, &self.store, &request)
+            {
+                count(
+                    transport,
+                    u16::from(RecordType::IXFR),
+                    ResponseCode::NoError,
+                );
+                return Reply::Message(bytes);
             }
             let edns = handler::response_edns(&request);
             let mut sink = capture.clone();
@@ -284,6 +300,26 @@ fn formerr_bytes(msg: &[u8]) -> Option<[u8; HEADER_LEN]> {
     let mut header = wire::Header::reply_to(msg);
     header.rcode = wire::FORMERR;
     Some(header.bytes())
+}
+
+/// Whether the first question's name, written without compression, is
+/// longer than RFC 1035 allows. A name with a compression pointer is left
+/// to the decoder.
+fn question_name_too_long(msg: &[u8]) -> bool {
+    if msg.len() < HEADER_LEN || msg[4..6] == [0, 0] {
+        return false;
+    }
+    let mut i = HEADER_LEN;
+    while let Some(&len) = msg.get(i) {
+        if len == 0 {
+            return i + 1 - HEADER_LEN > fast::MAX_NAME_WIRE;
+        }
+        if len & 0xC0 != 0 {
+            return false;
+        }
+        i += 1 + usize::from(len);
+    }
+    false
 }
 
 /// Counts a response of the general path.

@@ -16,6 +16,9 @@ use super::prepared::Live;
 use super::wire::{self, HEADER_LEN, MAX_UDP_PAYLOAD, NOERROR, NXDOMAIN, OPT_LEN, REFUSED};
 use crate::route;
 
+/// The longest name in wire form (RFC 1035 §3.1), root label included.
+pub(crate) const MAX_NAME_WIRE: usize = 255;
+
 /// Size of response buffers the fast path writes into.
 pub const RESPONSE_BUF: usize = MAX_UDP_PAYLOAD as usize;
 
@@ -87,12 +90,14 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
         starts[labels] = i as u16;
         labels += 1;
         i += 1 + usize::from(len);
-        if i - 12 > 255 {
+        if i - 12 > MAX_NAME_WIRE {
             return Fast::General;
         }
     }
     let name_end = i;
-    if name_end + 4 > q.len() {
+    // RFC 1035 §3.1: at most 255 octets, the root label included; the
+    // general path answers a longer one (FORMERR).
+    if name_end + 4 > q.len() || name_end - 12 > MAX_NAME_WIRE {
         return Fast::General;
     }
     let qtype = u16::from_be_bytes([q[name_end], q[name_end + 1]]);
@@ -162,7 +167,7 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
     // suffix only when it is the origin byte for byte (as the map writes
     // it); other cases (0x20-randomised queries) take the general path.
     let exact_suffix = q[name_end - origin.len()..name_end] == bodies.origin_exact[..];
-    let (header, body, outcome) = match route::lookup(&live.view, label) {
+    let (header, body, outcome) = match route::lookup_target(&live.view, label) {
         None if !exact_suffix => return Fast::General,
         None => (
             Head {
@@ -174,16 +179,24 @@ pub fn respond(live: &Live, query: &[u8], out: &mut [u8; RESPONSE_BUF]) -> Fast 
             &bodies.negative,
             Outcome::NxDomain,
         ),
-        Some(cell) => {
+        Some(target) => {
+            let cell = target.cell;
             let Some(w) = bodies.cells.get(usize::from(cell.0)) else {
                 return Fast::General;
             };
             if w.cname {
                 return Fast::General;
             }
+            // A tenant in a move's short-TTL window: the bodies with
+            // `move_ttl` (NODATA carries the SOA, whatever the TTL).
+            let (a, aaaa) = match (&w.short, target.short_ttl) {
+                (_, false) => (&w.a, &w.aaaa),
+                (Some(short), true) => (&short.0, &short.1),
+                (None, true) => return Fast::General,
+            };
             let body = match kind {
-                Kind::A => &w.a,
-                Kind::Aaaa => &w.aaaa,
+                Kind::A => a,
+                Kind::Aaaa => aaaa,
                 Kind::Other => &EMPTY,
             };
             if body.records == 0 {
@@ -331,6 +344,43 @@ mod tests {
         .unwrap()
     }
 
+    /// A query for a name of `octets` octets in wire form (root included)
+    /// ending in the zone, as the fuzzer found: 256 octets once got FORMERR
+    /// from the fast path and REFUSED from the general path.
+    fn query_of_name_length(octets: usize) -> Vec<u8> {
+        let zone = b"\x05cells\x07example\x03com\x00";
+        let mut name = Vec::new();
+        let mut left = octets - zone.len();
+        while left > 0 {
+            let label = (left - 1).min(63);
+            name.push(label as u8);
+            name.extend(std::iter::repeat_n(b'x', label));
+            left -= 1 + label;
+        }
+        name.extend_from_slice(zone);
+        assert_eq!(name.len(), octets);
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&name);
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn a_name_over_255_octets_is_formerr_on_both_paths() {
+        let store = Arc::new(store_of(crate::map::load_example().unwrap()));
+        let (f, _, g) = both(&store, &query_of_name_length(256));
+        assert!(matches!(f, Fast::General), "the fast path answered it");
+        let g = g.expect("an answer");
+        assert_eq!(g.len(), HEADER_LEN, "{g:02x?}");
+        assert_eq!(g[3] & 0x0F, wire::FORMERR, "{g:02x?}");
+        // 255 octets is a name: the same bytes from both paths.
+        let (f, fast_bytes, g) = both(&store, &query_of_name_length(255));
+        if let Fast::Answered(..) = f {
+            assert_eq!(Some(fast_bytes), g);
+        }
+        assert_ne!(g.expect("an answer")[3] & 0x0F, wire::FORMERR);
+    }
+
     #[test]
     fn fast_and_general_paths_give_identical_bytes() {
         let names = [
@@ -398,6 +448,74 @@ mod tests {
             fast_answers * 2 > compared,
             "only {fast_answers} of {compared} took the fast path"
         );
+    }
+
+    /// RFC 3339 of now + `offset` seconds, on a whole second.
+    fn at(offset: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        crate::live::audit::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs((now + offset) as u64),
+        )
+    }
+
+    /// The example map with moves: acme before its flip (short TTL),
+    /// globex just after it (short TTL, new cell), initech long after.
+    fn moves_map() -> crate::map::Snapshot {
+        let text = format!(
+            "{}\n[moves.acme]\nto = \"use1-b\"\nat = \"{}\"\n[moves.globex]\nto = \"euw1-a\"\nat = \"{}\"\n\
+             [moves.initech]\nto = \"use1-a\"\nat = \"{}\"\n",
+            crate::map::EXAMPLE_MAP.replacen("ttl = 30\n", "ttl = 30\nmove_ttl = 4\n", 1),
+            at(20),
+            at(-10),
+            at(-600)
+        );
+        load_str(Source {
+            text: &text,
+            format: Format::Toml,
+            name: "m.toml",
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn moving_tenants_get_the_short_ttl_on_both_paths() {
+        let snap = moves_map();
+        assert_eq!(snap.zone.move_ttl, 4);
+        let store = Arc::new(store_of(snap));
+        let ttl_of = |bytes: &[u8]| {
+            let m = Message::from_vec(bytes).unwrap();
+            (
+                m.answers[0].ttl,
+                m.answers
+                    .iter()
+                    .map(|r| r.data.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (name, ttl, first) in [
+            ("acme.cells.example.com.", 4, "192.0.2.10"), // use1-a, before the flip
+            ("globex.cells.example.com.", 4, "198.51.100.10"), // euw1-a, after it
+            ("initech.cells.example.com.", 30, "192.0.2.10"), // use1-a, long after
+            ("hooli.cells.example.com.", 30, "192.0.2.20"), // no move
+        ] {
+            for edns in [None, Some(1232)] {
+                let q = query(name, RecordType::A, edns, true, false);
+                let (f, fast_bytes, general) = both(&store, &q);
+                assert!(matches!(f, Fast::Answered(..)), "{name}: {f:?}");
+                assert_eq!(Some(&fast_bytes), general.as_ref(), "{name}");
+                let (got_ttl, addrs) = ttl_of(&fast_bytes);
+                assert_eq!(got_ttl, ttl, "{name}");
+                assert_eq!(addrs[0], first, "{name}");
+            }
+        }
+        // NODATA for a moving tenant: the same negative answer as ever.
+        let q = query("acme.cells.example.com.", RecordType::MX, None, true, false);
+        let (f, fast_bytes, general) = both(&store, &q);
+        assert!(matches!(f, Fast::Answered(..)));
+        assert_eq!(Some(fast_bytes), general);
     }
 
     #[test]

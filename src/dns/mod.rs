@@ -16,8 +16,10 @@
 //! - [`rrl`]: response rate limiting of UDP answers (the dispatch applies
 //!   it to every UDP response, fast path or not).
 //! - [`xfr`]: zone transfers to secondaries (who may, streamed over TCP,
-//!   one message over UDP); [`tsig`]: their signatures; [`notify`]: NOTIFY
-//!   to the secondaries after each change.
+//!   one message over UDP, IXFR from the journal of differences recorded at
+//!   each publish); [`tsig`]: their signatures; [`notify`]: NOTIFY to the
+//!   secondaries after each change; [`fleet`]: the serial each of them
+//!   serves (`GET /v1/fleet`).
 //! - `wire`: the one byte writer (header, OPT, names, records) the fast
 //!   path, transfers, TSIG and FORMERR write with; `MAX_UDP_PAYLOAD`.
 //!
@@ -32,7 +34,8 @@
 //!   dispatch::message: short, or a response ─▶ dropped
 //!                      undecodable          ─▶ FORMERR
 //!                      AXFR/IXFR            ─▶ over TCP: xfr::stream (streamed to the connection)
-//!                                              over UDP: xfr::single ─▶ capture ─▶ reply
+//!                                              over UDP: IXFR differences that fit ─▶ reply,
+//!                                                        else xfr::single ─▶ capture ─▶ reply
 //!                      anything else        ─▶ handler (hickory-server) ─▶ capture ─▶ reply
 //! ```
 //!
@@ -51,6 +54,7 @@ mod capture;
 pub mod dispatch;
 pub mod dnssec;
 pub mod fast;
+pub mod fleet;
 mod handler;
 pub mod notify;
 pub mod prepared;
@@ -196,6 +200,9 @@ impl DnsServer {
         }
         let task = tokio::spawn(async move {
             let failure = tokio::select! {
+                // A listener that ends because of the shutdown is not a
+                // failure: the shutdown is looked at first.
+                biased;
                 _ = cancel.cancelled() => None,
                 exit = workers.failed() => Some(DnsError::Server(format!(
                     "UDP worker {} stopped: {}",

@@ -66,7 +66,7 @@ pub struct Answers {
 impl Answers {
     /// Prepares the answers of `view`, signed with the keys `dnssec` has in
     /// force now, if any.
-    fn prepare(view: &View, dnssec: Option<&Arc<Dnssec>>) -> Self {
+    pub(super) fn prepare(view: &View, dnssec: Option<&Arc<Dnssec>>) -> Self {
         let map = view.map();
         let z = &map.zone;
         let soa_rdata = |minimum: u32| {

@@ -1,7 +1,8 @@
 //! The operating side of the HTTP API: liveness (`GET /healthz`),
 //! readiness (`GET /readyz`), Prometheus metrics (`GET /metrics`), the
 //! views of the effective view in force (`GET /v1/map`, `/v1/cells`,
-//! `/v1/tenants/{tenant}`), operator overrides (`PUT`/`DELETE
+//! `/v1/tenants/{tenant}`), the serials the secondaries serve (`GET
+//! /v1/fleet`), operator overrides (`PUT`/`DELETE
 //! /v1/cells/{id}/status`), and the middleware that times every request.
 //!
 //! Owns: the JSON documents of these routes, and what the API answers while
@@ -33,6 +34,7 @@ use super::state::{App, Readiness};
 use super::tokens::{is_json, read_body};
 use crate::health::{CellReport, EndpointReport, Monitor};
 use crate::live::overrides::{Changed, Override, OverrideError, Overrides};
+use crate::live::quiet::Quiet;
 use crate::live::{Current, StatusSource, View};
 use crate::map::{CellId, Status};
 use crate::metrics;
@@ -319,6 +321,12 @@ struct CellView<'a> {
     override_: Option<OverrideView>,
     /// Health probing, when the map asks for it.
     health: Option<HealthView>,
+    /// When no tenant answer cached by a resolver and no live token issued
+    /// by this instance can point at the cell any more (RFC 3339 UTC);
+    /// null while tenant answers point at it. After it, the cell can be
+    /// decommissioned (see docs/moves.md).
+    quiet_at: Option<String>,
+    quiet_at_unix: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -456,9 +464,13 @@ fn cell_view<'a>(
     id: CellId,
     overrides: &Overrides,
     health: Option<&Monitor>,
+    quiet: &Quiet,
 ) -> CellView<'a> {
     let (c, st) = (view.cell(id), view.state(id));
+    let quiet_at = quiet.cell_quiet_at(view, id);
     CellView {
+        quiet_at: quiet_at.map(rfc3339_ms),
+        quiet_at_unix: quiet_at.map(unix),
         id: &c.id,
         hostname: c.hostname.to_ascii(),
         region: &c.region,
@@ -489,7 +501,15 @@ pub(super) async fn cells(State(app): State<Arc<App>>, req: Request) -> Result<R
     let cells = view
         .map()
         .cell_ids()
-        .map(|id| cell_view(&view, id, overrides, app.health.as_deref()))
+        .map(|id| {
+            cell_view(
+                &view,
+                id,
+                overrides,
+                app.health.as_deref(),
+                app.store.quiet(),
+            )
+        })
         .collect();
     let h = view.health();
     Ok(json(
@@ -541,6 +561,35 @@ struct TenantView<'a> {
     dns: DnsView,
     map_version: &'a str,
     serial: u32,
+    /// The tenant's planned move (`[moves.<tenant>]`), if the map has one.
+    #[serde(rename = "move")]
+    move_: Option<MoveView<'a>>,
+}
+
+#[derive(Serialize)]
+struct MoveView<'a> {
+    /// The cell id it moves from (its `[tenants]` cell).
+    from: &'a str,
+    /// The cell id it moves to.
+    to: &'a str,
+    /// When (RFC 3339 UTC), and as Unix seconds.
+    at: String,
+    at_unix: u64,
+    /// `scheduled`, `short-ttl` (the old cell, answers with `move_ttl`) or
+    /// `moved` (the new cell).
+    phase: &'static str,
+    /// The tenant's answers carry `zone.move_ttl` now.
+    short_ttl: bool,
+    /// When the short TTL starts (`at - zone.ttl`) and ends (`at + zone.ttl`).
+    short_ttl_from: String,
+    short_ttl_until: String,
+    /// When no answer cached by a resolver nor live token issued by this
+    /// instance can point at the old cell for this tenant (docs/moves.md
+    /// gives the formula).
+    old_cell_quiet_at: String,
+    old_cell_quiet_at_unix: u64,
+    /// When this instance first published a map holding the move.
+    seen_at: String,
 }
 
 /// `GET /v1/tenants/{tenant}`: the tenant's cell and why, decided by
@@ -562,6 +611,7 @@ pub(super) async fn tenant(
         }
     })?;
     let mut v = tenant_view(&view, &tenant, &r);
+    v.move_ = move_view(&view, &r, app.store.quiet());
     if !r.failed_over.is_empty() {
         v.why = format!(
             "{}; failed over: {}",
@@ -612,6 +662,28 @@ fn failover_reasons(
     parts.join("; ")
 }
 
+/// The planned move of a tenant, with its phase and quiet time.
+fn move_view<'a>(view: &'a View, r: &route::Route, quiet: &Quiet) -> Option<MoveView<'a>> {
+    let (i, state) = r.planned?;
+    let map = view.map();
+    let m = map.moves.get(i)?;
+    let q = quiet.move_report(view, m);
+    let ttl = std::time::Duration::from_secs(u64::from(map.zone.ttl));
+    Some(MoveView {
+        from: &view.cell(m.from).id,
+        to: &view.cell(m.to).id,
+        at: rfc3339(m.at),
+        at_unix: unix(m.at),
+        phase: state.phase.as_str(),
+        short_ttl: state.short_ttl,
+        short_ttl_from: rfc3339(m.at.checked_sub(ttl).unwrap_or(UNIX_EPOCH)),
+        short_ttl_until: rfc3339(m.at + ttl),
+        old_cell_quiet_at: rfc3339_ms(q.old_cell_quiet_at),
+        old_cell_quiet_at_unix: unix(q.old_cell_quiet_at),
+        seen_at: rfc3339_ms(q.seen),
+    })
+}
+
 fn tenant_view<'a>(view: &'a View, tenant: &str, r: &route::Route) -> TenantView<'a> {
     let snap = view.map();
     let serving = view.cell(r.serving);
@@ -638,7 +710,11 @@ fn tenant_view<'a>(view: &'a View, tenant: &str, r: &route::Route) -> TenantView
         why,
         dns: DnsView {
             name: format!("{tenant}.{}", snap.zone.origin.to_ascii()),
-            ttl: snap.zone.ttl,
+            ttl: if r.planned.is_some_and(|(_, s)| s.short_ttl) {
+                snap.zone.move_ttl
+            } else {
+                snap.zone.ttl
+            },
             a: state.ipv4.iter().map(ToString::to_string).collect(),
             aaaa: state.ipv6.iter().map(ToString::to_string).collect(),
             cname: cname.then(|| serving.hostname.to_ascii()),
@@ -646,6 +722,7 @@ fn tenant_view<'a>(view: &'a View, tenant: &str, r: &route::Route) -> TenantView
         tenant,
         map_version: &snap.version,
         serial: view.serial(),
+        move_: None,
     }
 }
 
@@ -815,4 +892,75 @@ mod tests {
         assert!(v.dns.name.starts_with("acme."), "{}", v.dns.name);
         assert!(v.dns.name.ends_with('.'), "{}", v.dns.name);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The fleet.
+
+/// `GET /v1/fleet`: the body.
+#[derive(Debug, Serialize)]
+struct FleetView {
+    zone: String,
+    serial: u32,
+    serial_since: String,
+    serial_since_unix: u64,
+    in_sync: bool,
+    secondaries: Vec<SecondaryView>,
+}
+
+#[derive(Debug, Serialize)]
+struct SecondaryView {
+    address: String,
+    serial: Option<u32>,
+    in_sync: bool,
+    checked_at: Option<String>,
+    last_in_sync: Option<String>,
+    lag_seconds: Option<u64>,
+    serials_behind: Option<u32>,
+    error: Option<String>,
+}
+
+/// `GET /v1/fleet` (read scope): our serial, and for every `--notify`
+/// secondary the serial it served at the last check (every
+/// [`crate::dns::fleet::INTERVAL`]), whether that is ours, when it last
+/// was, and how far behind it is.
+pub(super) async fn fleet(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    app.authorize(req.headers(), req.extensions(), Scope::Read)?;
+    let view = app.store.view();
+    let zone = view.map().zone.origin.to_ascii();
+    let body = match &app.fleet {
+        Some(f) => {
+            let r = f.report();
+            FleetView {
+                zone,
+                serial: r.serial,
+                serial_since: rfc3339(r.serial_since),
+                serial_since_unix: unix(r.serial_since),
+                in_sync: r.secondaries.iter().all(|s| s.in_sync),
+                secondaries: r
+                    .secondaries
+                    .into_iter()
+                    .map(|s| SecondaryView {
+                        address: s.address.to_string(),
+                        serial: s.serial,
+                        in_sync: s.in_sync,
+                        checked_at: s.checked_at.map(rfc3339),
+                        last_in_sync: s.last_in_sync.map(rfc3339),
+                        lag_seconds: s.lag_seconds,
+                        serials_behind: s.serials_behind,
+                        error: s.error,
+                    })
+                    .collect(),
+            }
+        }
+        None => FleetView {
+            zone,
+            serial: view.serial(),
+            serial_since: rfc3339(view.map().loaded_at),
+            serial_since_unix: unix(view.map().loaded_at),
+            in_sync: true,
+            secondaries: Vec::new(),
+        },
+    };
+    Ok(json(StatusCode::OK, &body))
 }

@@ -187,6 +187,8 @@ pub struct Attach {
     pub overrides: Arc<dyn Control>,
     /// The health probers (none: nothing probed).
     pub health: Option<Arc<Monitor>>,
+    /// The secondaries' serials (none: no `--notify`).
+    pub fleet: Option<Arc<crate::dns::fleet::Fleet>>,
 }
 
 /// Switches the HTTP API from its start-up answers (probes and metrics
@@ -221,6 +223,7 @@ impl Gate {
             store: parts.store,
             overrides: parts.overrides,
             health: parts.health,
+            fleet: parts.fleet,
             issuer: p.issuer,
             callers: p.callers,
             require_client_cert: p.require_client_cert,

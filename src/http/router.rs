@@ -77,6 +77,7 @@ pub(super) fn routes() -> Routes<Arc<App>> {
         .add(Method::PUT, "/v1/cells/{id}/status", admin::set_status)
         .add(Method::DELETE, "/v1/cells/{id}/status", admin::clear_status)
         .add(Method::GET, "/v1/tenants/{tenant}", admin::tenant)
+        .add(Method::GET, "/v1/fleet", admin::fleet)
         .add(Method::GET, "/v1/dnssec", admin::dnssec)
 }
 

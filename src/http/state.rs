@@ -23,6 +23,9 @@ pub(super) struct App {
     pub(super) overrides: Arc<dyn Control>,
     /// The health probers' details (none when nothing is probed).
     pub(super) health: Option<Arc<Monitor>>,
+    /// The `--notify` secondaries and the serials they serve (none: no
+    /// secondaries).
+    pub(super) fleet: Option<Arc<crate::dns::fleet::Fleet>>,
     /// Token minting (holds the key ring).
     pub(super) issuer: Issuer,
     /// Who may call the API (re-read when the file changes).

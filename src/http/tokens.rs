@@ -90,10 +90,9 @@ async fn mint(app: &App, req: axum::extract::Request) -> Result<Response, ApiErr
         ApiError::from(e)
     })?;
     tracing::debug!(caller = %caller.name, tenant = %req.tenant, cell = %issued.cell, "token issued");
-    // The same decision `issue` made, on the same view (no allocation).
-    if let Some(cell) = crate::route::lookup(&view, req.tenant.as_bytes()) {
-        crate::metrics::token_issued(&view.cell(cell).id);
-    }
+    crate::metrics::token_issued(&issued.cell_id);
+    // The cell stays pointed at until this token expires (`quiet_at`).
+    app.store.quiet().token_issued(&issued.cell_id, issued.exp);
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),

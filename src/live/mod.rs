@@ -14,6 +14,10 @@
 //!   view and the answers the DNS layer prepared from it), swapped
 //!   atomically; the only way to publish.
 //! - [`serial`]: SOA serials that never go backwards.
+//! - [`moves`]: planned tenant moves (`[moves]`): their phases in the
+//!   view, and the timer that publishes each boundary.
+//! - [`quiet`]: when no answer or token of this instance can point at a
+//!   cell any more (`quiet_at`).
 //! - [`overrides`]: operator overrides, kept in `--state-dir`, expiring.
 //! - [`audit`]: the audit log of overrides, health, status changes and
 //!   reloads.
@@ -25,7 +29,9 @@
 //! answers it holds, and `cellns serve` gives it the DNS layer's preparer.
 
 pub mod audit;
+pub mod moves;
 pub mod overrides;
+pub mod quiet;
 pub mod reload;
 pub mod serial;
 pub mod store;

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::audit::{Audit, Event};
+use super::moves::Phase;
+use super::quiet::Quiet;
 use super::serial::{Basis, SerialError, Serials};
 use super::view::{CellState, Conditions, View};
 use crate::map::Snapshot;
@@ -93,10 +95,16 @@ pub trait Current: Send + Sync + std::fmt::Debug {
     fn view(&self) -> Arc<View>;
     /// The reload status.
     fn reload_status(&self) -> ReloadStatus;
+    /// When cells stop being pointed at (token issue records here too).
+    fn quiet(&self) -> &Quiet;
 }
 
 /// Builds the answers of a view.
 type Prepare<A> = Box<dyn Fn(&View) -> A + Send + Sync>;
+
+/// Sees each publish (the value in force, then the one replacing it)
+/// before it is served: the IXFR journal.
+type OnPublish<A> = Box<dyn Fn(&Live<A>, &Live<A>) + Send + Sync>;
 
 /// What publishers share, behind the write lock.
 struct Writer {
@@ -115,6 +123,10 @@ pub struct Store<A> {
     retired: Mutex<Vec<Arc<Live<A>>>>,
     /// Where publishes are audited; the log only until one is set.
     audit: OnceLock<Arc<Audit>>,
+    /// Called on every publish, before the new value is served.
+    on_publish: OnceLock<OnPublish<A>>,
+    /// When cells stop being pointed at (fed by every publish and token).
+    quiet: Quiet,
 }
 
 impl<A> std::fmt::Debug for Store<A> {
@@ -150,6 +162,9 @@ impl<A: Send + Sync + 'static> Store<A> {
         }
         crate::metrics::reloads_start();
         let (serial, _) = tokio::sync::watch::channel(view.serial());
+        let quiet = Quiet::default();
+        quiet.observe(&view, view.built_at());
+        publish_move_metrics(&view, &quiet);
         let answers = prepare(&view);
         Ok(Self {
             current: ArcSwap::from_pointee(Live {
@@ -165,7 +180,14 @@ impl<A: Send + Sync + 'static> Store<A> {
             serial,
             retired: Mutex::new(Vec::new()),
             audit: OnceLock::new(),
+            on_publish: OnceLock::new(),
+            quiet,
         })
+    }
+
+    /// When cells stop being pointed at by answers and tokens.
+    pub fn quiet(&self) -> &Quiet {
+        &self.quiet
     }
 
     /// Audits every publish into `audit` from now on (once; later calls
@@ -173,6 +195,15 @@ impl<A: Send + Sync + 'static> Store<A> {
     /// log.
     pub fn set_audit(&self, audit: Arc<Audit>) -> bool {
         self.audit.set(audit).is_ok()
+    }
+
+    /// Calls `f` with the value in force and the value replacing it on
+    /// every publish from now on, on the publisher's thread and with its
+    /// lock held, before the new value is served (once; later calls change
+    /// nothing and return false). The IXFR journal records its differences
+    /// here: off the query path, and ready before anyone sees the serial.
+    pub fn set_on_publish(&self, f: impl Fn(&Live<A>, &Live<A>) + Send + Sync + 'static) -> bool {
+        self.on_publish.set(Box::new(f)).is_ok()
     }
 
     /// The audit log publishes are recorded in.
@@ -298,11 +329,18 @@ impl<A: Send + Sync + 'static> Store<A> {
     fn swap(&self, view: View, actor: &str) -> Arc<View> {
         let answers = (self.prepare)(&view);
         let view = Arc::new(view);
-        let old = self.current.swap(Arc::new(Live {
+        let new = Arc::new(Live {
             view: view.clone(),
             answers,
-        }));
+        });
+        if let Some(f) = self.on_publish.get() {
+            f(&self.current.load(), &new);
+        }
+        let old = self.current.swap(new);
         publish_metrics(&view, Some(&old.view));
+        // In force from the swap on: what the old view served ends now.
+        self.quiet.observe(&view, SystemTime::now());
+        publish_move_metrics(&view, &self.quiet);
         self.serial.send_replace(view.serial());
         self.observe(&old.view, &view, actor);
         self.retired_list().push(old);
@@ -512,9 +550,26 @@ impl<A: Send + Sync + 'static> Store<A> {
 /// What the serial of `view` is based on: the map's declared serial when
 /// the view answers as the map alone does, else the clock (local
 /// conditions are this instance's own; see [`super::serial`]).
+///
+/// Planned moves: the map alone changes answers at each move boundary, so
+/// a boundary passed after the declared serial's time is the serial (the
+/// Unix time of the boundary: the same on every instance fed the map, and
+/// above a declared serial written, as documented, as the map's generation
+/// time). A declared serial ahead of the clock (`YYYYMMDDnn`) cannot be
+/// compared with times: after a boundary the clock rule applies.
 fn basis(view: &View) -> Basis {
     match view.map().zone.serial {
-        Some(s) if view.same_answers(&View::of_map(view.map_arc().clone())) => Basis::Declared(s),
+        Some(s) if view.same_answers(&View::of_map_at(view.map_arc().clone(), view.built_at())) => {
+            let boundary = view.moves().last_change().map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+            });
+            match boundary {
+                Some(b) if super::serial::serial_gt(b, s) => Basis::Declared(b),
+                Some(_) if super::serial::serial_gt(s, super::serial::unix_now()) => Basis::Clock,
+                _ => Basis::Declared(s),
+            }
+        }
         _ => Basis::Clock,
     }
 }
@@ -551,6 +606,20 @@ fn publish_metrics(view: &View, previous: Option<&View>) {
     crate::metrics::fail_static(view.fail_static());
 }
 
+/// The gauges of planned moves (by phase) and of each cell's quiet time.
+fn publish_move_metrics(view: &View, quiet: &Quiet) {
+    let mut by_phase = [0usize; Phase::ALL.len()];
+    for s in view.moves().states() {
+        by_phase[s.phase as usize] += 1;
+    }
+    for (p, n) in Phase::ALL.iter().zip(by_phase) {
+        crate::metrics::moves(p.as_str(), n);
+    }
+    for id in view.map().cell_ids() {
+        crate::metrics::cell_quiet(&view.cell(id).id, quiet.cell_quiet_at(view, id));
+    }
+}
+
 /// What [`Store::reap`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
@@ -567,6 +636,10 @@ impl<A: Send + Sync + 'static> Current for Store<A> {
 
     fn reload_status(&self) -> ReloadStatus {
         self.status()
+    }
+
+    fn quiet(&self) -> &Quiet {
+        &self.quiet
     }
 }
 
@@ -626,6 +699,38 @@ mod tests {
         assert!(Arc::ptr_eq(v.map_arc(), before.view.map_arc()));
         assert_eq!(prepared.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert_eq!(s.load().answers, 1);
+    }
+
+    #[test]
+    fn a_move_boundary_after_the_declared_serial_is_the_serial() {
+        let text = crate::map::EXAMPLE_MAP.replacen("ttl = 30\n", "ttl = 30\nserial = 1000\n", 1)
+            + "\n[moves.acme]\nto = \"use1-b\"\nat = \"1970-01-01T00:33:20Z\"\n";
+        let map = Arc::new(
+            crate::map::load_str(crate::map::Source {
+                text: &text,
+                format: crate::map::Format::Toml,
+                name: "m.toml",
+            })
+            .expect("valid"),
+        );
+        // Every boundary (1970, 2000, 2030) is past: the last one is the
+        // serial, above the declared 1000, on every instance.
+        let s = Store::new(
+            map.clone(),
+            Conditions::default(),
+            Serials::open(None),
+            |_| 0,
+        )
+        .expect("store");
+        assert_eq!(s.load().view.serial(), 2030);
+        // An override is a local condition: the clock.
+        let v = s
+            .update("test", |c| {
+                c.overrides.insert("euw1-a".into(), Status::Draining);
+            })
+            .expect("serial")
+            .expect("published");
+        assert!(v.serial() > 2030);
     }
 
     #[test]

@@ -31,7 +31,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use super::moves::Overlay;
 use crate::map::failover::{self, Chain};
 use crate::map::{Cell, CellId, Snapshot, Status};
 
@@ -117,6 +119,13 @@ pub struct View {
     cells: Vec<CellState>,
     hash_pool: Vec<CellId>,
     health: HealthSummary,
+    /// Planned moves at the time the view was built.
+    moves: Overlay,
+    /// By cell: the longest TTL of the tenant answers that point at it
+    /// (`None`: no tenant answer does).
+    pointed: Vec<Option<u32>>,
+    /// When the view was built (move phases are as of then).
+    built_at: SystemTime,
 }
 
 /// What health says about one cell, before fail-static is decided.
@@ -166,6 +175,16 @@ impl View {
     /// zone version. Conditions naming cells the map does not have are
     /// ignored (they may apply again to a later map).
     pub fn new(map: Arc<Snapshot>, conditions: &Conditions, serial: u32) -> Self {
+        Self::new_at(map, conditions, serial, SystemTime::now())
+    }
+
+    /// As [`View::new`], with planned moves in the state they have at `now`.
+    pub fn new_at(
+        map: Arc<Snapshot>,
+        conditions: &Conditions,
+        serial: u32,
+        now: SystemTime,
+    ) -> Self {
         // Overrides first: they pin a cell.
         let mut effective: Vec<(Status, StatusSource)> = map
             .cells
@@ -224,13 +243,18 @@ impl View {
                 }
             })
             .collect::<Vec<_>>();
-        let hash_pool = map
+        let hash_pool: Vec<CellId> = map
             .cell_ids()
             .filter(|&id| {
                 cells[usize::from(id.0)].status == Status::Active && map.cell(id).weight > 0
             })
             .collect();
+        let moves = Overlay::new(&map, now);
+        let pointed = pointed(&map, &cells, &hash_pool, &moves);
         Self {
+            moves,
+            pointed,
+            built_at: now,
             map,
             serial,
             cells,
@@ -253,6 +277,11 @@ impl View {
     /// the offline commands (`check`, `explain`); its serial is 0.
     pub fn of_map(map: Arc<Snapshot>) -> Self {
         Self::new(map, &Conditions::default(), 0)
+    }
+
+    /// As [`View::of_map`], with planned moves as they are at `now`.
+    pub fn of_map_at(map: Arc<Snapshot>, now: SystemTime) -> Self {
+        Self::new_at(map, &Conditions::default(), 0, now)
     }
 
     /// The map snapshot this view is built on.
@@ -326,7 +355,77 @@ impl View {
         Arc::ptr_eq(&self.map, &other.map)
             && self.cells == other.cells
             && self.health.fail_static == other.health.fail_static
+            && self.moves.states() == other.moves.states()
     }
+
+    /// Planned moves as of when the view was built.
+    pub fn moves(&self) -> &Overlay {
+        &self.moves
+    }
+
+    /// When the view was built.
+    pub fn built_at(&self) -> SystemTime {
+        self.built_at
+    }
+
+    /// The cell assigned now to the tenant `label` and whether its answers
+    /// carry `zone.move_ttl`, when a planned move affects it.
+    #[inline]
+    pub fn moving(&self, label: &[u8]) -> Option<(CellId, bool)> {
+        self.moves.get(label)
+    }
+
+    /// The longest TTL of the tenant answers that point at cell `id` in
+    /// this view, or `None` when none does (its tenants are all elsewhere:
+    /// moved, or failed over). The cell's own hostname is not counted.
+    pub fn pointed_ttl(&self, id: CellId) -> Option<u32> {
+        self.pointed.get(usize::from(id.0)).copied().flatten()
+    }
+}
+
+/// By cell, the longest TTL of the tenant answers pointing at it: every
+/// cell that serves a listed tenant (after moves and failover), and the
+/// hash pool when unlisted tenants are hashed.
+fn pointed(
+    map: &Snapshot,
+    cells: &[CellState],
+    hash_pool: &[CellId],
+    moves: &Overlay,
+) -> Vec<Option<u32>> {
+    let (ttl, short) = (map.zone.ttl, map.zone.move_ttl);
+    // Tenants by assigned cell, with the normal and the short TTL.
+    let mut normal: Vec<i64> = map.cells.iter().map(|c| c.listed_tenants as i64).collect();
+    let mut shortened = vec![0i64; map.cells.len()];
+    for (tenant, assigned, is_short) in moves.affected() {
+        if let Some(listed) = map.tenants.get(tenant.as_bytes()) {
+            normal[usize::from(listed.0)] -= 1;
+        }
+        let bucket = if is_short {
+            &mut shortened
+        } else {
+            &mut normal
+        };
+        bucket[usize::from(assigned.0)] += 1;
+    }
+    let mut out = vec![None; map.cells.len()];
+    let mut point = |cell: CellId, t: u32| {
+        let slot = &mut out[usize::from(cell.0)];
+        *slot = Some(slot.map_or(t, |s: u32| s.max(t)));
+    };
+    for (i, state) in cells.iter().enumerate() {
+        if normal[i] > 0 {
+            point(state.serving, ttl);
+        }
+        if shortened[i] > 0 {
+            point(state.serving, short);
+        }
+    }
+    if map.placement == crate::map::Placement::Hash {
+        for &c in hash_pool {
+            point(c, ttl);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use hickory_proto::rr::{LowerName, Name};
 
-use super::index::label_hash;
+use super::index::{TenantIndex, label_hash};
 use super::snapshot::{Cell, CellId, Snapshot, StaticName, Status, Zone};
 use super::validate::Checked;
 
@@ -77,6 +77,7 @@ pub fn compile(c: Checked, version: String, source: String) -> Snapshot {
             origin_lower: LowerName::new(&c.origin),
             origin: c.origin,
             ttl: c.ttl,
+            move_ttl: c.move_ttl,
             negative_ttl: c.negative_ttl,
             apex_ttl: c.apex_ttl,
             refresh: c.refresh,
@@ -92,5 +93,15 @@ pub fn compile(c: Checked, version: String, source: String) -> Snapshot {
         placement: c.placement,
         safety: c.safety,
         static_names,
+        moves_index: TenantIndex::build(
+            c.moves.len(),
+            c.moves.iter().map(|m| m.tenant.len()).sum(),
+            c.moves
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (i, m.tenant.as_str(), m.to)),
+        )
+        .0,
+        moves: c.moves,
     }
 }

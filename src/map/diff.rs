@@ -52,6 +52,8 @@ pub enum MoveReason {
     Reassigned,
     /// Its entry is unchanged; a cell status or failover change moved it.
     Failover,
+    /// A `[moves]` entry of the new map whose time has come moves it now.
+    Planned,
 }
 
 impl MoveReason {
@@ -60,6 +62,7 @@ impl MoveReason {
         match self {
             Self::Reassigned => "reassigned",
             Self::Failover => "failover",
+            Self::Planned => "planned",
         }
     }
 }
@@ -105,6 +108,20 @@ pub struct CellChange<'a> {
     /// Changed fields, by map file name (`hostname`, `ipv4`, `ipv6`,
     /// `region`, `weight`, `health`, `failover`).
     pub fields: Vec<&'static str>,
+}
+
+/// A planned move (`[moves.<tenant>]`) of the new map that the old map
+/// does not have and whose time has not come: it counts in the gates now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled<'a> {
+    /// The tenant (lowercased).
+    pub tenant: &'a str,
+    /// Cell id serving it until `at` (in the new map).
+    pub from: &'a str,
+    /// Cell id it moves to.
+    pub to: &'a str,
+    /// When.
+    pub at: std::time::SystemTime,
 }
 
 /// The gates' decision.
@@ -156,6 +173,12 @@ pub struct MapDiff<'a> {
     pub new_tenants: usize,
     /// Listed tenants whose serving cell changes, in new-map order.
     pub moved: Vec<Move<'a>>,
+    /// New planned moves still ahead, in new-map order; they count in the
+    /// moved fraction (the gate judges a move when it is scheduled, not
+    /// when it happens, since nothing checks the map at the flip).
+    pub scheduled: Vec<Scheduled<'a>>,
+    /// Planned moves still ahead in the old map that the new one drops.
+    pub cancelled: Vec<Scheduled<'a>>,
     /// Tenants listed only in the new map, in new-map order.
     pub added: Vec<Placed<'a>>,
     /// Tenants listed only in the old map, in old-map order.
@@ -172,7 +195,7 @@ pub struct MapDiff<'a> {
     pub placement_change: Option<(Placement, Placement)>,
     /// Zone origin, when it changes (old, new).
     pub origin_change: Option<(String, String)>,
-    /// `moved / old_tenants` (0 when the old map lists none).
+    /// `(moved + scheduled) / old_tenants` (0 when the old map lists none).
     pub moved_fraction: f64,
     /// `removed / old_tenants` (0 when the old map lists none).
     pub removed_fraction: f64,
@@ -185,6 +208,29 @@ pub struct MapDiff<'a> {
 /// the same order, else by lookup), and the old index is searched for
 /// removed tenants only when some are missing.
 pub fn diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> MapDiff<'a> {
+    diff_at(old, new, std::time::SystemTime::now())
+}
+
+/// The cell `tenant` (listed on `listed`) is assigned to at `now`: its
+/// planned move's target once the move's time has come.
+fn assigned_at(s: &Snapshot, tenant: &str, listed: CellId, now: std::time::SystemTime) -> CellId {
+    if s.moves.is_empty() {
+        return listed;
+    }
+    match s.move_of(tenant) {
+        Some(m) if m.at <= now => m.to,
+        _ => listed,
+    }
+}
+
+/// As [`diff`], with planned moves judged at `now`: a move whose time has
+/// come is in force in either map (so cleaning up a map after a move moves
+/// nobody), one still ahead is listed in [`MapDiff::scheduled`].
+pub fn diff_at<'a>(
+    old: &'a Snapshot,
+    new: &'a Snapshot,
+    now: std::time::SystemTime,
+) -> MapDiff<'a> {
     // Cell ids are indexes into each snapshot's cell list, which differ when
     // cells are added or removed: translate by cell name.
     let new_ids: HashMap<&str, CellId> = new
@@ -206,19 +252,23 @@ pub fn diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> MapDiff<'a> {
     // the old index is walked alongside: where the names line up, no hash
     // lookup (a cache miss or three each, at a million tenants) is needed.
     let mut old_in_order = old.tenants.iter();
-    for (tenant, new_assigned) in new.tenants.iter() {
+    for (tenant, new_listed) in new.tenants.iter() {
+        let new_assigned = assigned_at(new, tenant, new_listed, now);
         let new_serving = new.cell(new_assigned).serving;
-        let old_assigned = match old_in_order.next() {
+        let old_listed = match old_in_order.next() {
             Some((name, cell)) if name == tenant => Some(cell),
             _ => old.tenants.get(tenant.as_bytes()),
         };
-        match old_assigned {
-            Some(old_assigned) => {
+        match old_listed {
+            Some(old_listed) => {
                 matched += 1;
+                let old_assigned = assigned_at(old, tenant, old_listed, now);
                 let old_serving = old.cell(old_assigned).serving;
                 if old_to_new[old_serving.0 as usize] != Some(new_serving) {
                     let reason = if old_to_new[old_assigned.0 as usize] == Some(new_assigned) {
                         MoveReason::Failover
+                    } else if new_assigned != new_listed {
+                        MoveReason::Planned
                     } else {
                         MoveReason::Reassigned
                     };
@@ -304,7 +354,37 @@ pub fn diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> MapDiff<'a> {
             n as f64 / old.tenants.len() as f64
         }
     };
-    let moved_fraction = fraction(moved.len());
+    // Planned moves still ahead: new ones count now, dropped ones are shown.
+    let ahead = |s: &'a Snapshot| {
+        s.moves
+            .iter()
+            .filter(move |m| m.at > now)
+            .map(move |m| Scheduled {
+                tenant: &m.tenant,
+                from: &s.cell(s.cell(m.from).serving).id,
+                to: &s.cell(m.to).id,
+                at: m.at,
+            })
+    };
+    let same =
+        |a: &Scheduled<'_>, b: &Scheduled<'_>| a.tenant == b.tenant && a.to == b.to && a.at == b.at;
+    let old_ahead: Vec<Scheduled<'a>> = ahead(old).collect();
+    let new_ahead: Vec<Scheduled<'a>> = ahead(new).collect();
+    let moved_now: std::collections::HashSet<&str> = if new_ahead.is_empty() {
+        Default::default()
+    } else {
+        moved.iter().map(|m| m.tenant).collect()
+    };
+    let scheduled: Vec<Scheduled<'a>> = new_ahead
+        .iter()
+        .filter(|n| !old_ahead.iter().any(|o| same(o, n)) && !moved_now.contains(n.tenant))
+        .cloned()
+        .collect();
+    let cancelled: Vec<Scheduled<'a>> = old_ahead
+        .into_iter()
+        .filter(|o| !new_ahead.iter().any(|n| same(o, n)))
+        .collect();
+    let moved_fraction = fraction(moved.len() + scheduled.len());
     let removed_fraction = fraction(removed.len());
     let gates = gates(old, new, moved_fraction, removed_fraction);
 
@@ -312,6 +392,8 @@ pub fn diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> MapDiff<'a> {
         old_tenants: old.tenants.len(),
         new_tenants: new.tenants.len(),
         moved,
+        scheduled,
+        cancelled,
         added,
         removed,
         cells_added,
@@ -381,10 +463,15 @@ impl MapDiff<'_> {
         let mut parts = Vec::new();
         if self.gates.moved_exceeded {
             parts.push(format!(
-                "{} of {} listed tenants ({}) move, over the limit of {}",
-                self.moved.len(),
+                "{} of {} listed tenants ({}) move{}, over the limit of {}",
+                self.moved.len() + self.scheduled.len(),
                 self.old_tenants,
                 pct(self.moved_fraction),
+                if self.scheduled.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} by scheduled moves)", self.scheduled.len())
+                },
                 pct(self.gates.max_moved_fraction)
             ));
         }

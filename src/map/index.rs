@@ -146,6 +146,13 @@ impl TenantIndex {
     /// The cell `label` is assigned to, compared case-insensitively.
     #[inline]
     pub fn get(&self, label: &[u8]) -> Option<CellId> {
+        self.find(label).map(|(_, cell)| cell)
+    }
+
+    /// The position of `label` among the names kept (in build order,
+    /// duplicates left out) and its cell, compared case-insensitively.
+    #[inline]
+    pub fn find(&self, label: &[u8]) -> Option<(usize, CellId)> {
         if self.entries.is_empty() {
             return None;
         }
@@ -159,7 +166,7 @@ impl TenantIndex {
             let e = self.entries[i as usize];
             let name = &self.arena[e.offset as usize..e.offset as usize + e.len as usize];
             if name.eq_ignore_ascii_case(label) {
-                return Some(e.cell);
+                return Some((i as usize, e.cell));
             }
             s = (s + 1) & mask;
         }

@@ -31,7 +31,7 @@ pub use compile::compile;
 pub use index::TenantIndex;
 pub use schema::MapFile;
 pub use snapshot::{
-    Cell, CellId, HealthCheck, Placement, Probe, Snapshot, StaticName, Status, Zone,
+    Cell, CellId, HealthCheck, Move, Placement, Probe, Snapshot, StaticName, Status, Zone,
 };
 pub use validate::Issue;
 

@@ -35,10 +35,50 @@ pub struct MapFile {
     /// Reload safety gates (see `reload`).
     #[serde(default)]
     pub safety: SafetySection,
+    /// Planned tenant moves: `[moves.<tenant>]`, in file order.
+    #[serde(default)]
+    pub moves: MoveList,
     /// What a complete file declares about itself, so that a truncated or
     /// half-written one is refused.
     #[serde(default)]
     pub guard: Option<GuardSection>,
+}
+
+/// `[moves.<tenant>]`: the tenant stays in its `[tenants]` cell until `at`,
+/// then is served from `to` (checked by [`super::validate`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveSection {
+    /// The cell id the tenant moves to.
+    pub to: String,
+    /// When, RFC 3339 (`2026-12-10T10:00:00Z`).
+    pub at: String,
+}
+
+/// `[moves]`, every entry as written: a JSON object may repeat a key, which
+/// a map type would silently collapse, and a tenant moved twice must be
+/// reported.
+#[derive(Debug, Default)]
+pub struct MoveList(pub Vec<(String, MoveSection)>);
+
+impl<'de> Deserialize<'de> for MoveList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MoveList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of tenant = { to = \"cell id\", at = \"RFC 3339 time\" }")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<MoveList, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, MoveSection>()? {
+                    out.push((k, v));
+                }
+                Ok(MoveList(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// `[guard]`: facts about the whole file that a truncated copy cannot
@@ -60,6 +100,10 @@ pub struct ZoneSection {
     /// TTL of tenant and cell answers.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// TTL of a moving tenant's answers from `at - ttl` until `at + ttl`
+    /// (see `[moves]`); at most `ttl`. Default: 5, or `ttl` if smaller.
+    #[serde(default)]
+    pub move_ttl: Option<u32>,
     /// TTL of negative answers; also the SOA MINIMUM field (RFC 2308).
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl: u32,
@@ -209,6 +253,8 @@ pub const DEFAULT_RETRY: u32 = 60;
 fn default_ttl() -> u32 {
     30
 }
+/// `zone.move_ttl` when the map gives none (capped at `zone.ttl`).
+pub const DEFAULT_MOVE_TTL: u32 = 5;
 fn default_negative_ttl() -> u32 {
     30
 }

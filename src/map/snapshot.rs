@@ -177,6 +177,8 @@ pub struct Zone {
     pub origin_lower: LowerName,
     /// TTL of tenant and cell answers.
     pub ttl: u32,
+    /// TTL of a moving tenant's answers around its move (`zone.move_ttl`).
+    pub move_ttl: u32,
     /// TTL of negative answers (and the SOA MINIMUM).
     pub negative_ttl: u32,
     /// TTL of SOA, NS and glue.
@@ -222,6 +224,20 @@ pub struct Safety {
     pub max_unhealthy_fraction: f64,
 }
 
+/// A planned tenant move (`[moves.<tenant>]`): pure data; `crate::live`
+/// turns it into answers at the right times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The tenant id, lowercased.
+    pub tenant: String,
+    /// Its `[tenants]` cell: where it is served until `at`.
+    pub from: CellId,
+    /// Where it is served from `at` on.
+    pub to: CellId,
+    /// When it moves (whole seconds).
+    pub at: SystemTime,
+}
+
 /// An immutable, compiled map.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -243,6 +259,10 @@ pub struct Snapshot {
     pub safety: Safety,
     /// In-zone names other than the apex and tenants (lowercased).
     pub static_names: HashMap<LowerName, StaticName>,
+    /// Planned tenant moves, in file order; at most one per tenant.
+    pub moves: Vec<Move>,
+    /// Moving tenants → their position in `moves` (the cell is unused).
+    pub moves_index: TenantIndex,
 }
 
 impl Snapshot {
@@ -262,6 +282,12 @@ impl Snapshot {
     /// The ids of all cells, in map order.
     pub fn cell_ids(&self) -> impl ExactSizeIterator<Item = CellId> + '_ {
         (0..self.cells.len()).map(|i| CellId(i as u16))
+    }
+
+    /// The planned move of `tenant` (compared case-insensitively), if any.
+    pub fn move_of(&self, tenant: &str) -> Option<&Move> {
+        let (i, _) = self.moves_index.find(tenant.as_bytes())?;
+        self.moves.get(i)
     }
 
     /// Number of cells with `status`.

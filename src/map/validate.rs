@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::Name;
 
@@ -15,7 +16,7 @@ use super::index::TenantIndex;
 use super::locate::Locator;
 use super::schema::HealthSection;
 use super::schema::MapFile;
-use super::snapshot::{CellId, HealthCheck, Placement, Probe, Safety, Status};
+use super::snapshot::{CellId, HealthCheck, Move, Placement, Probe, Safety, Status};
 
 /// Largest TTL accepted for answers and negative answers (one day).
 pub const MAX_TTL: u32 = 86_400;
@@ -115,6 +116,7 @@ fn field_name(segs: &[&str]) -> String {
 pub struct Checked {
     pub(crate) origin: Name,
     pub(crate) ttl: u32,
+    pub(crate) move_ttl: u32,
     pub(crate) negative_ttl: u32,
     pub(crate) apex_ttl: u32,
     pub(crate) refresh: u32,
@@ -130,6 +132,7 @@ pub struct Checked {
     pub(crate) tenants: TenantIndex,
     pub(crate) placement: Placement,
     pub(crate) safety: Safety,
+    pub(crate) moves: Vec<Move>,
 }
 
 /// A validated cell.
@@ -280,6 +283,17 @@ fn validate_over(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
     let origin_ok = !origin.is_root();
     let in_zone = |n: &Name| origin_ok && origin.zone_of(n);
     let ttl = check_range(&mut issues, &["zone", "ttl"], z.ttl, 1, MAX_TTL);
+    // The short TTL of a move must be short: at most the normal one.
+    let move_ttl = match z.move_ttl {
+        None => super::schema::DEFAULT_MOVE_TTL.min(ttl),
+        Some(m) => check_range(
+            &mut issues,
+            &["zone", "move_ttl"],
+            m,
+            1,
+            ttl.clamp(1, MAX_TTL),
+        ),
+    };
     let negative_ttl = check_range(
         &mut issues,
         &["zone", "negative_ttl"],
@@ -583,6 +597,8 @@ fn validate_over(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
         );
     }
 
+    let moves = check_moves(&mut issues, map, &tenants, &ids, &cells);
+
     // Placement.
     let placement = match map.placement.unknown.as_str() {
         "nxdomain" => Placement::Nxdomain,
@@ -652,6 +668,7 @@ fn validate_over(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
         serial: z.serial,
         origin,
         ttl,
+        move_ttl,
         negative_ttl,
         apex_ttl,
         refresh,
@@ -669,7 +686,103 @@ fn validate_over(map: &MapFile) -> Result<Checked, Vec<RawIssue>> {
             allow_mass_change: s.allow_mass_change.clone(),
             max_unhealthy_fraction: s.max_unhealthy_fraction,
         },
+        moves,
     })
+}
+
+/// Parses an RFC 3339 time naming a whole second (tokens carry whole
+/// seconds: a token that must expire by the flip needs the flip on one).
+pub fn parse_move_time(s: &str) -> Result<SystemTime, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("`{s}` is not an RFC 3339 time (write it as 2026-12-10T10:00:00Z)"))?;
+    if t.nanosecond() != 0 {
+        return Err(format!(
+            "`{s}` has a fraction of a second; a move happens on a whole second"
+        ));
+    }
+    let secs = t.unix_timestamp();
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        .ok_or_else(|| format!("`{s}` is before 1970"))
+}
+
+/// Checks `[moves]`: each names a listed tenant once, a known cell other
+/// than the tenant's own that is not down in the map, and a valid time.
+/// A tenant moved twice is an error, not "the last one wins": the operator
+/// must say which move is meant. A move to the cell the tenant already has
+/// is an error too (it would change nothing; the usual cause is a map
+/// cleaned up after the move that kept the `[moves]` entry).
+fn check_moves(
+    issues: &mut Issues,
+    map: &MapFile,
+    tenants: &TenantIndex,
+    ids: &HashMap<&str, CellId>,
+    cells: &[CheckedCell],
+) -> Vec<Move> {
+    let mut out: Vec<Move> = Vec::new();
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for (name, m) in &map.moves.0 {
+        let p = |f: &'static str| -> [&str; 3] { ["moves", name.as_str(), f] };
+        if let Some(problem) = label_problem(name) {
+            issues.push(&["moves", name], format!("tenant id `{name}` {problem}"));
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        if seen.insert(lower.clone(), ()).is_some() {
+            issues.push(
+                &["moves", name],
+                format!("tenant `{name}` is moved twice (tenant ids are case-insensitive); keep one move"),
+            );
+            continue;
+        }
+        let from = tenants.get(name.as_bytes());
+        if from.is_none() {
+            issues.push(
+                &["moves", name],
+                format!("unknown tenant `{name}`: only tenants listed in [tenants] can be moved"),
+            );
+        }
+        let to = match ids.get(m.to.as_str()) {
+            None => {
+                issues.push(&p("to"), format!("unknown cell `{}`", m.to));
+                None
+            }
+            Some(&to) if cells[usize::from(to.0)].status == Status::Down => {
+                issues.push(
+                    &p("to"),
+                    format!(
+                        "cell `{}` is down in the map: a tenant cannot be moved to a down cell",
+                        m.to
+                    ),
+                );
+                None
+            }
+            Some(&to) if Some(to) == from => {
+                issues.push(
+                    &p("to"),
+                    format!(
+                        "tenant `{name}` is already in cell `{}` ([tenants]); remove the move (or name another cell)",
+                        m.to
+                    ),
+                );
+                None
+            }
+            Some(&to) => Some(to),
+        };
+        let at = parse_move_time(&m.at)
+            .map_err(|e| issues.push(&p("at"), e))
+            .ok();
+        if let (Some(from), Some(to), Some(at)) = (from, to, at) {
+            out.push(Move {
+                tenant: lower,
+                from,
+                to,
+                at,
+            });
+        }
+    }
+    out
 }
 
 /// Checks `[cells.<id>.health]` of a cell with `endpoints` addresses; the

@@ -569,6 +569,109 @@ fn max_unhealthy_fraction_is_a_fraction() {
     );
 }
 
+/// `BASE` with `moves` appended (after `[placement]`).
+fn with_moves(moves: &str) -> String {
+    format!("{BASE}{moves}")
+}
+
+#[test]
+fn a_valid_move_compiles_with_its_time() {
+    let text = with_moves("\n[moves.acme]\nto = \"b\"\nat = \"2026-12-10T10:00:00Z\"\n");
+    let snap = load_str(Source {
+        text: &text,
+        format: Format::Toml,
+        name: "m.toml",
+    })
+    .expect("valid");
+    let m = &snap.moves[0];
+    assert_eq!(m.tenant, "acme");
+    assert_eq!(snap.cell(m.from).id, "a");
+    assert_eq!(snap.cell(m.to).id, "b");
+    assert_eq!(
+        m.at,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_896_800)
+    );
+    assert_eq!(snap.move_of("ACME"), Some(m));
+    assert_eq!(snap.zone.move_ttl, 5);
+    // An offset is converted to UTC.
+    let text = with_moves("\n[moves.acme]\nto = \"b\"\nat = \"2026-12-10T11:00:00+01:00\"\n");
+    let snap2 = load_str(Source {
+        text: &text,
+        format: Format::Toml,
+        name: "m.toml",
+    })
+    .expect("valid");
+    assert_eq!(snap2.moves[0].at, m.at);
+}
+
+#[test]
+fn move_errors_name_line_and_field() {
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "\n[moves.nobody]\nto = \"b\"\nat = \"2026-12-10T10:00:00Z\"\n",
+            "moves.nobody: unknown tenant `nobody`",
+            "[moves.nobody]",
+        ),
+        (
+            "\n[moves.acme]\nto = \"zz\"\nat = \"2026-12-10T10:00:00Z\"\n",
+            "moves.acme.to: unknown cell `zz`",
+            "to = \"zz\"",
+        ),
+        (
+            "\n[moves.acme]\nto = \"b\"\nat = \"next tuesday\"\n",
+            "moves.acme.at: `next tuesday` is not an RFC 3339 time",
+            "at = \"next",
+        ),
+        (
+            "\n[moves.acme]\nto = \"b\"\nat = \"2026-12-10T10:00:00.5Z\"\n",
+            "moves.acme.at: `2026-12-10T10:00:00.5Z` has a fraction of a second",
+            "at = \"2026",
+        ),
+        (
+            "\n[moves.acme]\nto = \"a\"\nat = \"2026-12-10T10:00:00Z\"\n",
+            "moves.acme.to: tenant `acme` is already in cell `a`",
+            "to = \"a\"",
+        ),
+        (
+            "\n[moves.acme]\nto = \"b\"\nat = \"2026-12-10T10:00:00Z\"\n[moves.ACME]\nto = \"b\"\nat = \"2026-12-11T10:00:00Z\"\n",
+            "moves.ACME: tenant `ACME` is moved twice",
+            "[moves.ACME]",
+        ),
+        (
+            "\n[moves.\"bad.id\"]\nto = \"b\"\nat = \"2026-12-10T10:00:00Z\"\n",
+            "moves.\"bad.id\": tenant id `bad.id` contains '.'",
+            "[moves.\"bad.id\"]",
+        ),
+    ];
+    for (moves, want, at_line) in cases {
+        let text = with_moves(moves);
+        let got = issues(&text);
+        assert_eq!(got.len(), 1, "{moves}: {got:#?}");
+        assert!(got[0].contains(want), "{moves}: {got:?}");
+        assert!(
+            got[0].starts_with(&line_of(&text, at_line)),
+            "{moves}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn a_move_to_a_down_cell_is_refused() {
+    let text = edit(
+        "status = \"active\"\n\n[tenants]",
+        "status = \"down\"\n\n[tenants]",
+    )
+    .replace("globex = \"b\"\n", "")
+        + "\n[moves.acme]\nto = \"b\"\nat = \"2026-12-10T10:00:00Z\"\n";
+    let got = issues(&text);
+    assert!(
+        got.iter()
+            .any(|i| i.starts_with(&line_of(&text, "to = \"b\""))
+                && i.contains("moves.acme.to: cell `b` is down in the map")),
+        "{got:#?}"
+    );
+}
+
 #[test]
 fn zone_serial_must_not_be_zero() {
     let text = edit("ttl = 30\n", "ttl = 30\nserial = 0\n");
@@ -613,6 +716,56 @@ fn a_file_of_errors_reports_the_first_hundred_and_counts_the_rest() {
         found[0].contains("tenants.t0") && found[0].starts_with(&t0),
         "{found:#?}"
     );
+}
+
+#[test]
+fn move_ttl_is_at_most_the_zone_ttl() {
+    one_issue(
+        &edit("ttl = 30\n", "ttl = 30\nmove_ttl = 31\n"),
+        &["5: zone.move_ttl: 31 is out of range (1..=30)"],
+    );
+    one_issue(
+        &edit("ttl = 30\n", "ttl = 30\nmove_ttl = 0\n"),
+        &["5: zone.move_ttl: 0 is out of range"],
+    );
+    // A zone TTL under the default: the default follows it.
+    let snap = load_str(Source {
+        text: &edit("ttl = 30\n", "ttl = 3\n"),
+        format: Format::Toml,
+        name: "m.toml",
+    })
+    .expect("valid");
+    assert_eq!(snap.zone.move_ttl, 3);
+}
+
+#[test]
+fn a_json_map_moving_a_tenant_twice_is_refused() {
+    let json = r#"{
+  "zone": {"origin": "cells.example.com.", "nameservers": ["ns.example.net."],
+           "hostmaster": "h.example.com."},
+  "cells": {
+    "a": {"hostname": "a.cells.example.com.", "ipv4": ["192.0.2.1"]},
+    "b": {"hostname": "b.cells.example.com.", "ipv4": ["192.0.2.2"]}
+  },
+  "tenants": {"acme": "a"},
+  "moves": {
+    "acme": {"to": "b", "at": "2026-12-10T10:00:00Z"},
+    "acme": {"to": "b", "at": "2026-12-11T10:00:00Z"}
+  }
+}"#;
+    let err = load_str(Source {
+        text: json,
+        format: Format::Json,
+        name: "m.json",
+    })
+    .unwrap_err();
+    let MapError::Invalid { issues, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].field, "moves.acme");
+    assert!(issues[0].line.is_some_and(|l| l >= 10), "{:?}", issues[0]);
+    assert!(issues[0].message.contains("moved twice"), "{}", issues[0]);
 }
 
 #[test]

@@ -16,7 +16,10 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeyRing;
+use std::time::UNIX_EPOCH;
+
 use crate::live::View;
+use crate::live::moves::Phase;
 use crate::route::{self, NoRoute};
 
 /// Longest accepted `subject`, in bytes.
@@ -70,6 +73,33 @@ pub struct Issued {
     pub expires_at: String,
     /// The version of the map the cell was taken from.
     pub map_version: String,
+    /// Set when the token lives shorter than `ttl_seconds` asked: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_shortened: Option<Shortened>,
+    /// The serving cell's id (for the caller's bookkeeping; not sent).
+    #[serde(skip)]
+    pub cell_id: String,
+    /// `exp`, Unix seconds (not sent: `expires_at` says it).
+    #[serde(skip)]
+    pub exp: u64,
+}
+
+/// Why a token lives shorter than asked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Shortened {
+    /// `tenant_move`: the tenant moves to another cell; the token expires
+    /// at the flip, so the client fetches a new one, naming the new cell.
+    pub reason: String,
+    /// The lifetime asked for.
+    pub requested_ttl_seconds: u64,
+    /// The lifetime given.
+    pub ttl_seconds: u64,
+    /// When the tenant moves (RFC 3339 UTC): the token's `exp`.
+    pub move_at: String,
+    /// The cell id the tenant moves to.
+    pub move_to: String,
+    /// In words.
+    pub message: String,
 }
 
 /// Why a token was not issued.
@@ -172,10 +202,40 @@ impl Issuer {
         let key = keys.signing().ok_or(IssueError::NoSigningKey)?;
 
         let snap = view.map();
-        let cell = view.cell(route.serving);
+        let mut serving = route.serving;
+        let mut exp = now.saturating_add(req.ttl_seconds);
+        let mut ttl_shortened = None;
+        if let Some((i, state)) = route.planned
+            && let Some(m) = snap.moves.get(i)
+            && state.phase != Phase::Moved
+        {
+            let at = m.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if now >= at {
+                // The flip is due and the timer is publishing it: name the
+                // new cell already rather than a token dead on arrival.
+                serving = view.serving(m.to);
+            } else if exp > at {
+                // Expire at the flip: the client then fetches a token
+                // naming the new cell.
+                exp = at;
+                let to = &view.cell(m.to).id;
+                ttl_shortened = Some(Shortened {
+                    reason: "tenant_move".to_owned(),
+                    requested_ttl_seconds: req.ttl_seconds,
+                    ttl_seconds: at - now,
+                    move_at: rfc3339(at),
+                    move_to: to.clone(),
+                    message: format!(
+                        "tenant `{}` moves to cell `{to}` at {}: the token expires then, so the client fetches a new one naming the new cell",
+                        m.tenant,
+                        rfc3339(at)
+                    ),
+                });
+            }
+        }
+        let cell = view.cell(serving);
         let cell_host = canonical_host(&cell.hostname.to_ascii());
         let tenant = req.tenant.to_ascii_lowercase();
-        let exp = now.saturating_add(req.ttl_seconds);
         let jti = new_jti();
         let payload = Payload {
             iss: &self.cfg.issuer,
@@ -209,6 +269,9 @@ impl Issuer {
             cell: cell_host,
             expires_at: rfc3339(exp),
             map_version: snap.version.clone(),
+            ttl_shortened,
+            cell_id: cell.id.clone(),
+            exp,
         })
     }
 }
@@ -294,6 +357,49 @@ mod tests {
             .issue(&snap, &req("hooli", 60), 0)
             .unwrap();
         assert_eq!(out.cell, "use1-b.cells.example.com");
+    }
+
+    #[test]
+    fn a_pending_move_shortens_the_token_to_the_flip() {
+        let text = crate::map::EXAMPLE_MAP.to_owned()
+            + "\n[moves.acme]\nto = \"use1-b\"\nat = \"1970-01-01T00:16:40Z\"\n";
+        let snap = crate::map::load_str(crate::map::Source {
+            text: &text,
+            format: crate::map::Format::Toml,
+            name: "m.toml",
+        })
+        .expect("valid map");
+        let map = std::sync::Arc::new(snap);
+        let i = issuer(Alg::EdDSA);
+        let at_time = |s: u64| {
+            View::new_at(
+                map.clone(),
+                &crate::live::Conditions::default(),
+                1,
+                UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+        };
+        // Before the flip (at 1000): the old cell, exp at the flip.
+        let out = i.issue(&at_time(100), &req("acme", 3600), 100).unwrap();
+        assert_eq!(out.cell, "use1-a.cells.example.com");
+        assert_eq!(out.exp, 1000);
+        let s = out.ttl_shortened.expect("shortened");
+        assert_eq!((s.requested_ttl_seconds, s.ttl_seconds), (3600, 900));
+        assert_eq!(s.reason, "tenant_move");
+        assert_eq!(s.move_to, "use1-b");
+        // Short enough already: unchanged.
+        let out = i.issue(&at_time(100), &req("acme", 60), 100).unwrap();
+        assert_eq!((out.exp, out.ttl_shortened), (160, None));
+        // The flip is due but not yet published: the new cell.
+        let out = i.issue(&at_time(999), &req("acme", 60), 1000).unwrap();
+        assert_eq!(out.cell, "use1-b.cells.example.com");
+        // After the flip: the new cell, the full lifetime.
+        let out = i.issue(&at_time(1000), &req("acme", 600), 1000).unwrap();
+        assert_eq!(out.cell, "use1-b.cells.example.com");
+        assert_eq!((out.exp, out.ttl_shortened), (1600, None));
+        // Other tenants are untouched.
+        let out = i.issue(&at_time(100), &req("globex", 3600), 100).unwrap();
+        assert_eq!(out.ttl_shortened, None);
     }
 
     #[test]

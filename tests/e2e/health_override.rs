@@ -126,6 +126,13 @@ fn health_override_takes_effect_at_once_survives_reload_and_restart_and_expires(
         }),
         "o2 not loaded"
     );
+    // Its audit line follows the publish; the restart below must not cut it.
+    assert!(
+        wait_until(RELOAD, || audit(state.path())
+            .iter()
+            .any(|l| l["what"] == "reload_accepted" && l["after"] == "o2")),
+        "the reload was not audited"
+    );
     assert_eq!(acme(dns), ips(&["192.0.2.2"]));
 
     // A restart keeps it, from the first answer on.
@@ -179,8 +186,17 @@ fn health_override_takes_effect_at_once_survives_reload_and_restart_and_expires(
     assert_eq!(cell_json(http, "c")["status"], "active");
     assert!(cell_json(http, "a")["override"].is_null());
 
-    // The audit log has every step, with its actor.
-    let lines = audit(state.path());
+    // The audit log has every step, with its actor (an expiry's line is
+    // written just after the change it records is visible).
+    let mut lines = Vec::new();
+    wait_until(RELOAD, || {
+        lines = audit(state.path());
+        lines
+            .iter()
+            .filter(|l| l["what"] == "override_expired")
+            .count()
+            >= 2
+    });
     let find = |what: &str, cell: &str, actor: &str| {
         lines
             .iter()

@@ -173,7 +173,14 @@ fn obs_deploy_queries_only_what_the_server_exposes() {
         );
     let map = MapDir::new(&map::small("deploy-1", 'a').cell("h", probed).toml(), false);
     let notify = format!("127.0.0.1:{}", crate::support::free_port());
-    let s = TokenServer::start(&["--map", &map.arg(), "--notify", &notify]);
+    let s = TokenServer::start(&[
+        "--map",
+        &map.arg(),
+        "--notify",
+        &notify,
+        "--axfr-allow",
+        "127.0.0.1",
+    ]);
     let http = s.http();
     assert!(
         crate::support::wait_until(crate::support::RELOAD, || {
@@ -190,7 +197,25 @@ fn obs_deploy_queries_only_what_the_server_exposes() {
     );
     assert_eq!(post_token(http, None, &token_req("acme", 60)).status, 401);
     assert_eq!(get_auth(http, "/v1/map").status, 200);
-    let m = scrape(http);
+    assert_eq!(get_auth(http, "/v1/fleet").status, 200);
+    // A zone transfer (its duration histogram has series from then on).
+    let mut tcp = crate::support::dns::Tcp::connect(s.dns());
+    tcp.send(&crate::support::dns::wire(&crate::support::dns::query(
+        7,
+        ORIGIN,
+        hickory_proto::rr::RecordType::AXFR,
+        None,
+    )));
+    assert!(tcp.recv().is_some(), "no AXFR answer");
+    let mut m = scrape(http);
+    assert!(
+        crate::support::wait_until(crate::support::RELOAD, || {
+            m = scrape(http);
+            m.get("cellns_xfr_transfers_total", &[("kind", "axfr")])
+                .is_some_and(|v| v >= 1.0)
+        }),
+        "the AXFR was not counted"
+    );
 
     // label name → values per exposed metric name.
     let mut exposed: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();

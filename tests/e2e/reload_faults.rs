@@ -14,7 +14,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::support::dns::{Udp, serial, wait_for_answer};
 use crate::support::http::{self, scrape};
-use crate::support::map::{self, ORIGIN, cell_v4};
+use crate::support::map::{self, Mode, ORIGIN, cell_v4};
 use crate::support::server::{Server, serve_fails};
 use crate::support::{RELOAD, replace_file, require_tool, wait_until, write_synced};
 
@@ -99,23 +99,45 @@ fn reload_follows_a_map_directory_deleted_and_made_again() {
 
 #[test]
 fn the_periodic_check_finds_a_change_no_event_reported() {
-    let m = map::MapDir::new(&small("v0", 'a'), false);
+    let mut m = map::MapDir::new(&small("v0", 'a'), false);
     let s = Server::start(&["--map", &m.arg(), "--map-check-interval-ms", "200"]);
+    // First a change the watch reports, to know the reload thread is past
+    // its first look at the file after arming its watch (a change before
+    // that look is found by the look, not by the periodic check).
+    m.write(&small("v2", 'a'), Mode::Rename);
+    assert!(
+        wait_until(RELOAD, || readyz(&s)["map_version"] == "v2"),
+        "a renamed map was not loaded"
+    );
     // A writer that rewrites the file in place and keeps it open: data
     // writes raise no reload by design (the file may be half written) and
     // no close comes, so only the periodic check can see the new map, once
     // it stays put.
+    // Overwritten without truncation (a truncation is a change an event
+    // reports, which would reload by another way), so the new map must be
+    // exactly as long as the old one.
+    let (old, new) = (small("v2", 'a'), small("v1", 'b'));
+    assert_eq!(old.len(), new.len(), "the two maps must be the same size");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .truncate(true)
         .open(&m.path)
         .expect("open for writing");
-    f.write_all(small("v1", 'b').as_bytes()).expect("write");
+    f.write_all(new.as_bytes()).expect("write");
     f.sync_all().expect("sync");
     wait_for_answer(s.dns, &acme(), &cell_v4('b'), RELOAD)
         .unwrap_or_else(|last| panic!("the periodic check did not reload: {last}"));
     drop(f);
-    assert!(scrape(s.http()).value("cellns_map_check_changes_total", &[]) >= 1.0);
+    wait_until(RELOAD, || s.logged("map reloaded"));
+    assert!(
+        scrape(s.http()).value("cellns_map_check_changes_total", &[]) >= 1.0,
+        "reloaded, but not by the periodic check; the server said:\n{}",
+        s.logs()
+            .text()
+            .lines()
+            .filter(|l| l.contains("reload") || l.contains("watch") || l.contains("check"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(s.logged("the periodic check found a change"));
 }
 

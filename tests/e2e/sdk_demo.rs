@@ -1,6 +1,7 @@
 //! examples/demo.sh, run as written (non-interactive, debug build so it
 //! reuses this test run's build): it must show the client following the
-//! tenant from cell a to cell b with one new token, and exit 0.
+//! tenant from cell a to cell b with one new token, and exit 0, both when
+//! the map's tenant line is rewritten and when the move is scheduled.
 
 use std::process::Command;
 
@@ -8,7 +9,31 @@ use crate::support::{repo, require_tool};
 
 #[test]
 fn demo_script_runs_and_the_client_follows() {
+    let stdout = run_demo(&[]);
+    assert!(
+        stdout.contains("moving acme from cell a to cell b (map demo-2)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn demo_script_schedules_the_move_and_the_client_follows() {
+    let stdout = run_demo(&["--scheduled"]);
+    assert!(
+        stdout.contains("moving acme from cell a to cell b: scheduled at"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cellns: acme's move is loaded, phase scheduled"),
+        "{stdout}"
+    );
+}
+
+/// Runs the demo with `extra` arguments; checks the client's story and
+/// returns what it printed.
+fn run_demo(extra: &[&str]) -> String {
     require_tool("sha256sum");
+    require_tool("curl");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new("bash");
     // Cargo sets these for test processes. Build scripts (ring's) rerun
@@ -33,6 +58,7 @@ fn demo_script_runs_and_the_client_follows() {
     let out = cmd
         .arg(repo().join("examples/demo.sh"))
         .arg("--non-interactive")
+        .args(extra)
         .env("DEMO_PROFILE", "dev")
         .env("DEMO_TIMEOUT", "120")
         // The script calls `cargo build`; use the cargo running the tests.
@@ -75,4 +101,5 @@ fn demo_script_runs_and_the_client_follows() {
         stdout.contains("the client followed with 1 new token(s)"),
         "{stdout}"
     );
+    stdout.into_owned()
 }

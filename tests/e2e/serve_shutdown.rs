@@ -218,7 +218,13 @@ fn sigterm_lets_a_zone_transfer_under_way_run_to_its_end() {
         .is_some_and(|r| r.record_type() == RecordType::SOA);
     assert!(
         ends_with_soa && records > 1,
-        "the transfer was cut after {records} records"
+        "the transfer was cut after {records} records; the server said:\n{}",
+        s.logs()
+            .text()
+            .lines()
+            .filter(|l| l.contains("transfer") || l.contains("shutting") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // SOA twice, NS, glue (none in generated maps), 10 cells' names and
     // each tenant's addresses (2 A + 1 AAAA).

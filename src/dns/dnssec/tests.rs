@@ -47,8 +47,17 @@ fn signed(algorithm: Algorithm, hash: bool) -> (tempfile::TempDir, Arc<Dnssec>, 
     if hash {
         text = text.replace("unknown = \"nxdomain\"", "unknown = \"hash\"");
     }
+    signed_map(dir, d, &text)
+}
+
+/// A signed store over the map `text`, with the keys of `d` (in `dir`).
+fn signed_map(
+    dir: tempfile::TempDir,
+    d: Arc<Dnssec>,
+    text: &str,
+) -> (tempfile::TempDir, Arc<Dnssec>, Arc<Store>) {
     let map = crate::map::load_str(crate::map::Source {
-        text: &text,
+        text,
         format: crate::map::Format::Toml,
         name: "t.toml",
     })
@@ -199,6 +208,37 @@ fn tenant_answers_are_signed_and_verify() {
             );
         }
     }
+}
+
+#[test]
+fn a_moving_tenant_is_signed_with_the_short_ttl() {
+    let (dir, d, _) = signed(Algorithm::Ed25519, false);
+    // globex moves to euw1-a 20 s from now: inside the short-TTL window
+    // (zone.ttl 30, move_ttl 5 by default).
+    let at = time::OffsetDateTime::from_unix_timestamp(now() as i64 + 20)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let text = format!(
+        "{}\n[moves.globex]\nto = \"euw1-a\"\nat = \"{at}\"\n",
+        crate::map::EXAMPLE_MAP
+    );
+    let (_dir, _d, store) = signed_map(dir, d, &text);
+    let m = ask(&store, "globex.cells.example.com.", RecordType::A);
+    let a: Vec<_> = m
+        .answers
+        .iter()
+        .filter(|r| r.record_type() == RecordType::A)
+        .collect();
+    assert_eq!(a.len(), 1, "{m}");
+    assert_eq!(a[0].ttl, 5, "the short TTL: {m}");
+    let sig = m.answers.iter().find_map(rrsig).expect("signed");
+    assert_eq!(sig.input().original_ttl, 5, "RRSIG original TTL");
+    assert_eq!(verify(&store, &m.answers), 1);
+    // A tenant without a move keeps the normal TTL, signed as such.
+    let m = ask(&store, "acme.cells.example.com.", RecordType::A);
+    assert_eq!(m.answers[0].ttl, 30);
+    assert_eq!(verify(&store, &m.answers), 1);
 }
 
 #[test]

@@ -3,9 +3,12 @@
 //! at once ([`Transfers`], built from [`TransferConfig`]); the transfers
 //! themselves are answered by
 //!
-//! - `stream`: over TCP, the whole zone streamed message by message;
-//! - `single`: over UDP, the one-message answers (IXFR: the SOA; AXFR:
-//!   FORMERR).
+//! - `stream`: over TCP, the whole zone streamed message by message, or
+//!   for IXFR the differences from the client's version (RFC 1995) out of
+//!   the [`journal`] (the whole zone when the journal does not reach back
+//!   to it);
+//! - `single`: over UDP, the one-message answers (IXFR: the differences
+//!   when they fit in the datagram, else the SOA; AXFR: FORMERR).
 //!
 //! [`super::dispatch`] routes a request here when `is_transfer` says so.
 //!
@@ -18,6 +21,7 @@
 //! by hashing (`placement.unknown = "hash"`) cannot be transferred; that is
 //! warned about at start-up ([`warn_unexpressible`]).
 
+pub mod journal;
 pub(super) mod single;
 pub(super) mod stream;
 
@@ -140,6 +144,8 @@ pub struct TransferConfig {
     pub tsig_key: Option<std::path::PathBuf>,
     /// `--notify`: the secondaries told of every change.
     pub secondaries: Vec<std::net::SocketAddr>,
+    /// `--ixfr-journal-versions` and `--ixfr-journal-bytes`.
+    pub journal: journal::Limits,
 }
 
 /// Who may transfer the zone, and the transfers in progress.
@@ -148,6 +154,7 @@ pub struct Transfers {
     allow: Vec<Prefix>,
     key: Option<Arc<Key>>,
     slots: Semaphore,
+    journal: journal::Journal,
 }
 
 impl Default for Transfers {
@@ -163,7 +170,14 @@ impl Transfers {
             allow,
             key: key.map(Arc::new),
             slots: Semaphore::new(MAX_CONCURRENT),
+            journal: journal::Journal::default(),
         }
+    }
+
+    /// The IXFR journal: give it every publish of the store
+    /// (`Store::set_on_publish`).
+    pub fn journal(&self) -> &journal::Journal {
+        &self.journal
     }
 
     /// Transfers as `cfg` says: the allowed prefixes parsed, the key read.
@@ -191,7 +205,9 @@ impl Transfers {
                  transfer they ask for is refused"
             );
         }
-        Ok(Self::new(allow, key))
+        let mut t = Self::new(allow, key);
+        t.journal = journal::Journal::new(cfg.journal);
+        Ok(t)
     }
 
     /// The TSIG key, when transfers (and NOTIFY) must be signed.
@@ -273,6 +289,21 @@ pub fn warn_unexpressible(cfg: &TransferConfig, snap: &Snapshot) {
             "secondaries are configured (--notify/--axfr-allow) but the map places unlisted \
              tenants by hashing, which zone transfers cannot carry: secondaries answer only listed \
              tenants and NXDOMAIN for the rest (see deploy/secondaries/README.md)"
+        );
+    }
+}
+
+/// Start-up note: without `zone.serial`, serials come from the clock, so
+/// several primaries fed the same map serve different serials for the same
+/// content, and a secondary moving between them may transfer the whole zone
+/// again (or wait for a higher serial). One primary is not affected.
+pub fn warn_clock_serials(cfg: &TransferConfig, snap: &Snapshot) {
+    if snap.zone.serial.is_none() && (!cfg.secondaries.is_empty() || !cfg.allow.is_empty()) {
+        tracing::info!(
+            "the map declares no zone.serial: SOA serials come from this instance's clock; with \
+             several primaries fed the same map, set zone.serial (e.g. the generation time, \
+             `date +%s`) so that all of them serve the same serial for the same content (README, \
+             \"How the serial is chosen\")"
         );
     }
 }

@@ -1,5 +1,8 @@
 //! Zone transfer requests over UDP, answered in one message: IXFR gets the
-//! current SOA alone (RFC 1995 §2: the client then transfers over TCP),
+//! current SOA alone when the differences do not fit in a datagram (or the
+//! client is up to date, or the journal does not hold its serial; RFC 1995
+//! §2: the client then transfers over TCP; the differences that fit are sent
+//! by `stream::ixfr_datagram` before this is asked),
 //! AXFR gets FORMERR (RFC 5936 §4.2 leaves AXFR over UDP undefined; BIND
 //! answers the same). Refusals are those of TCP ([`super::Transfers`]
 //! decides), signed when the request was.
@@ -44,6 +47,7 @@ pub(in crate::dns) async fn respond<R: ResponseHandler>(
         }
         Decision::Deny { rcode, signer, why } => {
             tracing::debug!(target: crate::telemetry::OUTSIDER, src = %request.src(), why, "zone transfer over UDP refused");
+            crate::metrics::xfr_refused();
             (rcode, false, signer)
         }
         Decision::Allow(signer) => (ResponseCode::NoError, true, signer),

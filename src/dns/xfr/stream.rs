@@ -22,10 +22,17 @@
 //! [`super::MAX_CONCURRENT`] transfers run at once; each pins the zone
 //! version it started from, so it is a consistent one.
 //!
-//! IXFR is answered with the whole zone in AXFR form (RFC 1995 §4), or with
-//! the current SOA alone when the client already has it.
+//! IXFR (RFC 1995) is answered from the [`super::journal`]: the differences
+//! from the client's serial to ours as one sequence (several versions
+//! condensed), our SOA alone when the client already has it, or the whole
+//! zone in AXFR form when the journal does not reach back to its serial
+//! (§4). Journal records are copied as they were recorded (the same bytes
+//! an AXFR of either version carries), their owner names compressed
+//! against the origin. [`ixfr_datagram`] answers IXFR over UDP the same way
+//! when the differences fit in one datagram.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -34,11 +41,13 @@ use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder, NameEncodi
 use hickory_server::server::Request;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
+use super::journal::{Delta, Lookup, condense};
 use super::{Decision, MAX_CONCURRENT, Transfers};
 use crate::dns::prepared::{Live, Store};
 use crate::dns::tsig::ResponseSigner;
 use crate::dns::wire::{self, Section};
 use crate::map::Snapshot;
+use crate::metrics::{self, XfrKind};
 
 /// Size at which a transfer message is closed and the next begun. Any
 /// split is valid (RFC 5936 §2.2); 16 KiB amortises headers and TSIG
@@ -81,6 +90,7 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
     let signer = match decision {
         Decision::Deny { rcode, signer, why } => {
             tracing::info!(target: crate::telemetry::OUTSIDER, %src, %qtype, %rcode, why, "zone transfer refused");
+            metrics::xfr_refused();
             w.signer = signer;
             w.begin(rcode);
             return w.flush(out).await;
@@ -88,15 +98,37 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
         Decision::Allow(signer) => signer,
     };
     w.signer = signer;
+    let mut kind = if qtype == RecordType::IXFR {
+        XfrKind::IxfrFull
+    } else {
+        XfrKind::Axfr
+    };
+    let mut chain = None;
     if qtype == RecordType::IXFR
         && let Some(theirs) = client_serial(request, &snap.zone.origin_lower)
-        && serial_at_least(theirs, serial)
     {
-        // RFC 1995 §2: up to date, the answer is our SOA alone.
-        tracing::debug!(%src, serial, "IXFR: the client is up to date");
-        w.begin(ResponseCode::NoError);
-        w.record(&live.answers.soa);
-        return w.flush(out).await;
+        if serial_at_least(theirs, serial) {
+            // RFC 1995 §2: up to date, the answer is our SOA alone.
+            tracing::debug!(%src, serial, "IXFR: the client is up to date");
+            let started = Instant::now();
+            w.begin(ResponseCode::NoError);
+            w.record(&live.answers.soa);
+            let r = w.flush(out).await;
+            metrics::xfr(XfrKind::Ixfr, w.bytes, started.elapsed(), r.is_ok());
+            return r;
+        }
+        match transfers.journal.lookup(theirs, serial) {
+            Lookup::Deltas(c) => {
+                kind = XfrKind::Ixfr;
+                chain = Some((theirs, c));
+            }
+            Lookup::Full => tracing::info!(
+                %src,
+                client_serial = theirs,
+                serial,
+                "IXFR: the journal does not reach back to the client's serial; sending the whole zone"
+            ),
+        }
     }
     let _slot = match tokio::time::timeout(SLOT_WAIT, transfers.slots.acquire()).await {
         Ok(Ok(permit)) => permit,
@@ -106,18 +138,28 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
                 limit = MAX_CONCURRENT,
                 "zone transfer refused: too many transfers in progress (SERVFAIL; the secondary retries)"
             );
+            metrics::xfr_refused();
             w.begin(ResponseCode::ServFail);
             return w.flush(out).await;
         }
     };
     let started = Instant::now();
-    let result = w.transfer(&live, out).await;
-    let ms = started.elapsed().as_millis() as u64;
+    let result = match &chain {
+        Some((_, c)) => w.incremental(&live.answers.soa, c, out).await,
+        None => w.transfer(&live, out).await,
+    };
+    let elapsed = started.elapsed();
+    metrics::xfr(kind, w.bytes, elapsed, result.is_ok());
+    let ms = elapsed.as_millis() as u64;
+    let from = chain.as_ref().map(|(theirs, c)| (*theirs, c.len()));
     match &result {
         Ok(()) => tracing::info!(
             %src,
             %qtype,
+            kind = kind.as_str(),
             serial,
+            from_serial = from.map(|f| f.0),
+            versions = from.map(|f| f.1),
             records = w.records,
             messages = w.messages,
             bytes = w.bytes,
@@ -128,6 +170,7 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
         Err(e) => tracing::warn!(
             %src,
             %qtype,
+            kind = kind.as_str(),
             serial,
             records = w.records,
             ms,
@@ -136,6 +179,67 @@ pub(in crate::dns) async fn serve<W: AsyncWrite + Unpin>(
         ),
     }
     result
+}
+
+/// IXFR over UDP (RFC 1995 §2): when `request` is an allowed IXFR from a
+/// serial the journal holds, and the differences fit in one message of
+/// the client's UDP size (512 bytes without EDNS, at most
+/// [`wire::MAX_UDP_PAYLOAD`]), that message. `None` otherwise: the answer
+/// is then the SOA alone ([`super::single`]), and a client that is behind
+/// retries over TCP.
+pub(in crate::dns) fn ixfr_datagram(
+    transfers: &Transfers,
+    store: &Store,
+    request: &Request,
+) -> Option<Vec<u8>> {
+    let q = request.queries.queries().first()?;
+    if q.query_type() != RecordType::IXFR {
+        return None;
+    }
+    let live = store.load_full();
+    let snap = live.view.map();
+    let serial = live.view.serial();
+    let theirs = client_serial(request, &snap.zone.origin_lower)?;
+    if serial_at_least(theirs, serial) {
+        return None;
+    }
+    let Decision::Allow(signer) = transfers.decide(snap, request) else {
+        return None;
+    };
+    let Lookup::Deltas(chain) = transfers.journal.lookup(theirs, serial) else {
+        return None;
+    };
+    let max = usize::from(
+        request
+            .edns
+            .as_ref()
+            .map_or(512, |e| e.max_payload().clamp(512, wire::MAX_UDP_PAYLOAD)),
+    );
+    let started = Instant::now();
+    let mut w = Writer::new(request, snap);
+    w.signer = signer;
+    let msg = w.incremental_datagram(&live.answers.soa, &chain, max)?;
+    metrics::xfr(XfrKind::Ixfr, msg.len(), started.elapsed(), true);
+    tracing::debug!(
+        src = %request.src(),
+        from_serial = theirs,
+        serial,
+        bytes = msg.len(),
+        "IXFR over UDP: the differences in one datagram"
+    );
+    Some(msg)
+}
+
+/// Length of the uncompressed name at the start of `rr`.
+fn wire_name_len(rr: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*rr.get(at)?);
+        at += 1 + len;
+        if len == 0 {
+            return Some(at);
+        }
+    }
 }
 
 /// The SOA serial the IXFR client has (its SOA in the authority section).
@@ -170,6 +274,12 @@ struct Writer<'a> {
     origin_at: Option<u16>,
     /// Offset of the owner name of the group being written.
     owner_at: Option<u16>,
+    /// The origin in uncompressed wire form (to compress journal records).
+    origin_wire: Vec<u8>,
+    /// Offset and length of the owner of the last journal record written,
+    /// and that owner (uncompressed).
+    raw_owner: Option<(u16, usize)>,
+    raw_owner_bytes: Vec<u8>,
     ancount: u16,
     /// The request's EDNS DO bit, when it had EDNS.
     edns_do: Option<bool>,
@@ -190,6 +300,13 @@ impl<'a> Writer<'a> {
             origin_lower: &snap.zone.origin_lower,
             origin_at: None,
             owner_at: None,
+            origin_wire: {
+                let mut w = Vec::new();
+                wire::put_name(&mut w, &snap.zone.origin);
+                w
+            },
+            raw_owner: None,
+            raw_owner_bytes: Vec::new(),
             ancount: 0,
             edns_do: request.edns.as_ref().map(|e| e.flags().dnssec_ok),
             signer: None,
@@ -218,6 +335,7 @@ impl<'a> Writer<'a> {
         self.buf.extend_from_slice(self.question);
         self.origin_at = None;
         self.owner_at = None;
+        self.raw_owner = None;
         self.ancount = 0;
     }
 
@@ -228,6 +346,23 @@ impl<'a> Writer<'a> {
 
     /// Closes the message (counts, OPT, TSIG, length) and writes it.
     async fn flush<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
+        self.close()?;
+        match tokio::time::timeout(WRITE_TIMEOUT, out.write_all(&self.buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer took no data for {WRITE_TIMEOUT:?}"),
+                ));
+            }
+        }
+        self.messages += 1;
+        self.bytes += self.buf.len();
+        Ok(())
+    }
+
+    /// Closes the message: counts, OPT, TSIG, length prefix.
+    fn close(&mut self) -> io::Result<()> {
         wire::set_count(&mut self.buf[PREFIX..], Section::Answer, self.ancount);
         if let Some(dnssec_ok) = self.edns_do {
             self.buf
@@ -240,17 +375,6 @@ impl<'a> Writer<'a> {
         let len = u16::try_from(self.len())
             .map_err(|_| io::Error::other("transfer message over 64 KiB"))?;
         self.buf[..PREFIX].copy_from_slice(&len.to_be_bytes());
-        match tokio::time::timeout(WRITE_TIMEOUT, out.write_all(&self.buf)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the peer took no data for {WRITE_TIMEOUT:?}"),
-                ));
-            }
-        }
-        self.messages += 1;
-        self.bytes += self.buf.len();
         Ok(())
     }
 
@@ -290,6 +414,12 @@ impl<'a> Writer<'a> {
             self.room(out, MESSAGE_TARGET).await?;
             // As `route::lookup` answers a listed tenant: its cell's
             // serving cell (the failover when its own is down).
+            // A planned move near: the cell assigned now, the short TTL.
+            let (assigned, ttl) = match view.moving(tenant.as_bytes()) {
+                Some((now, true)) => (now, zone.move_ttl),
+                Some((now, false)) => (now, zone.ttl),
+                None => (assigned, zone.ttl),
+            };
             let records = answers.cell(view.serving(assigned));
             let (first, then): (&[RData], &[RData]) = match &records.cname {
                 Some(cname) => (std::slice::from_ref(cname), &[]),
@@ -300,7 +430,7 @@ impl<'a> Writer<'a> {
                 if self.len() >= MESSAGE_HARD {
                     self.room(out, MESSAGE_HARD).await?;
                 }
-                self.tenant_record(tenant.as_bytes(), zone.ttl, rd);
+                self.tenant_record(tenant.as_bytes(), ttl, rd);
             }
         }
         self.room(out, MESSAGE_TARGET).await?;
@@ -308,8 +438,106 @@ impl<'a> Writer<'a> {
         self.flush(out).await
     }
 
+    /// The differences from the client's version to ours (RFC 1995 §4):
+    /// our SOA, then one sequence (the client's SOA, what to remove, our
+    /// SOA, what to add; several deltas condensed into one), and our SOA
+    /// again.
+    async fn incremental<W: AsyncWrite + Unpin>(
+        &mut self,
+        soa: &Record,
+        chain: &[Arc<Delta>],
+        out: &mut W,
+    ) -> io::Result<()> {
+        let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
+            return Err(io::Error::other("empty IXFR chain"));
+        };
+        let (removed, added) = condense(chain);
+        self.begin(ResponseCode::NoError);
+        self.record(soa);
+        self.room(out, MESSAGE_TARGET).await?;
+        self.record(&first.from_soa);
+        for r in removed {
+            self.room(out, MESSAGE_TARGET).await?;
+            self.raw(r);
+        }
+        self.room(out, MESSAGE_TARGET).await?;
+        self.record(&last.to_soa);
+        for r in added {
+            self.room(out, MESSAGE_TARGET).await?;
+            self.raw(r);
+        }
+        self.room(out, MESSAGE_TARGET).await?;
+        self.record(soa);
+        self.flush(out).await
+    }
+
+    /// The same as [`Writer::incremental`], in one message of at most
+    /// `max` bytes (IXFR over UDP), closed; `None` when it does not fit.
+    fn incremental_datagram(
+        &mut self,
+        soa: &Record,
+        chain: &[Arc<Delta>],
+        max: usize,
+    ) -> Option<Vec<u8>> {
+        let (first, last) = (chain.first()?, chain.last()?);
+        let (removed, added) = condense(chain);
+        // A cheap bound first: the records alone already too big.
+        let raw: usize = removed.iter().chain(&added).map(|r| r.len()).sum();
+        if raw > max {
+            return None;
+        }
+        self.begin(ResponseCode::NoError);
+        self.record(soa);
+        self.record(&first.from_soa);
+        for r in removed {
+            self.raw(r);
+        }
+        self.record(&last.to_soa);
+        for r in added {
+            self.raw(r);
+        }
+        self.record(soa);
+        self.close().ok()?;
+        (self.len() <= max).then(|| self.buf[PREFIX..].to_vec())
+    }
+
+    /// Appends a record given in uncompressed wire form, its owner
+    /// compressed: a pointer to the previous record's owner when it is the
+    /// same, else its labels below the origin and a pointer to the origin.
+    fn raw(&mut self, rr: &[u8]) {
+        let owner_len = wire_name_len(rr).unwrap_or(0);
+        let owner = &rr[..owner_len];
+        match self.raw_owner {
+            Some((at, len))
+                if self.owner_at == Some(at)
+                    && len == owner_len
+                    && self.raw_owner_bytes == owner =>
+            {
+                wire::put_pointer(&mut self.buf, at);
+            }
+            _ => {
+                let at = self.len();
+                match owner.strip_suffix(&self.origin_wire[..]) {
+                    Some(below) if owner_len > 0 => {
+                        self.buf.extend_from_slice(below);
+                        self.origin();
+                    }
+                    _ => self.buf.extend_from_slice(owner),
+                }
+                self.owner_at = u16::try_from(at).ok().filter(|&a| a < 0x3FFF);
+                self.raw_owner = self.owner_at.map(|a| (a, owner_len));
+                self.raw_owner_bytes.clear();
+                self.raw_owner_bytes.extend_from_slice(owner);
+            }
+        }
+        self.buf.extend_from_slice(&rr[owner_len..]);
+        self.ancount += 1;
+        self.records += 1;
+    }
+
     /// Appends a record with its own owner name.
     fn record(&mut self, r: &Record) {
+        self.raw_owner = None;
         self.name(&r.name);
         self.rr(r.record_type(), r.ttl, &r.data);
     }
@@ -402,6 +630,7 @@ mod tests {
     use hickory_proto::rr::DNSClass;
     use hickory_server::net::xfer::Protocol;
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
     #[test]
     fn serial_arithmetic() {
@@ -710,5 +939,178 @@ mod tests {
         m.add_authority(soa);
         let msgs = run(&allow_loopback(), &store, &request(&m, "127.0.0.1:53"));
         assert!(texts(&msgs).len() > 10);
+    }
+
+    /// The records of a zone in AXFR form, as a set of texts.
+    fn zone_set(msgs: &[Message]) -> std::collections::BTreeSet<String> {
+        let mut t = texts(msgs);
+        // Both SOAs: the one opening the transfer is enough.
+        t.pop();
+        t.into_iter().collect()
+    }
+
+    /// Applies an IXFR response (RFC 1995 §4) to `zone`; the number of
+    /// difference sequences.
+    fn apply(zone: &mut std::collections::BTreeSet<String>, msgs: &[Message]) -> usize {
+        let rrs = texts(msgs);
+        let soa = |r: &String| r.contains(" SOA ");
+        assert!(soa(&rrs[0]) && soa(&rrs[rrs.len() - 1]), "{rrs:#?}");
+        // Sequences: old SOA, deletions, new SOA, additions.
+        let mut sequences = 0;
+        // None before the first sequence; Some(false) while deleting.
+        let mut adding: Option<bool> = None;
+        let body = &rrs[1..rrs.len() - 1];
+        for r in body {
+            if soa(r) {
+                if adding == Some(false) {
+                    zone.retain(|z| !z.contains(" SOA "));
+                    zone.insert(r.clone());
+                    adding = Some(true);
+                } else {
+                    sequences += 1;
+                    assert!(zone.contains(r), "sequence from another version: {r}");
+                    adding = Some(false);
+                }
+                continue;
+            }
+            let adding = adding.expect("a record before the first sequence");
+            if adding {
+                assert!(zone.insert(r.clone()), "added twice: {r}");
+            } else {
+                assert!(zone.remove(r), "deleted but absent: {r}");
+            }
+        }
+        sequences
+    }
+
+    fn ixfr_from(serial: u32, soa: &Record) -> Message {
+        let mut m = axfr(RecordType::IXFR, crate::map::generate::ORIGIN);
+        let mut soa = soa.clone();
+        if let RData::SOA(s) = &mut soa.data {
+            s.serial = serial;
+        }
+        m.add_authority(soa);
+        m
+    }
+
+    #[test]
+    fn ixfr_applied_to_an_older_zone_gives_the_zone_of_today() {
+        use crate::map::generate::{Spec, generate_spec};
+        let gen_map = |move_every| {
+            let mut spec = Spec::new(3000, 5, Format::Json);
+            spec.move_every = move_every;
+            let text = generate_spec(&spec);
+            Arc::new(
+                load_str(Source {
+                    text: &text,
+                    format: Format::Json,
+                    name: "gen.json",
+                })
+                .expect("generated map"),
+            )
+        };
+        let store = Arc::new(store_of(Arc::try_unwrap(gen_map(0)).expect("one owner")));
+        let t = Arc::new(allow_loopback());
+        {
+            let t = t.clone();
+            store.set_on_publish(move |old, new| t.journal().record(old, new));
+        }
+        let axfr_now = |store: &Store| {
+            zone_set(&run(
+                &t,
+                store,
+                &request(
+                    &axfr(RecordType::AXFR, crate::map::generate::ORIGIN),
+                    "127.0.0.1:53",
+                ),
+            ))
+        };
+        let mut versions = vec![(store.load().view.serial(), axfr_now(&store))];
+        // A move of many tenants, a cell down, one tenant back.
+        store.publish_map(gen_map(1000)).expect("serial");
+        versions.push((store.load().view.serial(), axfr_now(&store)));
+        store
+            .update("test", |c| {
+                c.overrides.insert("c0002".into(), crate::map::Status::Down);
+            })
+            .expect("serial");
+        versions.push((store.load().view.serial(), axfr_now(&store)));
+        store.publish_map(gen_map(1500)).expect("serial");
+        versions.push((store.load().view.serial(), axfr_now(&store)));
+        let (now_serial, now_zone) = versions.last().cloned().expect("versions");
+        let soa = store.load().answers.soa.clone();
+        for (serial, zone) in &versions[..versions.len() - 1] {
+            let msgs = run(
+                &t,
+                &store,
+                &request(&ixfr_from(*serial, &soa), "127.0.0.1:53"),
+            );
+            let mut z = zone.clone();
+            // Condensed: one sequence, however far behind.
+            assert_eq!(apply(&mut z, &msgs), 1, "from {serial}");
+            assert_eq!(z, now_zone, "IXFR from {serial} to {now_serial}");
+            // Much smaller than the zone.
+            assert!(texts(&msgs).len() < now_zone.len() / 2);
+        }
+        // Up to date: the SOA alone.
+        let msgs = run(
+            &t,
+            &store,
+            &request(&ixfr_from(now_serial, &soa), "127.0.0.1:53"),
+        );
+        assert_eq!(texts(&msgs).len(), 1);
+        // A serial never served: the whole zone.
+        let msgs = run(
+            &t,
+            &store,
+            &request(&ixfr_from(12345, &soa), "127.0.0.1:53"),
+        );
+        assert_eq!(zone_set(&msgs), now_zone);
+
+        // Over UDP: a one-tenant difference fits in a datagram...
+        let previous = store.load().view.serial();
+        let mut one = crate::map::generate::Spec::new(3000, 5, Format::Json);
+        one.move_every = 1500;
+        let text =
+            generate_spec(&one).replacen("\"t000007\": \"c0002\"", "\"t000007\": \"c0003\"", 1);
+        assert!(
+            text.contains("\"t000007\": \"c0003\""),
+            "generated map changed shape"
+        );
+        store
+            .publish_map(Arc::new(
+                load_str(Source {
+                    text: &text,
+                    format: Format::Json,
+                    name: "gen.json",
+                })
+                .expect("map"),
+            ))
+            .expect("serial");
+        let udp = |m: &Message| {
+            Request::from_bytes(
+                m.to_vec().expect("encode"),
+                "127.0.0.1:53".parse::<SocketAddr>().expect("addr"),
+                Protocol::Udp,
+            )
+            .expect("request")
+        };
+        let dgram = ixfr_datagram(&t, &store, &udp(&ixfr_from(previous, &soa)))
+            .expect("a one-tenant difference fits in 512 bytes");
+        assert!(dgram.len() <= 512);
+        let m = Message::from_vec(&dgram).expect("decodable");
+        let mut z = now_zone.clone();
+        assert_eq!(apply(&mut z, std::slice::from_ref(&m)), 1);
+        assert_eq!(z, axfr_now(&store));
+        // ...a larger one does not: the caller answers the SOA alone.
+        assert!(ixfr_datagram(&t, &store, &udp(&ixfr_from(versions[0].0, &soa))).is_none());
+        // Refused sources get nothing here either.
+        let other = Request::from_bytes(
+            ixfr_from(previous, &soa).to_vec().expect("encode"),
+            "192.0.2.1:53".parse::<SocketAddr>().expect("addr"),
+            Protocol::Udp,
+        )
+        .expect("request");
+        assert!(ixfr_datagram(&t, &store, &other).is_none());
     }
 }

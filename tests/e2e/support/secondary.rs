@@ -207,7 +207,8 @@ pub fn key_file(dir: &Path) -> PathBuf {
 
 /// A UDP relay for NOTIFY between cellns and a secondary: cellns's
 /// `--notify` points at it, it forwards each NOTIFY to the secondary and
-/// the answer back, records the serial of every NOTIFY it got, and can
+/// the answer back (other queries, such as the fleet view's SOA checks, pass
+/// through unrecorded), records the serial of every NOTIFY it got, and can
 /// play an unreachable secondary (drop everything) while the secondary
 /// itself keeps running (a restarted secondary would look at its primary
 /// by itself, which would hide whether NOTIFY reached it).
@@ -245,7 +246,11 @@ impl NotifyRelay {
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let primary: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        // Who sent each message (by ID), for its answer: NOTIFYs come
+        // from cellns's NOTIFY socket, its fleet checks (SOA queries) from
+        // others.
+        let primary: Arc<Mutex<std::collections::HashMap<u16, SocketAddr>>> =
+            Arc::new(Mutex::new(std::collections::HashMap::new()));
         let front = Arc::new(front);
         let back = Arc::new(back);
         let forward = {
@@ -263,6 +268,19 @@ impl NotifyRelay {
                     let Ok((n, from)) = front.recv_from(&mut buf) else {
                         continue;
                     };
+                    if n < 12 {
+                        continue;
+                    }
+                    let id = u16::from_be_bytes([buf[0], buf[1]]);
+                    // Opcode NOTIFY (4): recorded; anything else (cellns's
+                    // SOA checks of the fleet view) only passed on.
+                    if (buf[2] >> 3) & 0x0F != 4 {
+                        if up.load(Ordering::Relaxed) {
+                            lock(&primary).insert(id, from);
+                            let _ = back.send(&buf[..n]);
+                        }
+                        continue;
+                    }
                     let serial = dns::decode(&buf[..n])
                         .answers
                         .iter()
@@ -278,7 +296,7 @@ impl NotifyRelay {
                         forwarded,
                     });
                     if forwarded {
-                        *lock(&primary) = Some(from);
+                        lock(&primary).insert(id, from);
                         let _ = back.send(&buf[..n]);
                     }
                 }
@@ -293,7 +311,10 @@ impl NotifyRelay {
                     let Ok(n) = back.recv(&mut buf) else {
                         continue;
                     };
-                    let to = *lock(&primary);
+                    if n < 12 {
+                        continue;
+                    }
+                    let to = lock(&primary).remove(&u16::from_be_bytes([buf[0], buf[1]]));
                     if let (true, Some(to)) = (up.load(Ordering::Relaxed), to) {
                         let _ = front.send_to(&buf[..n], to);
                     }
