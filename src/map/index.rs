@@ -153,6 +153,17 @@ impl TenantIndex {
     /// duplicates left out) and its cell, compared case-insensitively.
     #[inline]
     pub fn find(&self, label: &[u8]) -> Option<(usize, CellId)> {
+        self.find_in(&self.arena, label)
+    }
+
+    /// The cell of `label` in an index made by [`Self::build_over`] that has
+    /// not adopted its arena yet: `source` is the arena it was built over.
+    pub(crate) fn get_over(&self, source: &[u8], label: &[u8]) -> Option<CellId> {
+        self.find_in(source, label).map(|(_, cell)| cell)
+    }
+
+    #[inline]
+    fn find_in(&self, arena: &[u8], label: &[u8]) -> Option<(usize, CellId)> {
         if self.entries.is_empty() {
             return None;
         }
@@ -164,7 +175,7 @@ impl TenantIndex {
                 return None;
             }
             let e = self.entries[i as usize];
-            let name = &self.arena[e.offset as usize..e.offset as usize + e.len as usize];
+            let name = arena.get(e.offset as usize..e.offset as usize + e.len as usize)?;
             if name.eq_ignore_ascii_case(label) {
                 return Some((i as usize, e.cell));
             }

@@ -712,7 +712,8 @@ pub fn parse_move_time(s: &str) -> Result<SystemTime, String> {
 /// A tenant moved twice is an error, not "the last one wins": the operator
 /// must say which move is meant. A move to the cell the tenant already has
 /// is an error too (it would change nothing; the usual cause is a map
-/// cleaned up after the move that kept the `[moves]` entry).
+/// cleaned up after the move that kept the `[moves]` entry). `tenants` has
+/// not adopted its arena yet: names are looked up in the parsed list's.
 fn check_moves(
     issues: &mut Issues,
     map: &MapFile,
@@ -736,7 +737,7 @@ fn check_moves(
             );
             continue;
         }
-        let from = tenants.get(name.as_bytes());
+        let from = tenants.get_over(map.tenants.arena.as_bytes(), name.as_bytes());
         if from.is_none() {
             issues.push(
                 &["moves", name],
