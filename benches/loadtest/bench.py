@@ -41,6 +41,33 @@ Driven by run.sh; all knobs come from environment variables:
   OVERLOAD_STEPS    offered load as fractions of the server's peak [0.5 0.9 1.1 1.5 2]
   OVERLOAD_REPS     repetitions of the 2x point, median  [3]
   FLOOD_MODE        read | noread (see flood.c)          [noread]
+  SIGNED     1 = DNSSEC mode: servers cellns-dnssec (serve --dnssec-keys, one
+             ECDSA P-256 CSK) and knot-dnssec (mod-onlinesign, an ECDSA P-256
+             CSK) next to the unsigned ones; cases hit and nxdomain without
+             the DO bit (unsigned queries to signed servers must not change)
+             and hit+do, nxdomain+do with it (dnsperf -D); default servers
+             "cellns cellns-dnssec knot knot-dnssec", no overload or 1M phase [0]
+  NX_DO_NAMES  names in each nxdomain+do query file: one file per rep, every
+             name new, so each answer needs a fresh signature (the cost of a
+             random-name flood) rather than a cache hit [1000000]
+  RRL        1 = RRL mode: servers cellns and cellns-rrl (--rrl-rate RRL_RATE,
+             high enough that nothing is limited: the cost of the
+             bookkeeping alone); cases hit and nxdomain; no overload or 1M
+             phase [0]
+  RRL_RATE   --rrl-rate of cellns-rrl                    [1000000, the maximum]
+  RELOAD     1 = reload-latency mode (only this): cellns alone serving a map
+             of RELOAD_N tenants; an open-loop flood (flood.c lat:, reading
+             answers, timing every query) at RELOAD_RATE q/s for RELOAD_SECS
+             steady, then RELOAD_SECS while reloads of the map run back to
+             back (a file with other content is hard-linked and renamed over
+             the map; the next one as soon as the server logs "map
+             reloaded"); p50/p99/p99.9/max latency steady vs during reloads;
+             steady VmRSS vs peak RSS during the reloads (VmHWM, reset with
+             clear_refs before them) [0]
+  RELOAD_N   tenants in the reloaded map                 [1000000]
+  RELOAD_RATE  offered q/s (open loop)                   [50000]
+  RELOAD_SECS  seconds per phase                         [20]
+  RELOAD_REPS  (steady, reloads) pairs, interleaved      [1]
 """
 import json, os, random, re, resource, shutil, signal, socket, statistics, struct
 import subprocess, sys, time
@@ -76,7 +103,21 @@ OVERLOAD_REPS = int(E("OVERLOAD_REPS", "3"))
 FLOOD_MODE = E("FLOOD_MODE", "noread")
 ZONE = "cells.example.test."
 ADDR = "127.0.0.1"
-CASES = ["hit", "nxdomain", "refused"]
+SIGNED = E("SIGNED", "0") == "1"
+NX_DO_NAMES = int(E("NX_DO_NAMES", "1000000"))
+CASES = E("CASES", "hit nxdomain hit+do nxdomain+do" if SIGNED else "hit nxdomain refused").split()
+RRL = E("RRL", "0") == "1"
+RRL_RATE = int(E("RRL_RATE", "1000000"))
+RELOAD = E("RELOAD", "0") == "1"
+RELOAD_N = int(E("RELOAD_N", "1000000"))
+RELOAD_RATE = int(E("RELOAD_RATE", "50000"))
+RELOAD_SECS = float(E("RELOAD_SECS", "20"))
+RELOAD_REPS = int(E("RELOAD_REPS", "1"))
+if RRL:
+    CASES = E("CASES", "hit nxdomain").split()
+if SIGNED or RRL:
+    OVERLOAD = E("OVERLOAD", "0") == "1"
+    RSS_N2 = int(E("RSS_N2", "0"))
 CLK = os.sysconf("SC_CLK_TCK")
 BUILD_NAMES = ("rustc", "cc1", "cc1plus", "ld", "ld.lld", "collect2", "cc", "gcc", "mold")
 
@@ -96,9 +137,23 @@ def zonedir(n):
 
 
 # ---------------------------------------------------------------- servers
-def conf_knot(rd, port, zfile):
+def conf_knot(rd, port, zfile, signed=False):
     os.makedirs(os.path.join(rd, "db"), exist_ok=True)
     c = os.path.join(rd, "knot.conf")
+    # mod-onlinesign with one ECDSA P-256 CSK (as cellns-dnssec): it signs
+    # every answer to a DO query when it is made (no signature cache) and
+    # answers NXDOMAIN as NODATA with a minimally covering NSEC.
+    sign = f"""policy:
+  - id: csk
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    ksk-lifetime: 0
+    zsk-lifetime: 0
+mod-onlinesign:
+  - id: signer
+    policy: csk
+""" if signed else ""
+    module = "    module: mod-onlinesign/signer\n" if signed else ""
     open(c, "w").write(f"""server:
     rundir: "{rd}"
     listen: {ADDR}@{port}
@@ -119,10 +174,10 @@ template:
     zonefile-load: whole
     journal-content: none
     semantic-checks: off
-zone:
+{sign}zone:
   - domain: {ZONE}
     file: "{zfile}"
-""")
+{module}""")
     return ["knotd", "-c", c]
 
 
@@ -176,11 +231,20 @@ stores = {{ type = "file", zone_path = "{zfile}" }}
     return [HICKORY_BIN, "-q", "--workers", E("HICKORY_WORKERS", "1"), "-c", c, "-p", str(port)]
 
 
-def conf_cellns(rd, port, mapfile):
+def conf_cellns(rd, port, mapfile, signed=False, rrl=False):
     # One UDP worker (parity with the others); HTTP on an ephemeral port (it
     # idles); RUST_LOG=warn is set in the environment (see Server).
-    return [CELLNS_BIN, "serve", "--map", mapfile, "--dns-listen", f"{ADDR}:{port}",
-            "--http-listen", f"{ADDR}:0", "--udp-workers", CELLNS_WORKERS]
+    cmd = [CELLNS_BIN, "serve", "--map", mapfile, "--dns-listen", f"{ADDR}:{port}",
+           "--http-listen", f"{ADDR}:0", "--udp-workers", CELLNS_WORKERS]
+    if rrl:
+        cmd += ["--rrl-rate", str(RRL_RATE)]
+    if signed:
+        # One ECDSA P-256 CSK (the keygen default); default signature cache.
+        keys = os.path.join(rd, "keys")
+        subprocess.run([CELLNS_BIN, "dnssec", "keygen", "--out", keys], check=True,
+                       stdout=subprocess.DEVNULL)
+        cmd += ["--dnssec-keys", keys]
+    return cmd
 
 
 def build_cmd(name, rd, port, zfile, mapfile):
@@ -188,8 +252,17 @@ def build_cmd(name, rd, port, zfile, mapfile):
         return [os.path.join(WORK, "refresp"), ADDR, str(port)]
     if name == "cellns":
         return conf_cellns(rd, port, mapfile)
+    if name == "cellns-dnssec":
+        return conf_cellns(rd, port, mapfile, signed=True)
+    if name == "cellns-rrl":
+        return conf_cellns(rd, port, mapfile, rrl=True)
+    if name == "cellns-reload":
+        # Reloads as fast as the file changes (the default debounce is 100 ms).
+        return conf_cellns(rd, port, mapfile) + ["--reload-debounce-ms", "20"]
     if name == "knot":
         return conf_knot(rd, port, zfile)
+    if name == "knot-dnssec":
+        return conf_knot(rd, port, zfile, signed=True)
     if name == "nsd":
         return conf_nsd(rd, port, zfile)
     if name == "hickory":
@@ -217,16 +290,17 @@ def proc_children():
 
 
 class Server:
-    def __init__(self, name, port, zdir):
+    def __init__(self, name, port, zdir, mapfile=None, rust_log="warn"):
         self.name, self.port, self.zdir = name, port, zdir
+        self.mapfile, self.rust_log = mapfile, rust_log
         self.rd = os.path.join(WORK, "run", f"{name}-{os.path.basename(zdir)}")
         shutil.rmtree(self.rd, ignore_errors=True)
         os.makedirs(self.rd)
         zfile = os.path.join(zdir, "cells.example.test.zone")
-        mapfile = os.path.join(zdir, "cellns-map.json")
+        mapfile = mapfile or os.path.join(zdir, "cellns-map.json")
         cmd = ["taskset", "-c", SCPU] + build_cmd(name, self.rd, port, zfile, mapfile)
         env = dict(os.environ, PORT=str(port), ADDR=ADDR, ZONE=ZONE, ZONEFILE=zfile,
-                   MAPFILE=mapfile, ZONEDIR=zdir, RUNDIR=self.rd, RUST_LOG="warn")
+                   MAPFILE=mapfile, ZONEDIR=zdir, RUNDIR=self.rd, RUST_LOG=rust_log)
         self.logf = open(os.path.join(self.rd, "server.log"), "w")
         self.t0 = time.time()
         self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
@@ -322,13 +396,16 @@ def free_port(start):
 
 
 # ---------------------------------------------------------------- dns helpers
-def dns_query(port, qname, qtype, timeout):
-    """-> (rcode, ancount, aa, response length) or None"""
+def dns_query(port, qname, qtype, timeout, dnssec_ok=False):
+    """-> (rcode, ancount, aa, response length) or None; with the DO bit (EDNS
+    1232) when dnssec_ok"""
     qid = random.randint(0, 65535)
-    pkt = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0)
+    pkt = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 1 if dnssec_ok else 0)
     for l in qname.rstrip(".").split("."):
         pkt += bytes([len(l)]) + l.encode()
     pkt += b"\0" + struct.pack(">HH", qtype, 1)
+    if dnssec_ok:
+        pkt += b"\0" + struct.pack(">HHIH", 41, 1232, 0x8000, 0)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(timeout)
     try:
@@ -345,13 +422,43 @@ def dns_query(port, qname, qtype, timeout):
 RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 
 
+def qfile(zdir, case, rep=None):
+    """the query file of a case; a measured nxdomain+do run (rep given) gets a
+    file of fresh names per rep"""
+    if case == "nxdomain+do" and rep is not None:
+        return nx_do_file(zdir, rep)
+    return os.path.join(zdir, f"q_{case.replace('+do', '')}.txt")
+
+
+def nx_do_file(zdir, rep):
+    """NX_DO_NAMES names that do not exist, none seen before in this run: a
+    random-name flood, so each signed answer needs a new signature"""
+    path = os.path.join(zdir, f"q_nxdomain_do_{NX_DO_NAMES}_{rep}.txt")
+    if not os.path.exists(path):
+        rnd = random.Random(1000 + rep)
+        with open(path + ".tmp", "w") as f:
+            for k in range(NX_DO_NAMES):
+                f.write(f"r{rep}-{k:07d}-{rnd.randrange(1 << 30):08x}.{ZONE} A\n")
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def serves(name, case):
+    """which (server, case) pairs run: ref only hits; DO cases only on the signed servers"""
+    if name == "ref":
+        return case == "hit"
+    if case.endswith("+do"):
+        return name.endswith("-dnssec")
+    return True
+
+
 def probe_ms(srv, zdir, case, k=5):
     """median wall ms of k sequential single queries (unloaded server)"""
-    names = [l.split()[0] for l, _ in zip(open(os.path.join(zdir, f"q_{case}.txt")), range(k))]
+    names = [l.split()[0] for l, _ in zip(open(qfile(zdir, case)), range(k))]
     ts = []
     for q in names:
         t = time.perf_counter()
-        r = dns_query(srv.port, q, 1, 5.0)
+        r = dns_query(srv.port, q, 1, 5.0, case.endswith("+do"))
         ts.append((time.perf_counter() - t) * 1000 if r else float("inf"))
     return statistics.median(ts)
 
@@ -365,8 +472,10 @@ def probe_last(srv):
 def sample_answers(srv, zdir):
     out = {}
     for case in CASES:
-        q = open(os.path.join(zdir, f"q_{case}.txt")).readline().split()[0]
-        r = dns_query(srv.port, q, 1, 1.0)
+        if not serves(srv.name, case):
+            continue
+        q = open(qfile(zdir, case)).readline().split()[0]
+        r = dns_query(srv.port, q, 1, 1.0, case.endswith("+do"))
         out[case] = ("timeout" if r is None else
                      f"{RCODES.get(r[0], r[0])}/an={r[1]}{'/aa' if r[2] else ''}/{r[3]}B")
     return out
@@ -460,7 +569,7 @@ def ensure_alive(srv):
     DEATHS.append(dict(server=srv.name, why=why, at=time.time()))
     srv.logf.close()
     shutil.copy(os.path.join(srv.rd, "server.log"), os.path.join(WORK, f"dead-{srv.name}-{int(time.time())}.log"))
-    new = Server(srv.name, srv.port, srv.zdir)
+    new = Server(srv.name, srv.port, srv.zdir, srv.mapfile, srv.rust_log)
     new.wait_ready(600)
     srv.__dict__.update(new.__dict__)
     return srv
@@ -510,9 +619,11 @@ def measured_once(srv, cmd, what):
 
 
 # ---------------------------------------------------------------- dnsperf
-def dnsperf(srv, qfile, dur, what="run"):
+def dnsperf(srv, qfile, dur, what="run", dnssec_ok=False):
     cmd = ["taskset", "-c", CCPU, "dnsperf", "-s", ADDR, "-p", str(srv.port), "-d", qfile,
            "-l", str(dur), "-c", str(CLIENTS), "-T", "1", "-q", str(OUTST), "-t", "2"]
+    if dnssec_ok:
+        cmd.append("-D")    # EDNS with the DO bit
     r, st = measured(srv, cmd, what)
     o = r.stdout
 
@@ -608,9 +719,9 @@ def available(names):
     for n in names:
         if n == "ref":
             ok.append(n)
-        elif n == "cellns" and os.access(CELLNS_BIN, os.X_OK):
+        elif n in ("cellns", "cellns-dnssec", "cellns-rrl") and os.access(CELLNS_BIN, os.X_OK):
             ok.append(n)
-        elif n == "knot" and shutil.which("knotd"):
+        elif n in ("knot", "knot-dnssec") and shutil.which("knotd"):
             ok.append(n)
         elif n == "nsd" and shutil.which("nsd"):
             ok.append(n)
@@ -629,7 +740,8 @@ def med(vals):
 
 
 def main():
-    default = "ref cellns knot nsd hickory extra"
+    default = ("cellns cellns-dnssec knot knot-dnssec" if SIGNED else "cellns cellns-rrl" if RRL
+               else "ref cellns knot nsd hickory extra")
     names = available(E("SERVERS", default).split())
     os.makedirs(RESULTS, exist_ok=True)
     zdir = zonedir(N)
@@ -653,9 +765,10 @@ def main():
         for rep in range(REPS):
             for case in CASES:
                 for s in servers:
-                    if s.name == "ref" and case != "hit":
+                    if not serves(s.name, case):
                         continue
-                    r = dnsperf(s, os.path.join(zdir, f"q_{case}.txt"), DURATION, f"{case} rep {rep + 1}")
+                    r = dnsperf(s, qfile(zdir, case, rep), DURATION, f"{case} rep {rep + 1}",
+                                case.endswith("+do"))
                     runs.setdefault((s.name, case), []).append(r)
                     log(f"[run {rep+1}/{REPS}] {label(s.name):8s} {case:8s} qps={r['qps']:9.0f} "
                         f"lost={r['lost_pct']:.2f}% srvcpu={r['cpu_s']:.2f}s cpu0={r['cpu0_busy_s']:.2f}s "
@@ -701,7 +814,8 @@ def main():
                            nx_ms=med([m["nx_ms"] for m in ms]), hit_ms=med([m["hit_ms"] for m in ms]),
                            samples=ms)
 
-    params = dict(N=N, CELLS=CELLS, RSS_N2=RSS_N2, DURATION=DURATION, REPS=REPS, CLIENTS=CLIENTS,
+    params = dict(N=N, CELLS=CELLS, SIGNED=SIGNED, CASES=CASES, NX_DO_NAMES=NX_DO_NAMES, RRL=RRL,
+                  RRL_RATE=RRL_RATE, RSS_N2=RSS_N2, DURATION=DURATION, REPS=REPS, CLIENTS=CLIENTS,
                   OUTST=OUTST, MEM_REPS=MEM_REPS, SERVER_CPU=SCPU, CLIENT_CPU=CCPU, CELLNS_WORKERS=CELLNS_WORKERS,
                   OVERLOAD_DURATION=OVERLOAD_DURATION, OVERLOAD_STEPS=OVERLOAD_STEPS,
                   OVERLOAD_REPS=OVERLOAD_REPS, FLOOD_MODE=FLOOD_MODE,
@@ -751,24 +865,27 @@ def report(runs, info, mem2, over, servers):
 
     def fr(x):
         return "–" if x is None else f"{x:.2f}×"
-    if any(k[0] == "cellns" for k in Q):
-        P("\nRatios of cellns to the others: q / server CPU-s, ratio of the medians above; "
+    subjects = [x for x in ("cellns", "extra") if any(k[0] == x for k in Q)]
+    if subjects and "cellns" in subjects and not (SIGNED or RRL):
+        P("\nRatios to the others: q / server CPU-s, ratio of the medians above; "
           "[median of the per-rep paired ratios]; (qps). `ref` answers only the hit case; its hit "
-          "figure is the bar for every case.\n")
-        P("| case | cellns q/CPU-s | cellns/knot | cellns/nsd | cellns/ref | cellns/hickory |")
-        P("|---|---:|---:|---:|---:|---:|")
-        for case in CASES:
-            c = Q.get(("cellns", case))
-            if not c:
-                continue
-            cols = []
-            for o in ("knot", "nsd", "ref", "hickory"):
-                oc = "hit" if o == "ref" else case
-                cols.append(f"{fr(ratio(('cellns', case), (o, oc)))} "
-                            f"[{fr(paired(('cellns', case), (o, oc)))}] "
-                            f"({fr(ratio(('cellns', case), (o, oc), 'qps'))})"
-                            if (o, oc) in Q else "–")
-            P(f"| {case} | {c['q']:,.0f} | " + " | ".join(cols) + " |")
+          f"figure is the bar for every case. {label('extra')} = the extra server, if any.\n")
+        others = ("knot", "nsd", "ref", "hickory", "extra")
+        P("| server | case | q/CPU-s | " + " | ".join(f"/{label(o)}" for o in others) + " |")
+        P("|---|---|---:|" + "---:|" * len(others))
+        for who in subjects:
+            for case in CASES:
+                c = Q.get((who, case))
+                if not c:
+                    continue
+                cols = []
+                for o in others:
+                    oc = "hit" if o == "ref" else case
+                    cols.append(f"{fr(ratio((who, case), (o, oc)))} "
+                                f"[{fr(paired((who, case), (o, oc)))}] "
+                                f"({fr(ratio((who, case), (o, oc), 'qps'))})"
+                                if (o, oc) in Q and o != who else "–")
+                P(f"| {label(who)} | {case} | {c['q']:,.0f} | " + " | ".join(cols) + " |")
 
     P(f"\n| server | load s (N={N}) | VmRSS MiB | PSS sum MiB | 1-query ms hit / nx "
       f"| load s (N={RSS_N2}) | VmRSS MiB | PSS sum MiB | peak RSS MiB | 1-query ms hit / nx |")
@@ -802,8 +919,22 @@ def report(runs, info, mem2, over, servers):
         P("\n(plateau = median answered q/s of the saturated points below 2×: server ≥ 97 % busy "
           "and more than 2 % unanswered.)")
 
+    if SIGNED:
+        report_signed(runs, Q, fr, paired)
+    if RRL:
+        P(f"\nRRL bookkeeping (--rrl-rate {RRL_RATE}: nothing limited): q / server CPU-s of "
+          f"cellns-rrl against cellns without RRL, ratio of the medians [median of the per-rep "
+          f"paired ratios] (qps); 1.00× = free.\n")
+        P("| case | cellns | cellns-rrl | rrl/off |")
+        P("|---|---:|---:|---:|")
+        for case in CASES:
+            a, b = ("cellns-rrl", case), ("cellns", case)
+            if a in Q and b in Q:
+                P(f"| {case} | {Q[b]['q']:,.0f} | {Q[a]['q']:,.0f} | {fr(ratio(a, b))} "
+                  f"[{fr(paired(a, b))}] ({fr(ratio(a, b, 'qps'))}) |")
+
     # ------------------------------------------------------------ goals
-    if any(k[0] == "cellns" for k in Q):
+    if any(k[0] == "cellns" for k in Q) and not (SIGNED or RRL):
         P("\nGoals (issue 8)\n")
         P("| goal | measured | verdict |")
         P("|---|---|---|")
@@ -867,12 +998,51 @@ def report(runs, info, mem2, over, servers):
           f"{time.strftime('%H:%M:%S', time.gmtime(d['at']))} UTC and restarted.")
 
 
+def report_signed(runs, Q, fr, paired):
+    """DNSSEC mode: signed cellns against Knot's mod-onlinesign, and what
+    signing changes for queries without the DO bit"""
+    P = print
+
+    def q(name, case):
+        x = Q.get((name, case))
+        return None if x is None else x["q"]
+
+    def rat(a, b):
+        x, y = q(*a), q(*b)
+        return None if x is None or not y else x / y
+
+    def num(x):
+        return "–" if x is None else f"{x:,.0f}"
+    P("\nSigned (DO bit set): q / server CPU-s, cellns-dnssec against knot-dnssec "
+      "(mod-onlinesign); ratio of the medians [median of the per-rep paired ratios].\n")
+    P("| case | cellns-dnssec | knot-dnssec | cellns/knot |")
+    P("|---|---:|---:|---:|")
+    for case in ("hit+do", "nxdomain+do"):
+        a, b = ("cellns-dnssec", case), ("knot-dnssec", case)
+        P(f"| {case} | {num(q(*a))} | {num(q(*b))} | {fr(rat(a, b))} [{fr(paired(a, b))}] |")
+    P("\nUnsigned queries (no DO bit): the signed server against the same server unsigned, "
+      "in the same run (1.00× = unaffected).\n")
+    P("| case | cellns | cellns-dnssec | ratio | knot | knot-dnssec | ratio |")
+    P("|---|---:|---:|---:|---:|---:|---:|")
+    for case in ("hit", "nxdomain"):
+        c, cs = ("cellns", case), ("cellns-dnssec", case)
+        k, ks = ("knot", case), ("knot-dnssec", case)
+        P(f"| {case} | {num(q(*c))} | {num(q(*cs))} | {fr(rat(cs, c))} [{fr(paired(cs, c))}] | "
+          f"{num(q(*k))} | {num(q(*ks))} | {fr(rat(ks, k))} [{fr(paired(ks, k))}] |")
+
+
 def report_only(path):
     """prints the tables again from a results.json (bench.py --report FILE)"""
     global N, CELLS, RSS_N2, DURATION, REPS, CLIENTS, OUTST, SCPU, CCPU, MEM_REPS
-    global OVERLOAD_DURATION, OVERLOAD_REPS, FLOOD_MODE
+    global OVERLOAD_DURATION, OVERLOAD_REPS, FLOOD_MODE, SIGNED, CASES, RRL, RRL_RATE
     d = json.load(open(path))
     p = d["params"]
+    if p.get("RELOAD"):
+        report_reload(d)
+        return
+    SIGNED = p.get("SIGNED", False)
+    RRL, RRL_RATE = p.get("RRL", False), p.get("RRL_RATE", RRL_RATE)
+    CASES = p.get("CASES", CASES)
     N, CELLS, RSS_N2, DURATION, REPS = p["N"], p["CELLS"], p["RSS_N2"], p["DURATION"], p["REPS"]
     CLIENTS, OUTST, SCPU, CCPU = p["CLIENTS"], p["OUTST"], p["SERVER_CPU"], p["CLIENT_CPU"]
     MEM_REPS = p.get("MEM_REPS", 1)
@@ -884,9 +1054,273 @@ def report_only(path):
     class S:
         def __init__(self, name):
             self.name = name
+    if "extra" in d["labels"]:
+        os.environ["EXTRA_NAME"] = d["labels"]["extra"]
     runs = {tuple(k.split("/")): v for k, v in d["runs"].items()}
     servers = [S(n) for n in d["labels"]]
     report(runs, d["info"], d["mem2"], d["overload"], servers)
+
+
+# ---------------------------------------------------------------- reload latency
+def read_lat(path):
+    """flood.c's lat: file -> (send times, latencies in s; -1 = unanswered)"""
+    import array
+    with open(path, "rb") as f:
+        n = struct.unpack("Q", f.read(8))[0]
+        t, l = array.array("d"), array.array("f")
+        t.fromfile(f, n)
+        l.fromfile(f, n)
+    return t, l
+
+
+def lat_stats(lats):
+    """percentiles in µs over queries; an unanswered query counts as slower than
+    any answer (so losses cannot make the tail look better)"""
+    n = len(lats)
+    if not n:
+        return dict(n=0, lost=0, p50=None, p99=None, p999=None, max=None)
+    lost = sum(1 for x in lats if x < 0)
+    v = sorted(x if x >= 0 else float("inf") for x in lats)
+
+    def pct(p):
+        x = v[min(n - 1, int(p * (n - 1)))]
+        return None if x == float("inf") else x * 1e6
+    return dict(n=n, lost=lost, p50=pct(0.5), p99=pct(0.99), p999=pct(0.999), max=pct(1.0))
+
+
+def proc_status(pid):
+    out = {}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+class LogTail:
+    """counts "map reloaded" lines (and failures) in a growing server log"""
+
+    def __init__(self, path):
+        self.f = open(path, errors="replace")
+        self.buf = ""
+        self.done, self.failed, self.lines = 0, [], []
+
+    def poll(self):
+        self.buf += self.f.read()
+        *full, self.buf = self.buf.split("\n")
+        for line in full:
+            line = re.sub(r"\x1b\[[0-9;]*m", "", line)   # the server colours its log
+            if "map reloaded" in line:
+                self.done += 1
+                self.lines.append(line)
+            elif " ERROR " in line or ("reload" in line and ("failed" in line or "rejected" in line)):
+                self.failed.append(line)
+
+
+def reload_phase(srv, qf, tail, variants, mapfile, what, reloads):
+    """one flood run of RELOAD_SECS; with `reloads`, reloads back to back while it
+    runs. -> dict (latency stats, windows, RSS)"""
+    ensure_alive(srv)
+    settle()
+    qw, quiet, fb, builds = quiet_wait()
+    out = os.path.join(WORK, f"lat-{what}.bin")
+    cmd = ["taskset", "-c", CCPU, os.path.join(WORK, "flood"), ADDR, str(srv.port), qf,
+           str(RELOAD_RATE), str(RELOAD_SECS), f"lat:{out}"]
+    pid = srv.p.pid
+    if reloads:
+        # Peak RSS of the reloads alone, not of the start-up load.
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    rss0 = proc_status(pid)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0, (a0, _), t0 = srv.cpu_ticks(), cpu_busy_all(), time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    windows, rss_max, k = [], 0.0, 0
+    tail.poll()
+    if reloads:
+        # This loop (not the flood) is what reloads: it runs on the client's
+        # CPU, polling the log every 20 ms, so it takes nothing from CPU 0.
+        end = time.monotonic() + RELOAD_SECS
+        while p.poll() is None and time.monotonic() < end:
+            k += 1
+            src = variants[k % 2]
+            tmp = mapfile + ".next"
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            os.link(src, tmp)
+            before = tail.done
+            ts = time.monotonic()
+            os.rename(tmp, mapfile)
+            deadline = ts + 60
+            while tail.done == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+                tail.poll()
+                rss_max = max(rss_max, proc_status(pid).get("VmRSS", 0))
+                if tail.failed:
+                    raise RuntimeError(f"reload failed: {tail.failed[-1]}")
+            if tail.done == before:
+                raise RuntimeError("no \"map reloaded\" within 60 s of the rename")
+            windows.append((ts, time.monotonic()))
+    stdout, _ = p.communicate()
+    c1, (a1, _), t1 = srv.cpu_ticks(), cpu_busy_all(), time.time()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss1 = proc_status(pid)
+    client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    cpu_s = (c1 - c0) / CLK
+    other = max(0.0, (a1 - a0) / CLK - cpu_s - client_cpu)
+    NOISE.append(dict(server=srv.name, what=what, quiet_waited_s=qw, quiet=quiet, foreign_before=fb,
+                      other_cpu_s=other, builds=builds, wall=t1 - t0, retries=0, noisy=False))
+    kv = dict(x.split("=") for x in stdout.split())
+    sent_at, lat = read_lat(out)
+    os.unlink(out)
+    res = dict(flood={k2: float(v) for k2, v in kv.items()}, all=lat_stats(lat), cpu_s=cpu_s,
+               busy=cpu_s / RELOAD_SECS, other_cpu_s=other, wall=t1 - t0,
+               rss_before=rss0.get("VmRSS"), rss_after=rss1.get("VmRSS"),
+               hwm_after=rss1.get("VmHWM"), rss_sampled_max=rss_max or None)
+    if reloads:
+        # Queries sent while a reload was in progress: from the rename to the
+        # server's "map reloaded" line (seen within 20 ms).
+        inside, j = [], 0
+        for ts, x in zip(sent_at, lat):
+            while j < len(windows) and windows[j][1] < ts:
+                j += 1
+            if j < len(windows) and windows[j][0] <= ts:
+                inside.append(x)
+        w0 = windows[0][0] if windows else 0.0
+        res.update(windows=[(a - w0, b - w0) for a, b in windows],
+                   in_windows=lat_stats(inside),
+                   reload_s=[b - a for a, b in windows],
+                   server_lines=tail.lines[-len(windows):] if windows else [])
+        for key in ("build_ms", "total_ms"):
+            res[key] = [int(m.group(1)) for m in
+                        (re.search(key + r"=(\d+)", x) for x in res["server_lines"]) if m]
+    return res
+
+
+def reload_main():
+    """RELOAD=1: p99/p99.9 query latency under an open-loop load, steady vs while
+    reloads of a RELOAD_N-tenant map run back to back, and the peak RSS ratio"""
+    os.makedirs(RESULTS, exist_ok=True)
+    os.sched_setaffinity(0, {int(CCPU)})
+    z = zonedir(RELOAD_N)
+    md = os.path.join(WORK, "reload-map")
+    shutil.rmtree(md, ignore_errors=True)
+    os.makedirs(md)
+    # Two files of the same tenants that differ in their version: each
+    # rename is a new content (a reload does all its work: parse, validate,
+    # compile, diff, publish) that moves no tenant, so no safety gate stops it.
+    text = open(os.path.join(z, "cellns-map.json")).read()
+    m = re.search(r'"version": "([^"]*)"', text)
+    if not m:
+        raise RuntimeError("no version in the generated map")
+    variants = []
+    for tag in ("a", "b"):
+        path = os.path.join(md, f"map-{tag}.json")
+        open(path, "w").write(text.replace(m.group(0), f'"version": "{m.group(1)}-{tag}"', 1))
+        variants.append(path)
+    del text
+    mapfile = os.path.join(md, "map.json")
+    os.link(variants[0], mapfile)
+    t_start = time.time()
+    srv = Server("cellns-reload", free_port(BASE_PORT), z, mapfile=mapfile,
+                 rust_log="warn,cellns=info")
+    phases = []
+    try:
+        srv.wait_ready(600)
+        ALL.append(srv)
+        log(f"[up] cellns {RELOAD_N:,} tenants, port {srv.port}, ready in {srv.load_s:.2f}s")
+        tail = LogTail(os.path.join(srv.rd, "server.log"))
+        qf = os.path.join(z, "q_hit.txt")
+        # warm-up (page in the index, the flood's socket buffers)
+        subprocess.run(["taskset", "-c", CCPU, os.path.join(WORK, "flood"), ADDR, str(srv.port), qf,
+                        str(RELOAD_RATE), "2"], capture_output=True)
+        for rep in range(RELOAD_REPS):
+            for reloads in (False, True):
+                what = f"{'reloads' if reloads else 'steady'}-{rep + 1}"
+                r = reload_phase(srv, qf, tail, variants, mapfile, what, reloads)
+                r.update(what=what, reloads=reloads)
+                phases.append(r)
+                a = r["all"]
+                def us(x):
+                    return "-" if x is None else f"{x:.0f}"
+                log(f"[reload {what}] sent {r['flood']['sent']:.0f} lost {a['lost']} "
+                    f"p50/p99/p99.9/max µs {us(a['p50'])}/{us(a['p99'])}/{us(a['p999'])}/"
+                    f"{us(a['max'])} busy {r['busy']:.2f} VmRSS {r['rss_before']:.1f} MiB"
+                    + (f"; {len(r['windows'])} reloads, peak RSS {r['hwm_after']:.1f} MiB, p99 of "
+                       f"queries sent during one {us(r['in_windows']['p99'])} µs" if reloads else ""))
+        info = dict(load_s=srv.load_s, mem=srv.mem())
+    finally:
+        srv.stop()
+        ALL.clear()
+    d = dict(params=dict(RELOAD=True, RELOAD_N=RELOAD_N, RELOAD_RATE=RELOAD_RATE,
+                         RELOAD_SECS=RELOAD_SECS, RELOAD_REPS=RELOAD_REPS, CELLS=CELLS,
+                         SERVER_CPU=SCPU, CLIENT_CPU=CCPU, CELLNS_WORKERS=CELLNS_WORKERS,
+                         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+                         minutes=(time.time() - t_start) / 60),
+             phases=phases, info=info, noise=NOISE, deaths=DEATHS)
+    json.dump(d, open(os.path.join(RESULTS, "results-reload.json"), "w"), indent=1)
+    report_reload(d)
+
+
+def report_reload(d):
+    P = print
+    p = d["params"]
+    P(f"\nReload latency: cellns ({p['CELLNS_WORKERS']} UDP worker) serving {p['RELOAD_N']:,} "
+      f"tenants on CPU {p['SERVER_CPU']}; open-loop flood.c on CPU {p['CLIENT_CPU']} at "
+      f"{p['RELOAD_RATE']:,} q/s (random listed tenants, A), {p['RELOAD_SECS']:g} s steady, then "
+      f"{p['RELOAD_SECS']:g} s with reloads of the whole map back to back. Latency = from the "
+      f"send call to the receive call that returned the answer; an unanswered query counts as "
+      f"slower than any answer.\n")
+    P("| phase | queries | lost | p50 µs | p99 µs | p99.9 µs | max µs | server busy | reloads | "
+      "reload s, rename → logged (median) | server build / total ms (median) | VmRSS before MiB | "
+      "peak RSS MiB |")
+    P("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def f1(x):
+        return "–" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+    def rs(r):
+        return f"{med(r['reload_s']):.2f}" if r["reloads"] and r.get("reload_s") else "–"
+
+    def bt(r):
+        if not (r["reloads"] and r.get("build_ms")):
+            return "–"
+        return f"{med(r['build_ms']):.0f} / {med(r['total_ms']):.0f}"
+    for r in d["phases"]:
+        for key, name in (("all", r["what"]), ("in_windows", f"{r['what']}: queries sent during a reload")):
+            s = r.get(key)
+            if not s:
+                continue
+            nrel = len(r.get("windows", [])) if r["reloads"] else 0
+            P(f"| {name} | {s['n']:,} | {s['lost']} | {f1(s['p50'])} | {f1(s['p99'])} | "
+              f"{f1(s['p999'])} | {f1(s['max'])} | {100 * r['busy']:.0f}% | "
+              f"{nrel if r['reloads'] else '–'} | "
+              f"{rs(r)} | "
+              f"{bt(r)} | {f1(r['rss_before'])} | {f1(r['hwm_after']) if r['reloads'] else '–'} |")
+    steady = [r for r in d["phases"] if not r["reloads"]]
+    rel = [r for r in d["phases"] if r["reloads"]]
+    if steady and rel:
+        def ratio(key, stat):
+            xs = [(b[key][stat] / a["all"][stat]) for a, b in zip(steady, rel)
+                  if a["all"][stat] and b.get(key) and b[key][stat] is not None]
+            return med(xs) if xs else None
+        r99, r999 = ratio("in_windows", "p99"), ratio("in_windows", "p999")
+        a99 = ratio("all", "p99")
+        rss = med([b["hwm_after"] / a["rss_before"] for a, b in zip(steady, rel)])
+        P("\n| goal (issue 16) | measured | verdict |")
+        P("|---|---|---|")
+        P(f"| p99 during reloads ≤ 1.5× steady | {r99:.2f}× (queries sent during a reload); "
+          f"{a99:.2f}× (whole reload phase); p99.9 {r999:.2f}× | "
+          f"{'met' if r99 <= 1.5 else 'MISSED'} |")
+        P(f"| peak RSS during reloads ≤ 2.2× steady | {rss:.2f}× | {'met' if rss <= 2.2 else 'MISSED'} |")
+    nz = d.get("noise", [])
+    if nz:
+        oth = [n["other_cpu_s"] / n["wall"] for n in nz if n["wall"] > 0]
+        P(f"\nNoise: CPU busy outside server+client during the phases: median {med(oth):.2f}, "
+          f"max {max(oth):.2f} CPU-s/s; {sum(1 for n in nz if not n['quiet'])} phase(s) started "
+          f"without reaching quiet.")
 
 
 def _terminate(signum, _frame):
@@ -900,5 +1334,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, _terminate)
     if len(sys.argv) == 3 and sys.argv[1] == "--report":
         report_only(sys.argv[2])
+    elif RELOAD:
+        reload_main()
     else:
         main()

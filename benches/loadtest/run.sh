@@ -63,7 +63,7 @@ dirty=$(git -C "$REPO" status --porcelain -- src crates Cargo.toml Cargo.lock 2>
   echo "versions: cellns $("$CELLNS_BIN" --version 2>&1 | head -1 | awk '{print $NF}') (git $rev$( ((dirty)) && echo ", $dirty uncommitted file(s) under src/ crates/ Cargo.*"), sha256 $(sha256sum "$CELLNS_BIN" | cut -c1-12)); $(knotd --version 2>&1 | head -1); $(nsd -v 2>&1 | head -1); dnsperf $(dnsperf -h 2>&1 | awk '/^Version/{print $2}')$( [[ -x $HICKORY_BIN ]] && echo "; $($HICKORY_BIN --version 2>&1 | head -1)")${EXTRA_NAME:+; extra: $EXTRA_NAME}"
 } | tee "$RESULTS/table.md"
 python3 "$HERE/bench.py" | tee -a "$RESULTS/table.md"
-echo "raw per-run data: $RESULTS/results.json" >&2
+echo "raw per-run data: $(ls -t "$RESULTS"/results*.json | head -1)" >&2
 
 if [[ "${PLOT:-0}" == 1 ]]; then
   PY=${PYTHON:-$REPO/.venv-test/bin/python}

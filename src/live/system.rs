@@ -1,5 +1,7 @@
-//! Asking the operating system to favour queries: the reload thread runs at
-//! a lower priority and gives freed memory back after a reload.
+//! Asking the operating system to favour queries: the reload thread runs
+//! its reload attempts at idle priority (with a guard against starving, see
+//! [`IdleSection`]), or at a lower nice value where that is not allowed,
+//! and gives freed memory back after a reload.
 
 /// Hands freed heap memory back to the OS. glibc keeps freed memory of a
 /// thread's arena for reuse (and, after a large free, serves later large
@@ -32,5 +34,245 @@ pub(crate) fn lower_priority(nice: i32) {
                 "cannot lower the reload thread's priority"
             );
         }
+    }
+}
+
+/// The calling thread's kernel id (Linux), for scheduling calls that must
+/// name one thread of the process.
+#[cfg(target_os = "linux")]
+pub(crate) fn current_tid() -> libc::pid_t {
+    // SAFETY: gettid takes no arguments and touches no memory.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
+
+/// Puts thread `tid` in `SCHED_IDLE`: it runs only on CPU time no other
+/// thread wants, and a query thread that wakes up takes the CPU from it at
+/// once (a nice value only lowers its share: with the kernel's EEVDF
+/// scheduler a woken query thread can wait for the rest of the reload
+/// thread's time slice, milliseconds). Returns false when the OS refused.
+#[cfg(target_os = "linux")]
+pub(crate) fn set_idle(tid: libc::pid_t) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param`, a valid struct on the stack.
+    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "cannot put the reload thread in SCHED_IDLE"
+        );
+    }
+    rc == 0
+}
+
+/// Whether this process may move a thread at `nice` out of `SCHED_IDLE`
+/// again. Linux treats that as raising the priority: it needs
+/// `CAP_SYS_NICE`, or an `RLIMIT_NICE` of at least `20 - nice` (systemd:
+/// `LimitNICE=`); without either, a thread put in `SCHED_IDLE` could never
+/// be given a normal priority, however long it starves, so the reload
+/// thread does not use it then.
+#[cfg(target_os = "linux")]
+pub(crate) fn may_leave_idle(nice: i32) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes to `lim`, a valid struct on the stack.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut lim) };
+    let needed = libc::rlim_t::try_from(20 - nice.clamp(-20, 19)).unwrap_or(libc::rlim_t::MAX);
+    if rc == 0 && (lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= needed) {
+        return true;
+    }
+    has_cap_sys_nice()
+}
+
+/// `CAP_SYS_NICE` in the calling thread's effective capabilities.
+#[cfg(target_os = "linux")]
+fn has_cap_sys_nice() -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
+}
+
+/// Puts thread `tid` back in the normal policy at `nice`; false (logged)
+/// when the OS refused.
+#[cfg(target_os = "linux")]
+fn set_normal(tid: libc::pid_t, nice: i32) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as in `set_idle`.
+    let policy = unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) };
+    // SAFETY: setpriority takes plain integers and only affects thread
+    // `tid` (Linux: per-thread nice values).
+    let prio = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if policy != 0 || prio != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot give the starved reload thread a normal priority"
+        );
+    }
+    policy == 0
+}
+
+/// Runs thread `tid` at idle priority (`SCHED_IDLE`) while it lives, so
+/// that any query thread that wakes up takes the CPU from it at once, with
+/// a guard against starving: if it still lives after `after`, the thread
+/// runs at `nice` in the normal policy (logged) for the rest of it. Dropping
+/// it puts the thread back in the normal policy at `nice`. Only the
+/// reload attempt itself runs idle, never the waiting for events around it,
+/// so a thread starved between attempts (by other processes, on a busy
+/// machine) cannot delay the start of the next one. Use only where
+/// [`may_leave_idle`].
+#[cfg(target_os = "linux")]
+pub(crate) struct IdleSection {
+    tid: libc::pid_t,
+    nice: i32,
+    tx: Option<std::sync::mpsc::Sender<()>>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(target_os = "linux")]
+impl IdleSection {
+    /// Puts `tid` at idle priority and arms the guard; `None` (the thread
+    /// left as it was) when no guard thread can be started or the OS
+    /// refuses `SCHED_IDLE`.
+    pub(crate) fn enter(tid: libc::pid_t, after: std::time::Duration, nice: i32) -> Option<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let watcher = std::thread::Builder::new()
+            .name("cellns-reload-guard".into())
+            .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                if matches!(rx.recv_timeout(after), Err(RecvTimeoutError::Timeout)) {
+                    tracing::info!(
+                        after_ms = after.as_millis() as u64,
+                        nice,
+                        "the map reload is short of CPU: running it at a normal (low) priority \
+                         until it ends"
+                    );
+                    set_normal(tid, nice);
+                }
+            })
+            .ok()?;
+        let mut section = Self {
+            tid,
+            nice,
+            tx: Some(tx),
+            watcher: Some(watcher),
+        };
+        if !set_idle(tid) {
+            section.stop_watcher();
+            return None;
+        }
+        Some(section)
+    }
+
+    fn stop_watcher(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.watcher.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for IdleSection {
+    fn drop(&mut self) {
+        self.stop_watcher();
+        set_normal(self.tid, self.nice);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    fn policy(tid: libc::pid_t) -> i32 {
+        // SAFETY: takes a plain integer.
+        unsafe { libc::sched_getscheduler(tid) }
+    }
+
+    /// A thread at nice 10 in `SCHED_IDLE`, parked until told to end.
+    /// Returns its id and the sender that ends it.
+    fn idle_thread() -> (libc::pid_t, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            lower_priority(10);
+            let tid = current_tid();
+            assert!(set_idle(tid), "SCHED_IDLE refused");
+            tid_tx.send(tid).expect("send tid");
+            let _ = end_rx.recv();
+        });
+        let tid = tid_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the idle thread never started");
+        (tid, end_tx, handle)
+    }
+
+    #[test]
+    fn the_probe_agrees_with_the_kernel_on_leaving_idle() {
+        let (tid, end, handle) = idle_thread();
+        assert_eq!(policy(tid), libc::SCHED_IDLE);
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: reads `param`, a valid struct on the stack.
+        let left = unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) } == 0;
+        assert_eq!(left, may_leave_idle(10), "may_leave_idle is wrong here");
+        drop(end);
+        handle.join().expect("idle thread");
+    }
+
+    fn nice_of(tid: libc::pid_t) -> i32 {
+        // SAFETY: getpriority takes plain integers.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) }
+    }
+
+    #[test]
+    fn an_idle_section_is_idle_until_dropped_or_starved_then_normal_at_the_nice_value() {
+        if !may_leave_idle(10) {
+            // Without CAP_SYS_NICE or RLIMIT_NICE >= 10 the reload thread
+            // never goes idle (the test above checks the probe), so there
+            // is no section to test.
+            eprintln!("no CAP_SYS_NICE or RLIMIT_NICE >= 10: idle sections are unused here");
+            return;
+        }
+        // A thread at nice 10 in the normal policy, as the reload thread.
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            lower_priority(10);
+            tid_tx.send(current_tid()).expect("send tid");
+            let _ = end_rx.recv();
+        });
+        let tid = tid_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the thread never started");
+        assert_eq!((policy(tid), nice_of(tid)), (libc::SCHED_OTHER, 10));
+
+        // Dropped in time: idle while it lives, then normal at nice 10.
+        let section = IdleSection::enter(tid, Duration::from_secs(3600), 10).expect("section");
+        assert_eq!(policy(tid), libc::SCHED_IDLE);
+        drop(section);
+        assert_eq!((policy(tid), nice_of(tid)), (libc::SCHED_OTHER, 10));
+
+        // Starved: raised while it still lives.
+        let section = IdleSection::enter(tid, Duration::from_millis(50), 10).expect("section");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while policy(tid) != libc::SCHED_OTHER {
+            assert!(Instant::now() < deadline, "the guard never raised it");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(nice_of(tid), 10, "raised to the wrong nice value");
+        drop(section);
+        assert_eq!((policy(tid), nice_of(tid)), (libc::SCHED_OTHER, 10));
+
+        drop(end_tx);
+        handle.join().expect("thread");
     }
 }

@@ -36,6 +36,69 @@ impl TenantIndex {
         bytes: usize,
         tenants: impl Iterator<Item = (usize, &'a str, CellId)>,
     ) -> (Self, Vec<usize>) {
+        Self::build_copying(count, bytes, tenants)
+    }
+
+    /// Builds the index over `source`, the byte arena the names already
+    /// live in (the parsed tenant list's), without copying them: each
+    /// tenant is `(id, offset, length, cell)` into `source`. The index has
+    /// no arena of its own until [`Self::adopt_arena`] hands it `source`
+    /// (which it then lowercases in place). Why: at a reload the parsed
+    /// list, the index being built and the snapshot in force are alive
+    /// together; not copying the names keeps the peak a few megabytes
+    /// lower for a million tenants. Duplicates as in [`Self::build`].
+    pub(crate) fn build_over(
+        source: &[u8],
+        count: usize,
+        tenants: impl Iterator<Item = (usize, u32, u8, CellId)>,
+    ) -> (Self, Vec<usize>) {
+        let cap = (count * 2).next_power_of_two().max(8);
+        let mask = cap - 1;
+        let mut slots = vec![EMPTY; cap].into_boxed_slice();
+        let mut entries: Vec<Entry> = Vec::with_capacity(count);
+        let mut duplicates = Vec::new();
+        let name = |offset: u32, len: u8| &source[offset as usize..offset as usize + len as usize];
+        for (id, offset, len, cell) in tenants {
+            let this = name(offset, len);
+            let mut s = label_hash(this) as usize & mask;
+            let mut dup = false;
+            while slots[s] != EMPTY {
+                let e = entries[slots[s] as usize];
+                if name(e.offset, e.len).eq_ignore_ascii_case(this) {
+                    dup = true;
+                    break;
+                }
+                s = (s + 1) & mask;
+            }
+            if dup {
+                duplicates.push(id);
+                continue;
+            }
+            slots[s] = entries.len() as u32;
+            entries.push(Entry { offset, len, cell });
+        }
+        entries.shrink_to_fit();
+        let index = Self {
+            arena: Box::default(),
+            entries: entries.into_boxed_slice(),
+            slots,
+        };
+        (index, duplicates)
+    }
+
+    /// Gives an index made by [`Self::build_over`] the arena it was built
+    /// over, lowercased in place.
+    pub(crate) fn adopt_arena(&mut self, source: String) {
+        let mut bytes = source.into_bytes();
+        bytes.make_ascii_lowercase();
+        self.arena = bytes.into_boxed_slice();
+    }
+
+    fn build_copying<'a>(
+        count: usize,
+        bytes: usize,
+        tenants: impl Iterator<Item = (usize, &'a str, CellId)>,
+    ) -> (Self, Vec<usize>) {
         // Load factor ≤ 0.5 keeps linear probes short.
         let cap = (count * 2).next_power_of_two().max(8);
         let mask = cap - 1;
@@ -90,6 +153,17 @@ impl TenantIndex {
     /// duplicates left out) and its cell, compared case-insensitively.
     #[inline]
     pub fn find(&self, label: &[u8]) -> Option<(usize, CellId)> {
+        self.find_in(&self.arena, label)
+    }
+
+    /// The cell of `label` in an index made by [`Self::build_over`] that has
+    /// not adopted its arena yet: `source` is the arena it was built over.
+    pub(crate) fn get_over(&self, source: &[u8], label: &[u8]) -> Option<CellId> {
+        self.find_in(source, label).map(|(_, cell)| cell)
+    }
+
+    #[inline]
+    fn find_in(&self, arena: &[u8], label: &[u8]) -> Option<(usize, CellId)> {
         if self.entries.is_empty() {
             return None;
         }
@@ -101,7 +175,7 @@ impl TenantIndex {
                 return None;
             }
             let e = self.entries[i as usize];
-            let name = &self.arena[e.offset as usize..e.offset as usize + e.len as usize];
+            let name = arena.get(e.offset as usize..e.offset as usize + e.len as usize)?;
             if name.eq_ignore_ascii_case(label) {
                 return Some((i as usize, e.cell));
             }
@@ -223,5 +297,157 @@ mod tests {
         assert_eq!(label_hash(b"acme"), 0x130a_7622_2d44_27ef);
         assert_eq!(label_hash(b"ACME"), 0x130a_7622_2d44_27ef);
         assert_eq!(label_hash(b""), 0xf52a_15e9_a9b5_e89b);
+    }
+
+    #[test]
+    fn an_index_built_over_the_parsed_names_answers_as_a_copying_one() {
+        let names = ["Acme", "globex", "ACME", "initech", "bad name"];
+        let mut arena = String::new();
+        let mut at = Vec::new();
+        for n in names {
+            at.push((arena.len() as u32, n.len() as u8));
+            arena.push_str(n);
+        }
+        // "bad name" is left out (as validation leaves invalid names out).
+        let tenants = at
+            .iter()
+            .enumerate()
+            .take(4)
+            .map(|(i, &(o, l))| (i, o, l, CellId(i as u16)));
+        let (mut over, dups) = TenantIndex::build_over(arena.as_bytes(), 4, tenants);
+        assert_eq!(dups, vec![2]);
+        over.adopt_arena(arena);
+        let (copy, _) = TenantIndex::build(
+            4,
+            32,
+            names
+                .iter()
+                .take(4)
+                .enumerate()
+                .map(|(i, n)| (i, *n, CellId(i as u16))),
+        );
+        for q in ["acme", "ACME", "Globex", "initech", "bad name", "nobody"] {
+            assert_eq!(over.get(q.as_bytes()), copy.get(q.as_bytes()), "{q}");
+        }
+        assert_eq!(
+            over.iter().collect::<Vec<_>>(),
+            copy.iter().collect::<Vec<_>>()
+        );
+    }
+
+    /// `names` back to back in one arena (as the parsed list keeps them),
+    /// with each name's `(offset, length)`.
+    fn arena_of(names: &[&str]) -> (String, Vec<(u32, u8)>) {
+        let mut arena = String::new();
+        let mut at = Vec::new();
+        for n in names {
+            at.push((arena.len() as u32, n.len() as u8));
+            arena.push_str(n);
+        }
+        (arena, at)
+    }
+
+    #[test]
+    fn over_the_arena_the_first_of_case_insensitive_duplicates_wins() {
+        let names = ["Acme", "ACME", "globex", "acme", "GloBex", "initech"];
+        let (arena, at) = arena_of(&names);
+        let tenants = at
+            .iter()
+            .enumerate()
+            .map(|(i, &(o, l))| (i, o, l, CellId(i as u16)));
+        let (mut idx, dups) = TenantIndex::build_over(arena.as_bytes(), names.len(), tenants);
+        assert_eq!(dups, vec![1, 3, 4]);
+        idx.adopt_arena(arena);
+        assert_eq!(idx.len(), 3);
+        for (q, cell) in [
+            ("acme", 0),
+            ("ACME", 0),
+            ("aCmE", 0),
+            ("GLOBEX", 2),
+            ("globex", 2),
+            ("Initech", 5),
+        ] {
+            assert_eq!(idx.get(q.as_bytes()), Some(CellId(cell)), "{q}");
+        }
+        for q in ["acm", "acmee", "", "globe", "initech-"] {
+            assert_eq!(idx.get(q.as_bytes()), None, "{q}");
+        }
+        // Names come back lowercased, in map order, duplicates left out.
+        assert_eq!(
+            idx.iter().collect::<Vec<_>>(),
+            vec![
+                ("acme", CellId(0)),
+                ("globex", CellId(2)),
+                ("initech", CellId(5))
+            ]
+        );
+    }
+
+    #[test]
+    fn over_the_arena_names_left_out_do_not_shift_the_others() {
+        // Validation leaves out invalid names; their bytes stay in the
+        // arena, and the names after them must still be found.
+        let names = ["-bad-", "zeta", "a.b", "Omega", "x y"];
+        let (arena, at) = arena_of(&names);
+        let tenants = [1usize, 3]
+            .into_iter()
+            .map(|i| (i, at[i].0, at[i].1, CellId(i as u16)));
+        let (mut idx, dups) = TenantIndex::build_over(arena.as_bytes(), names.len(), tenants);
+        assert!(dups.is_empty());
+        idx.adopt_arena(arena);
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.get(b"ZETA"), Some(CellId(1)));
+        assert_eq!(idx.get(b"omega"), Some(CellId(3)));
+        for q in ["-bad-", "a.b", "x y", "bad"] {
+            assert_eq!(idx.get(q.as_bytes()), None, "{q}");
+        }
+    }
+
+    #[test]
+    fn over_the_arena_many_mixed_case_tenants_match_a_copying_index() {
+        // Enough tenants for long probe chains; every other name in capitals
+        // and every 97th repeated in another case.
+        let mut names: Vec<String> = (0..20_000)
+            .map(|i| {
+                let n = format!("t{i:07}x");
+                if i % 2 == 0 {
+                    n.to_ascii_uppercase()
+                } else {
+                    n
+                }
+            })
+            .collect();
+        for i in (0..20_000).step_by(97) {
+            names.push(format!("T{i:07}X").to_ascii_lowercase());
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (arena, at) = arena_of(&refs);
+        let tenants = at
+            .iter()
+            .enumerate()
+            .map(|(i, &(o, l))| (i, o, l, CellId((i % 1000) as u16)));
+        let (mut over, dups_over) = TenantIndex::build_over(arena.as_bytes(), refs.len(), tenants);
+        over.adopt_arena(arena);
+        let (copy, dups_copy) = TenantIndex::build(
+            refs.len(),
+            refs.iter().map(|n| n.len()).sum(),
+            refs.iter()
+                .enumerate()
+                .map(|(i, n)| (i, *n, CellId((i % 1000) as u16))),
+        );
+        assert_eq!(dups_over, dups_copy);
+        assert_eq!(dups_over.len(), 20_000usize.div_ceil(97));
+        assert_eq!(over.len(), 20_000);
+        for (i, n) in refs.iter().enumerate() {
+            let want = copy.get(n.as_bytes());
+            assert!(want.is_some(), "{n}");
+            assert_eq!(over.get(n.as_bytes()), want, "{i} {n}");
+            assert_eq!(over.get(n.to_ascii_lowercase().as_bytes()), want, "{n}");
+        }
+        assert_eq!(
+            over.iter().collect::<Vec<_>>(),
+            copy.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(over.get(b"t0020000x"), None);
     }
 }

@@ -211,7 +211,7 @@ pub fn load_str(src: Source<'_>) -> Result<Snapshot, MapError> {
         .version
         .clone()
         .unwrap_or_else(|| content_version(src.text));
-    let checked = match validate::validate(&file) {
+    let checked = match validate::validate_owned(file) {
         Ok(c) => c,
         Err(issues) => {
             // The fast tenants reader lets exact duplicate keys through,
@@ -255,6 +255,24 @@ pub fn load_example() -> Result<Snapshot, MapError> {
 
 /// The version of a map that names none: a prefix of its content hash.
 pub fn content_version(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
+    version_of_digest(&Sha256::digest(text.as_bytes()).into())
+}
+
+/// [`content_version`] of a text whose SHA-256 is `digest`.
+pub fn version_of_digest(digest: &[u8; 32]) -> String {
     format!("sha256:{}", hex::encode(&digest[..8]))
+}
+
+/// Parses a JSON map read from `reader` (as [`parse`] does from text), so
+/// that the caller need not hold the whole text: a reload reads the file
+/// in pieces and frees each once parsed (see
+/// `live::reload::read::ChunkReader`), which keeps its peak memory about
+/// the size of the file lower. Text that is not UTF-8 is refused by the
+/// JSON parser, with its line.
+pub fn parse_json_reader(reader: impl std::io::Read, name: &str) -> Result<MapFile, MapError> {
+    serde_json::from_reader(reader).map_err(|e| MapError::Parse {
+        file: name.to_owned(),
+        line: Some(e.line()),
+        message: e.to_string(),
+    })
 }

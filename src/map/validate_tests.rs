@@ -781,3 +781,39 @@ fn junk_is_refused_before_the_general_toml_parser_sees_it() {
     .expect_err("junk accepted");
     assert!(e.to_string().contains("over the limit of"), "{e}");
 }
+
+/// The reload path consumes the parsed map (`validate_owned`: the index
+/// takes over its name arena); `check`, `diff` and `explain` borrow it
+/// (`validate`: the arena is copied). Both must give the same index and the
+/// same issues.
+#[test]
+fn validating_an_owned_map_equals_validating_a_borrowed_one() {
+    use crate::map::{parse, validate::validate, validate::validate_owned};
+    let src = |text| Source {
+        text,
+        format: Format::Toml,
+        name: "m.toml",
+    };
+    let good = edit("globex = \"b\"", "GloBex = \"b\"\nInitech = \"a\"");
+    let owned = validate_owned(parse(src(&good)).expect("parse")).expect("valid");
+    let borrowed = validate(&parse(src(&good)).expect("parse")).expect("valid");
+    let names: Vec<_> = owned.tenants.iter().map(|(n, _)| n.to_owned()).collect();
+    assert_eq!(names, ["acme", "globex", "initech"]);
+    assert_eq!(
+        owned.tenants.iter().collect::<Vec<_>>(),
+        borrowed.tenants.iter().collect::<Vec<_>>()
+    );
+    for q in ["ACME", "globex", "INITECH"] {
+        assert!(owned.tenants.get(q.as_bytes()).is_some(), "{q}");
+    }
+
+    let bad = edit(
+        "globex = \"b\"",
+        "globex = \"b\"\nACME = \"b\"\n\"x y\" = \"a\"",
+    );
+    let owned = validate_owned(parse(src(&bad)).expect("parse")).expect_err("invalid");
+    let borrowed = validate(&parse(src(&bad)).expect("parse")).expect_err("invalid");
+    let text = |v: &[crate::map::validate::RawIssue]| format!("{v:?}");
+    assert_eq!(text(&owned), text(&borrowed));
+    assert_eq!(owned.len(), 2, "{owned:?}");
+}

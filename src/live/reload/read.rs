@@ -172,9 +172,31 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
     o.open(path)
 }
 
+/// Size of the pieces [`read_bounded_chunks`] reads: 1 MiB, so that each
+/// is its own mapping (see `main.rs`) and goes back to the OS when freed.
+pub const CHUNK: usize = 1 << 20;
+
 /// Reads the file at `path` under the rules of the module docs; returns
 /// its bytes and its signature.
 pub fn read_bounded(path: &Path, max: u64) -> Result<(Vec<u8>, Signature), ReadError> {
+    let (chunks, sig) = read_bounded_chunks(path, max, CHUNK)?;
+    let mut bytes = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    // Each piece is freed once copied: the peak stays about one file.
+    for c in chunks {
+        bytes.extend_from_slice(&c);
+    }
+    Ok((bytes, sig))
+}
+
+/// [`read_bounded`], the content in pieces of `chunk` bytes (the last one
+/// shorter), each its own allocation: a parser that reads them in order can
+/// free each as soon as it is consumed ([`ChunkReader`]), so that the text
+/// of a big map and what is parsed from it are never both whole in memory.
+pub fn read_bounded_chunks(
+    path: &Path,
+    max: u64,
+    chunk: usize,
+) -> Result<(Vec<Vec<u8>>, Signature), ReadError> {
     let file = path.display().to_string();
     let io_err = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -213,24 +235,79 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<(Vec<u8>, Signature), ReadE
         });
     }
     // One byte more than allowed tells a file that grew past the limit.
-    let mut bytes = Vec::with_capacity(sig.size as usize + 1);
-    (&mut f)
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
-    if bytes.len() as u64 > max {
+    let chunk = chunk.max(1);
+    let mut limited = (&mut f).take(max + 1);
+    let mut chunks = Vec::with_capacity((sig.size as usize).div_ceil(chunk) + 1);
+    let mut total: u64 = 0;
+    loop {
+        let mut c = Vec::with_capacity(chunk);
+        (&mut limited)
+            .take(chunk as u64)
+            .read_to_end(&mut c)
+            .map_err(io_err)?;
+        if c.is_empty() {
+            break;
+        }
+        total += c.len() as u64;
+        chunks.push(c);
+    }
+    if total > max {
         return Err(ReadError::TooLarge {
             file,
-            size: bytes.len() as u64,
+            size: total,
             max,
         });
     }
     let after = Signature::of(&f.metadata().map_err(io_err)?);
     let now = signature(path);
-    if after != sig || bytes.len() as u64 != sig.size || now != Some(sig) {
+    if after != sig || total != sig.size || now != Some(sig) {
         return Err(ReadError::Changing { file });
     }
-    Ok((bytes, sig))
+    Ok((chunks, sig))
+}
+
+/// Reads pieces of a file in order ([`read_bounded_chunks`]), freeing each
+/// once it has been read past. Wrap it in a `BufReader` for byte-by-byte
+/// readers such as `serde_json::from_reader`.
+#[derive(Debug)]
+pub struct ChunkReader {
+    rest: std::vec::IntoIter<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl ChunkReader {
+    /// A reader over `chunks`, in order.
+    pub fn new(chunks: Vec<Vec<u8>>) -> Self {
+        Self {
+            rest: chunks.into_iter(),
+            current: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rest.next() {
+                // The piece read past is dropped here.
+                Some(next) => {
+                    self.current = next;
+                    self.at = 0;
+                }
+                None => {
+                    self.current = Vec::new();
+                    self.at = 0;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +332,41 @@ mod tests {
         assert_eq!(bytes, b"hello");
         assert_eq!(sig.size(), 5);
         assert_eq!(signature(&link), Some(sig));
+    }
+
+    #[test]
+    fn chunks_hold_the_file_in_order_and_the_reader_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("map.json");
+        let text: Vec<u8> = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect();
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        for chunk in [1, 7, 4000, 4001, 1 << 20] {
+            let (chunks, sig) =
+                read_bounded_chunks(&path, 4000, chunk).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(sig.size(), 4000);
+            assert_eq!(chunks.len(), 4000usize.div_ceil(chunk), "{chunk}");
+            assert!(chunks.iter().all(|c| c.len() <= chunk && !c.is_empty()));
+            assert_eq!(chunks.concat(), text, "{chunk}");
+            let mut back = Vec::new();
+            let mut r = std::io::BufReader::with_capacity(13, ChunkReader::new(chunks));
+            r.read_to_end(&mut back).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, text, "{chunk}");
+        }
+        // The limit and the other rules are read_bounded's.
+        let e = read_bounded_chunks(&path, 3999, 7).expect_err("too large");
+        assert!(
+            e.to_string().contains("4000 bytes, over the limit of 3999"),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, "").unwrap_or_else(|e| panic!("{e}"));
+        let (chunks, _) = read_bounded_chunks(&empty, 10, 7).unwrap_or_else(|e| panic!("{e}"));
+        assert!(chunks.is_empty());
+        let mut back = Vec::new();
+        ChunkReader::new(chunks)
+            .read_to_end(&mut back)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(back.is_empty());
     }
 
     #[test]
