@@ -596,6 +596,12 @@ impl DnsCounters {
             self.unknown_tenant.increment(1);
         }
     }
+
+    /// Counts a name that does not exist answered NOERROR by compact
+    /// denial (RFC 9824, signed zones): an unknown name all the same.
+    pub fn compact_denial(&self) {
+        self.unknown_tenant.increment(1);
+    }
 }
 
 /// The DNS counters (resolved on first use).

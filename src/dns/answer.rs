@@ -273,6 +273,9 @@ pub(super) fn sign<'s>(
         authority.push(nsec);
         authority.append(&mut sigs);
         let rcode = if !exists && !compact_ok {
+            // Still an unknown name for the metrics (and the alert on
+            // them), though the wire says NOERROR.
+            crate::metrics::dns().compact_denial();
             ResponseCode::NoError
         } else {
             a.rcode

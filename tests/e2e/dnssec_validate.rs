@@ -16,6 +16,7 @@ use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 
+use crate::support::http::scrape;
 use crate::support::resolver::{self, Config, Unbound};
 use crate::support::server::{Launch, Server};
 use crate::support::table::{self as t, ORIGIN};
@@ -167,6 +168,13 @@ fn unbound_validates_every_kind_of_answer() {
     );
     let log = ub.log();
     assert!(!log.contains("validation failure"), "{log}");
+    // The name that does not exist was answered NOERROR (compact denial,
+    // the resolver did not set CO): it still counts as an unknown name.
+    let m = scrape(srv.http());
+    assert!(
+        m.value("cellns_dns_unknown_tenant_total", &[]) >= 1.0,
+        "compact denial not counted as an unknown name"
+    );
 }
 
 /// A UDP proxy in front of a DNS server that, while `tamper` is on, flips a
