@@ -29,7 +29,9 @@
 //!   (`cellns_map_check_changes_total`): whatever the watches miss (a
 //!   filesystem without inotify, a watch lost in a way we did not foresee)
 //!   is still picked up. The watch's health is in `/readyz` and
-//!   `cellns_map_watch_ok`.
+//!   `cellns_map_watch_ok`. A change between the initial load and the
+//!   watches being in place is treated the same way: nothing reported that
+//!   its writer had finished.
 //! - **Complete files only.** The file is read whole only if it is the
 //!   same file with the same size and modification time before and after
 //!   the read; otherwise a writer is still at work and it is read again

@@ -149,7 +149,7 @@ impl Reloader {
                 };
                 // A change between the initial load and the watch being in
                 // place raised no event: look once now.
-                run.attempt(&mut self, Trigger::Watch);
+                run.first_look(&mut self);
                 // What parsing the initial map left behind.
                 release_free_memory();
                 run.run(&mut self, &rx);
@@ -303,6 +303,23 @@ impl<A: Send + Sync + 'static> Run<'_, A> {
                     self.store.set_retrying(false);
                 }
             }
+        }
+    }
+
+    /// The look at the file when the watches are first in place. A change
+    /// since the initial load raised no event, so nothing says its writer
+    /// has finished (a file written in place, paused half way, looks
+    /// complete): it is treated as the periodic check treats a change no
+    /// event reported, reloaded if it stays put until the next check. A
+    /// finished write (a close, a rename) reloads it at once as usual.
+    fn first_look(&mut self, r: &mut Reloader) {
+        let now = read::signature(r.path());
+        if now != r.last_signature() {
+            tracing::debug!(
+                file = %r.path().display(),
+                "the map file changed while the server started; reloading it if it stays put"
+            );
+            self.pending_check = Some(now);
         }
     }
 
