@@ -1,7 +1,7 @@
 //! Failover chains: which cell serves the tenants of a cell that is down.
 //!
 //! One rule, used twice: by validation (over the statuses the map gives, so
-//! a map whose chains loop or dead-end is rejected) and by `crate::live`
+//! a map whose chains loop or dead-end is rejected) and by the `live` part
 //! (over effective statuses, which overrides and health change between map
 //! versions).
 

@@ -8,7 +8,7 @@
 //!
 //! Every error of a file is collected and reported with its file, line and
 //! field. This layer is pure data: it knows no DNS wire format, no metrics
-//! and nothing that is served; `crate::live` turns a snapshot into what
+//! and nothing that is served; the `live` part turns a snapshot into what
 //! queries read.
 
 pub mod compile;

@@ -127,7 +127,7 @@ pub struct ZoneSection {
     #[serde(default = "default_expire")]
     pub expire: u32,
     /// The map's own SOA serial: every instance fed this file serves it
-    /// (see `crate::live::serial`). None: the clock decides.
+    /// (see the `live` part's serial module). None: the clock decides.
     #[serde(default)]
     pub serial: Option<u32>,
 }

@@ -4,7 +4,7 @@
 //! then only read, through an `Arc`. It holds what the map file says (cells,
 //! tenants, zone parameters), indexed for lookups, and nothing derived for a
 //! protocol: no DNS records or wire bytes, no metric handles, no serial.
-//! `crate::live` combines it with what changes between map versions (operator
+//! the `live` part combines it with what changes between map versions (operator
 //! overrides, health, scheduled moves) into the effective view that DNS and
 //! tokens read; `check`, `diff` and `explain` use it alone.
 
@@ -95,7 +95,7 @@ impl Probe {
 }
 
 /// A cell's health probing, as the map configures it (`[cells.<id>.health]`):
-/// pure data; `crate::health` runs the probers.
+/// pure data; the `health` part runs the probers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
     /// HTTP or TCP.
@@ -190,7 +190,7 @@ pub struct Zone {
     /// SOA EXPIRE.
     pub expire: u32,
     /// The map's declared SOA serial (`zone.serial`), if any; the serial
-    /// served is decided by `crate::live::serial`.
+    /// served is decided by the `live` part (its serial module).
     pub serial: Option<u32>,
     /// NS names.
     pub nameservers: Vec<Name>,
@@ -224,7 +224,7 @@ pub struct Safety {
     pub max_unhealthy_fraction: f64,
 }
 
-/// A planned tenant move (`[moves.<tenant>]`): pure data; `crate::live`
+/// A planned tenant move (`[moves.<tenant>]`): pure data; the `live` part
 /// turns it into answers at the right times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Move {
