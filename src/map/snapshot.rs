@@ -4,7 +4,7 @@
 //! then only read, through an `Arc`. It holds what the map file says (cells,
 //! tenants, zone parameters), indexed for lookups, and nothing derived for a
 //! protocol: no DNS records or wire bytes, no metric handles, no serial.
-//! the `live` part combines it with what changes between map versions (operator
+//! The `live` part combines it with what changes between map versions (operator
 //! overrides, health, scheduled moves) into the effective view that DNS and
 //! tokens read; `check`, `diff` and `explain` use it alone.
 
