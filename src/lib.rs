@@ -48,6 +48,7 @@ pub mod cli;
 pub mod dns;
 pub mod health;
 pub mod http;
+mod keydir;
 pub mod live;
 pub mod map;
 pub mod metrics;

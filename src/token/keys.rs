@@ -30,6 +30,8 @@ use rand::rngs::OsRng;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::keydir::Fingerprint;
+
 /// A JWS signature algorithm cellns signs with and accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alg {
@@ -438,36 +440,13 @@ impl KeySet {
     }
 }
 
-/// What identifies the state of a key directory: the key files' names,
-/// sizes and modification times. A change in any means a rescan.
-type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
-
-/// The key files of `dir` (`*.pem`, not hidden, regular files after
-/// following symlinks, as Kubernetes Secret volumes use them), sorted by name.
+/// The key files of `dir` (`*.pem`, not hidden), sorted by name.
 fn key_files(dir: &Path) -> Result<Fingerprint, KeyError> {
-    let io = |source| KeyError::Io {
+    let is_key = |name: &str| !name.starts_with('.') && name.ends_with(".pem");
+    crate::keydir::key_files(dir, is_key).map_err(|source| KeyError::Io {
         path: dir.to_owned(),
         source,
-    };
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if name.starts_with('.') || !name.ends_with(".pem") {
-            continue;
-        }
-        // A file removed between read_dir and stat is simply gone.
-        let Ok(meta) = fs::metadata(entry.path()) else {
-            continue;
-        };
-        if meta.is_file() {
-            out.push((name, meta.len(), meta.modified().ok()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    })
 }
 
 /// Loads every key of `dir` (see the module docs). An empty directory gives

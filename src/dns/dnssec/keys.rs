@@ -50,6 +50,8 @@ use ring::signature::{
 };
 use serde::Deserialize;
 
+pub(crate) use crate::keydir::Fingerprint;
+
 /// A DNSSEC signing algorithm cellns signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -581,41 +583,17 @@ pub fn load_file(path: &Path) -> Result<Key, KeyError> {
     parse(&text, path)
 }
 
-/// What identifies the state of a key directory: the key files' names,
-/// sizes and modification times. A change in any means a rescan.
-pub(crate) type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
-
 /// Whether `name` is a key file name (`dnssec-*.pem`, not hidden).
 fn is_key_file(name: &str) -> bool {
     name.starts_with("dnssec-") && name.ends_with(".pem")
 }
 
-/// The key files of `dir`, sorted by name (regular files after following
-/// symlinks, as Kubernetes Secret volumes use them).
+/// The key files of `dir` (`dnssec-*.pem`), sorted by name.
 pub(crate) fn key_files(dir: &Path) -> Result<Fingerprint, KeyError> {
-    let io = |source| KeyError::Io {
+    crate::keydir::key_files(dir, is_key_file).map_err(|source| KeyError::Io {
         path: dir.to_owned(),
         source,
-    };
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !is_key_file(&name) {
-            continue;
-        }
-        // A file removed between read_dir and stat is simply gone.
-        let Ok(meta) = fs::metadata(entry.path()) else {
-            continue;
-        };
-        if meta.is_file() {
-            out.push((name, meta.len(), meta.modified().ok()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    })
 }
 
 /// Loads every key of `dir`, in file name order (`cellns dnssec ds`). A bad
