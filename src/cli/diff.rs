@@ -94,9 +94,15 @@ fn render(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot, limit: usize) -> Stri
         }
         more(&mut o, d.moved.len());
     }
-    if !d.scheduled.is_empty() {
-        let _ = writeln!(o, "\nscheduled moves (counted now; from → to at):");
-        for m in d.scheduled.iter().take(limit) {
+    for (title, moves) in [
+        ("scheduled moves (counted now; from → to at)", &d.scheduled),
+        ("cancelled moves (still ahead in the old map)", &d.cancelled),
+    ] {
+        if moves.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\n{title}:");
+        for m in moves.iter().take(limit) {
             let _ = writeln!(
                 o,
                 "  {:<24} {} → {} at {}",
@@ -106,21 +112,7 @@ fn render(d: &MapDiff<'_>, old: &Snapshot, new: &Snapshot, limit: usize) -> Stri
                 crate::live::audit::rfc3339(m.at)
             );
         }
-        more(&mut o, d.scheduled.len());
-    }
-    if !d.cancelled.is_empty() {
-        let _ = writeln!(o, "\ncancelled moves (still ahead in the old map):");
-        for m in d.cancelled.iter().take(limit) {
-            let _ = writeln!(
-                o,
-                "  {:<24} {} → {} at {}",
-                m.tenant,
-                m.from,
-                m.to,
-                crate::live::audit::rfc3339(m.at)
-            );
-        }
-        more(&mut o, d.cancelled.len());
+        more(&mut o, moves.len());
     }
     if !d.added.is_empty() {
         let _ = writeln!(o, "\nadded:");
