@@ -300,16 +300,10 @@ fn new_jti() -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-/// Unix seconds as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
+/// Unix seconds as RFC 3339 UTC (`2026-01-02T03:04:05Z`), as the audit
+/// log writes times.
 fn rfc3339(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::live::audit::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
 }
 
 #[cfg(test)]
