@@ -53,27 +53,15 @@ impl TenantIndex {
         tenants: impl Iterator<Item = (usize, u32, u8, CellId)>,
     ) -> (Self, Vec<usize>) {
         let cap = (count * 2).next_power_of_two().max(8);
-        let mask = cap - 1;
         let mut slots = vec![EMPTY; cap].into_boxed_slice();
         let mut entries: Vec<Entry> = Vec::with_capacity(count);
         let mut duplicates = Vec::new();
         let name = |offset: u32, len: u8| &source[offset as usize..offset as usize + len as usize];
         for (id, offset, len, cell) in tenants {
-            let this = name(offset, len);
-            let mut s = label_hash(this) as usize & mask;
-            let mut dup = false;
-            while slots[s] != EMPTY {
-                let e = entries[slots[s] as usize];
-                if name(e.offset, e.len).eq_ignore_ascii_case(this) {
-                    dup = true;
-                    break;
-                }
-                s = (s + 1) & mask;
-            }
-            if dup {
+            let Some(s) = free_slot(&slots, &entries, source, name(offset, len)) else {
                 duplicates.push(id);
                 continue;
-            }
+            };
             slots[s] = entries.len() as u32;
             entries.push(Entry { offset, len, cell });
         }
@@ -101,29 +89,16 @@ impl TenantIndex {
     ) -> (Self, Vec<usize>) {
         // Load factor ≤ 0.5 keeps linear probes short.
         let cap = (count * 2).next_power_of_two().max(8);
-        let mask = cap - 1;
         let mut slots = vec![EMPTY; cap].into_boxed_slice();
         let mut arena = Vec::with_capacity(bytes);
         let mut entries: Vec<Entry> = Vec::with_capacity(count);
         let mut duplicates = Vec::new();
         for (id, name, cell) in tenants {
             debug_assert!(name.len() <= 63);
-            let mut s = label_hash(name.as_bytes()) as usize & mask;
-            let mut dup = false;
-            while slots[s] != EMPTY {
-                let e = entries[slots[s] as usize];
-                if arena[e.offset as usize..e.offset as usize + e.len as usize]
-                    .eq_ignore_ascii_case(name.as_bytes())
-                {
-                    dup = true;
-                    break;
-                }
-                s = (s + 1) & mask;
-            }
-            if dup {
+            let Some(s) = free_slot(&slots, &entries, &arena, name.as_bytes()) else {
                 duplicates.push(id);
                 continue;
-            }
+            };
             slots[s] = entries.len() as u32;
             let offset = arena.len() as u32;
             arena.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
@@ -206,6 +181,23 @@ impl TenantIndex {
     pub fn heap_bytes(&self) -> usize {
         self.arena.len() + self.entries.len() * size_of::<Entry>() + self.slots.len() * 4
     }
+}
+
+/// The free slot where `name` goes, or `None` when an entry of the same
+/// name (compared case-insensitively, names in `arena`) is already there.
+/// `slots` is never full (load factor ≤ 0.5).
+#[inline]
+fn free_slot(slots: &[u32], entries: &[Entry], arena: &[u8], name: &[u8]) -> Option<usize> {
+    let mask = slots.len() - 1;
+    let mut s = label_hash(name) as usize & mask;
+    while slots[s] != EMPTY {
+        let e = entries[slots[s] as usize];
+        if arena[e.offset as usize..e.offset as usize + e.len as usize].eq_ignore_ascii_case(name) {
+            return None;
+        }
+        s = (s + 1) & mask;
+    }
+    Some(s)
 }
 
 /// A stable 64-bit hash of a label, case-insensitive (ASCII). FNV-1a with a
