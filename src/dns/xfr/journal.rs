@@ -343,13 +343,16 @@ fn served<'t>(
     short: &'t [Vec<Vec<u8>>],
     label: &str,
 ) -> Option<&'t [Vec<u8>]> {
-    let assigned = live.view.map().tenants.get(label.as_bytes())?;
-    let (cell, is_short) = live
-        .view
-        .moving(label.as_bytes())
-        .unwrap_or((assigned, false));
-    let i = usize::from(live.view.serving(cell).0);
-    Some(if is_short { &short[i] } else { &tails[i] })
+    // Listed tenants only: a hashed one is not in the zone's records.
+    live.view.map().tenants.get(label.as_bytes())?;
+    // As a query is answered.
+    let target = crate::route::lookup_target(&live.view, label.as_bytes())?;
+    let i = usize::from(target.cell.0);
+    Some(if target.short_ttl {
+        &short[i]
+    } else {
+        &tails[i]
+    })
 }
 
 /// Collects records against a byte budget.
