@@ -55,15 +55,7 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 
 /// RFC 3339 UTC, to the second.
 fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::live::audit::rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(unix(t)))
 }
 
 fn unix(t: SystemTime) -> u64 {
