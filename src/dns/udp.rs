@@ -264,22 +264,36 @@ impl Worker {
         let mut iov_out: [libc::iovec; BATCH] = zeroed();
         let mut msgs_out: [libc::mmsghdr; BATCH] = zeroed();
 
+        // Every receive header points at its own buffer and address slot
+        // for the worker's whole life (the arrays never move). recvmmsg
+        // writes back only the length, address length and flags of the
+        // entries it fills, so only those are reset after a batch: resetting
+        // all 64 each time cost more than answering a small batch.
+        let recv_base = self.recv.as_mut_ptr();
+        let name_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        for i in 0..BATCH {
+            iov_in[i] = libc::iovec {
+                // SAFETY: `i < BATCH`, the length of `self.recv`.
+                iov_base: unsafe { recv_base.add(i) }.cast(),
+                iov_len: RECV_BUF,
+            };
+            let h = &mut msgs_in[i].msg_hdr;
+            h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = name_len;
+            h.msg_iov = &mut iov_in[i];
+            h.msg_iovlen = 1;
+        }
+        let mut filled = 0;
+
         while !stop.load(Ordering::Relaxed) {
-            for i in 0..BATCH {
-                iov_in[i] = libc::iovec {
-                    iov_base: self.recv[i].as_mut_ptr().cast(),
-                    iov_len: RECV_BUF,
-                };
-                let h = &mut msgs_in[i].msg_hdr;
-                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_iov = &mut iov_in[i];
-                h.msg_iovlen = 1;
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-                h.msg_flags = 0;
-                msgs_in[i].msg_len = 0;
+            for m in &mut msgs_in[..filled] {
+                m.msg_hdr.msg_namelen = name_len;
+                m.msg_hdr.msg_flags = 0;
+                m.msg_len = 0;
             }
+            // Until recvmmsg says how many it filled, assume any may have
+            // been written (a failed call resets them all next time).
+            filled = BATCH;
             // SAFETY: every msghdr points at live buffers of the stated sizes.
             let n = unsafe {
                 libc::recvmmsg(
@@ -313,6 +327,7 @@ impl Worker {
                 ));
             }
             errors.ok();
+            filled = n as usize;
             let live = self.dispatch.store().load();
             let mut out = 0;
             for i in 0..n as usize {
@@ -343,7 +358,8 @@ impl Worker {
                     iov_len: resp_len,
                 };
                 let h = &mut msgs_out[out].msg_hdr;
-                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+                // The answer goes back to the address its query came from.
+                h.msg_name = msgs_in[i].msg_hdr.msg_name;
                 h.msg_namelen = msgs_in[i].msg_hdr.msg_namelen;
                 h.msg_iov = &mut iov_out[out];
                 h.msg_iovlen = 1;
