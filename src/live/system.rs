@@ -121,13 +121,62 @@ fn set_normal(tid: libc::pid_t, nice: i32) -> bool {
 
 /// Runs thread `tid` at idle priority (`SCHED_IDLE`) while it lives, so
 /// that any query thread that wakes up takes the CPU from it at once, with
-/// a guard against starving: if it still lives after `after`, the thread
-/// runs at `nice` in the normal policy (logged) for the rest of it. Dropping
-/// it puts the thread back in the normal policy at `nice`. Only the
-/// reload attempt itself runs idle, never the waiting for events around it,
-/// so a thread starved between attempts (by other processes, on a busy
-/// machine) cannot delay the start of the next one. Use only where
-/// [`may_leave_idle`].
+/// a guard against starving: if in some window of `after` the thread ran
+/// for less than [`STARVED_SHARE`] of it, it runs at `nice` in the normal
+/// policy (logged) for the rest of it. Only that is starving: a reload that
+/// gets what the queries leave of a core (half of it, say) makes progress
+/// and stays idle, however long it takes; raising it then would make the
+/// query threads share the core with it for nothing. Dropping it puts the
+/// thread back in the normal policy at `nice`. Only the reload attempt
+/// itself runs idle, never the waiting for events around it, so a thread
+/// starved between attempts (by other processes, on a busy machine) cannot
+/// delay the start of the next one. Use only where [`may_leave_idle`].
+/// The share of a guard window below which a thread at idle priority is
+/// starving (5 %: 100 ms of CPU in 2 s).
+pub(crate) const STARVED_SHARE: u32 = 20;
+
+/// Whether a thread that ran for `got` in a window of `window` starved.
+#[cfg(target_os = "linux")]
+fn starved(got: std::time::Duration, window: std::time::Duration) -> bool {
+    got < window / STARVED_SHARE
+}
+
+/// Watches windows of `after` until `ended` says the section is over
+/// (`None`) or a window in which the thread, whose CPU time so far `cpu`
+/// reads, starved: then how long it ran in that window. Without the CPU
+/// time (no schedstat) any window counts as starved: the guard of old.
+#[cfg(target_os = "linux")]
+fn wait_for_starvation(
+    ended: &std::sync::mpsc::Receiver<()>,
+    after: std::time::Duration,
+    mut cpu: impl FnMut() -> Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut ran = cpu();
+    while let Err(RecvTimeoutError::Timeout) = ended.recv_timeout(after) {
+        let now = cpu();
+        let got = match (ran, now) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => std::time::Duration::ZERO,
+        };
+        if starved(got, after) {
+            return Some(got);
+        }
+        ran = now;
+    }
+    None
+}
+
+/// CPU time of thread `tid` of this process so far (Linux
+/// `/proc/self/task/TID/schedstat`, first field, nanoseconds); `None` when
+/// it cannot be read.
+#[cfg(target_os = "linux")]
+fn thread_cpu_time(tid: libc::pid_t) -> Option<std::time::Duration> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let ns = text.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(std::time::Duration::from_nanos(ns))
+}
+
 #[cfg(target_os = "linux")]
 pub(crate) struct IdleSection {
     tid: libc::pid_t,
@@ -146,10 +195,10 @@ impl IdleSection {
         let watcher = std::thread::Builder::new()
             .name("cellns-reload-guard".into())
             .spawn(move || {
-                use std::sync::mpsc::RecvTimeoutError;
-                if matches!(rx.recv_timeout(after), Err(RecvTimeoutError::Timeout)) {
+                if let Some(got) = wait_for_starvation(&rx, after, || thread_cpu_time(tid)) {
                     tracing::info!(
                         after_ms = after.as_millis() as u64,
+                        ran_ms = got.as_millis() as u64,
                         nice,
                         "the map reload is short of CPU: running it at a normal (low) priority \
                          until it ends"
@@ -214,6 +263,69 @@ mod tests {
             .recv_timeout(Duration::from_secs(60))
             .expect("the idle thread never started");
         (tid, end_tx, handle)
+    }
+
+    #[test]
+    fn a_thread_that_gets_a_twentieth_of_the_window_is_not_starving() {
+        let w = Duration::from_secs(2);
+        assert!(starved(Duration::ZERO, w));
+        assert!(starved(Duration::from_millis(99), w));
+        assert!(!starved(Duration::from_millis(100), w));
+        // What the queries leave of a core at half load: progress.
+        assert!(!starved(Duration::from_millis(1000), w));
+    }
+
+    /// A fake CPU clock that advances by `step` at each reading.
+    fn clock(step: Duration) -> impl FnMut() -> Option<Duration> {
+        let mut t = Duration::ZERO;
+        move || {
+            t += step;
+            Some(t)
+        }
+    }
+
+    #[test]
+    fn a_reload_that_gets_half_the_core_is_never_raised() {
+        let (tx, rx) = mpsc::channel::<()>();
+        let after = Duration::from_millis(5);
+        // Half of each window, for 20 windows, then the section ends.
+        let ender = std::thread::spawn(move || {
+            std::thread::sleep(after * 20);
+            drop(tx);
+        });
+        assert_eq!(wait_for_starvation(&rx, after, clock(after / 2)), None);
+        ender.join().expect("ender");
+    }
+
+    #[test]
+    fn a_reload_that_gets_nothing_or_cannot_be_measured_is_raised_after_one_window() {
+        let (_tx, rx) = mpsc::channel::<()>();
+        let after = Duration::from_millis(5);
+        assert_eq!(
+            wait_for_starvation(&rx, after, clock(Duration::ZERO)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            wait_for_starvation(&rx, after, clock(after / 40)),
+            Some(after / 40)
+        );
+        assert_eq!(
+            wait_for_starvation(&rx, after, || None),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn the_cpu_time_of_a_busy_thread_grows() {
+        let tid = current_tid();
+        let a = thread_cpu_time(tid).expect("schedstat of this thread");
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let b = thread_cpu_time(tid).expect("schedstat of this thread");
+        assert!(b > a, "{a:?} -> {b:?}");
     }
 
     #[test]

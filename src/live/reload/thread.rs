@@ -20,11 +20,18 @@ use crate::live::system::{lower_priority, release_free_memory};
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// Nice value of the reload thread (Linux; higher is lower priority): its
 /// priority where idle priority is not used, and while a reload that
-/// starved for [`STARVED_AFTER`] at idle priority finishes.
+/// starved at idle priority (see [`STARVED_AFTER`]) finishes.
 const RELOAD_NICE: i32 = 10;
-/// How long a reload may run at idle priority before it runs at
-/// [`RELOAD_NICE`] instead (a 1,000,000-tenant reload takes about 0.5 s of
-/// CPU; idle priority gets it only what queries leave).
+/// The window of the starvation guard: a reload that got less than a
+/// twentieth of it in CPU time ([`crate::live::system::STARVED_SHARE`])
+/// runs at [`RELOAD_NICE`] instead of idle priority from then on (a
+/// 1,000,000-tenant reload takes about 0.5 s of CPU; idle priority gets it
+/// only what queries leave, which may be nothing under a flood). A reload
+/// that gets what queries leave stays idle however long it takes: until
+/// 2026-12 the guard raised any reload still running after 2 s, and a
+/// 1,000,000-tenant reload beside a half-busy query thread (2.5 s) spent
+/// its end sharing the core with it, which tripled the p99 of the queries
+/// sent during it (BENCHMARKS.md, reload latency, run E).
 const STARVED_AFTER: Duration = Duration::from_secs(2);
 /// First pause before retrying a reload that failed for a passing reason;
 /// it doubles with each failure, up to [`MAX_RETRY`].
