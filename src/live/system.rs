@@ -119,20 +119,9 @@ fn set_normal(tid: libc::pid_t, nice: i32) -> bool {
     policy == 0
 }
 
-/// Runs thread `tid` at idle priority (`SCHED_IDLE`) while it lives, so
-/// that any query thread that wakes up takes the CPU from it at once, with
-/// a guard against starving: if in some window of `after` the thread ran
-/// for less than [`STARVED_SHARE`] of it, it runs at `nice` in the normal
-/// policy (logged) for the rest of it. Only that is starving: a reload that
-/// gets what the queries leave of a core (half of it, say) makes progress
-/// and stays idle, however long it takes; raising it then would make the
-/// query threads share the core with it for nothing. Dropping it puts the
-/// thread back in the normal policy at `nice`. Only the reload attempt
-/// itself runs idle, never the waiting for events around it, so a thread
-/// starved between attempts (by other processes, on a busy machine) cannot
-/// delay the start of the next one. Use only where [`may_leave_idle`].
 /// The share of a guard window below which a thread at idle priority is
-/// starving (5 %: 100 ms of CPU in 2 s).
+/// starving, as a divisor (20: 5 %, 100 ms of CPU in 2 s).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) const STARVED_SHARE: u32 = 20;
 
 /// Whether a thread that ran for `got` in a window of `window` starved.
@@ -177,6 +166,18 @@ fn thread_cpu_time(tid: libc::pid_t) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_nanos(ns))
 }
 
+/// Runs thread `tid` at idle priority (`SCHED_IDLE`) while it lives, so
+/// that any query thread that wakes up takes the CPU from it at once, with
+/// a guard against starving: if in some window of `after` the thread ran
+/// for less than 1/[`STARVED_SHARE`] of it (5 %), it runs at `nice` in the normal
+/// policy (logged) for the rest of it. Only that is starving: a reload that
+/// gets what the queries leave of a core (half of it, say) makes progress
+/// and stays idle, however long it takes; raising it then would make the
+/// query threads share the core with it for nothing. Dropping it puts the
+/// thread back in the normal policy at `nice`. Only the reload attempt
+/// itself runs idle, never the waiting for events around it, so a thread
+/// starved between attempts (by other processes, on a busy machine) cannot
+/// delay the start of the next one. Use only where [`may_leave_idle`].
 #[cfg(target_os = "linux")]
 pub(crate) struct IdleSection {
     tid: libc::pid_t,
