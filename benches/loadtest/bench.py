@@ -1169,7 +1169,7 @@ def reload_phase(srv, qf, tail, variants, mapfile, what, kind):
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c0, (a0, _), t0 = srv.cpu_ticks(), cpu_busy_all(), time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    windows, rss_max, k = [], 0.0, 0
+    windows = []
     tail.poll()
     if reloads:
         # This loop (not the flood) is what reloads: it runs on the client's
@@ -1177,7 +1177,6 @@ def reload_phase(srv, qf, tail, variants, mapfile, what, kind):
         # from CPU 0 and next to nothing from the flood.
         end = time.monotonic() + RELOAD_SECS
         while p.poll() is None and time.monotonic() < end:
-            k += 1
             # The variant not in place now (hard links: same inode), so that
             # every rename is new content, across rounds too.
             src = variants[1 if os.stat(mapfile).st_ino == os.stat(variants[0]).st_ino else 0]
@@ -1196,7 +1195,6 @@ def reload_phase(srv, qf, tail, variants, mapfile, what, kind):
             if tail.done == before:
                 raise RuntimeError("no \"map reloaded\" within 60 s of the rename")
             windows.append((ts, time.monotonic()))
-            rss_max = max(rss_max, proc_status(pid).get("VmRSS", 0))
     stdout, _ = p.communicate()
     if spinner:
         spinner.kill()
@@ -1215,7 +1213,7 @@ def reload_phase(srv, qf, tail, variants, mapfile, what, kind):
     res = dict(flood={k2: float(v) for k2, v in kv.items()}, all=lat_stats(lat), cpu_s=cpu_s,
                busy=cpu_s / RELOAD_SECS, other_cpu_s=other, wall=t1 - t0,
                rss_before=rss0.get("VmRSS"), rss_after=rss1.get("VmRSS"),
-               hwm_after=rss1.get("VmHWM"), rss_sampled_max=rss_max or None, lat=list(lat))
+               hwm_after=rss1.get("VmHWM"), lat=list(lat))
     if reloads:
         # Queries sent while a reload was in progress: from the rename to the
         # server's "map reloaded" line.
